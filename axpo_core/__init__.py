@@ -1,0 +1,1 @@
+"""axpo: AXPO vs GRPO for tool-using vision-language agents."""

@@ -1,0 +1,143 @@
+"""GRPO: group-relative advantages and the token-level clipped policy loss (DESIGN §4, paper §2.1, App. A).
+
+Read top to bottom:
+  1. `group_advantages`   Â_i = (r_i − mean(r)) / (std(r) + ε) within one group of rollouts.
+  2. `grpo_advantages`    groups trajectories by `Trajectory.group` and broadcasts Â_i to rollout i's policy
+                          tokens, giving one `Scored` per trajectory (per-token advantages + the loss mask).
+  3. `clipped_policy_loss` the PPO-clip surrogate of App. A Eq. (clip-app) over padded [B, T] tensors, with
+                          DAPO's asymmetric clip range and the k3 KL estimator toward the frozen reference.
+
+AXPO (axpo.py) reuses all three; it only changes which tokens get which advantage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from axpo_core.config import AlgorithmConfig
+from axpo_core.rollout.trajectory import Trajectory
+
+
+@dataclass
+class Scored:
+    """A trajectory with what the update needs: one advantage per token and the tokens that enter the loss.
+
+    `advantages` and `mask` have the length of `trajectory.token_ids`; `mask` ⊆ `trajectory.loss_mask`
+    (AXPO masks a source's continuation and a resample's prefix), and `advantages` is 0.0 off the mask.
+    """
+
+    trajectory: Trajectory
+    advantages: list[float]
+    mask: list[int]
+
+
+def group_advantages(rewards: Sequence[float], eps: float) -> list[float]:
+    """Â_i = (r_i − mean(r)) / (std(r) + ε) over one group (paper §2.1; Eq. 2 and Eq. 4 reuse it).
+
+    std is the *sample* standard deviation (Bessel's correction, n − 1), as TRL's GRPOTrainer
+    (`trl.trainer.utils.nanstd`) and verl's GRPO (`torch.std`) compute it. A group of one has no spread:
+    std = 0, so its advantage is 0 (TRL gets NaN there and zeroes it; same result).
+    """
+    n = len(rewards)
+    if n == 0:
+        return []
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (n - 1)) if n > 1 else 0.0
+    return [(r - mean) / (std + eps) for r in rewards]
+
+
+def broadcast(trajectory: Trajectory, advantage: float, mask: Sequence[int] | None = None) -> Scored:
+    """Give every token in `mask` (default: the policy's tokens, `loss_mask`) the same advantage."""
+    mask = list(trajectory.loss_mask if mask is None else mask)
+    return Scored(trajectory, [advantage if m else 0.0 for m in mask], mask)
+
+
+def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) -> list[Scored]:
+    """GRPO: normalize rewards within each `Trajectory.group`, broadcast to policy tokens (order kept)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, trajectory in enumerate(trajectories):
+        groups[trajectory.group].append(i)
+    advantage = [0.0] * len(trajectories)
+    for members in groups.values():
+        for i, a in zip(
+            members, group_advantages([trajectories[i].reward for i in members], cfg.adv_eps), strict=True
+        ):
+            advantage[i] = a
+    return [broadcast(t, a) for t, a in zip(trajectories, advantage, strict=True)]
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_beta: float = 0.0,
+    aggregation: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss to *minimize*: −L_clip of App. A (Eq. clip-app), per token, then aggregated over the batch.
+
+    All inputs are padded [B, T] tensors of the same shape (`advantages` may also be [B]: one per sequence).
+    Per token, with ρ = exp(logπθ − logπold):
+        ℓ = −min(ρ·Â, clip(ρ, 1 − ε_low, 1 + ε_high)·Â) + β·k3,   k3 = exp(ref − logπθ) − (ref − logπθ) − 1
+    (k3 is the unbiased, non-negative KL(πθ‖πref) estimator TRL's GRPOTrainer and verl use).
+    Aggregation over masked tokens:
+      * "token-mean": Σ ℓ·mask / Σ mask over the whole batch (TRL `loss_type="bnpo"`, = "dapo" on one batch);
+      * "seq-mean-token-mean": mean over the B rows of each row's token mean (TRL `loss_type="grpo"`; a row
+        with an empty mask counts as 0, as in TRL).
+    Masked-out positions never reach an exp, so padding garbage cannot turn into inf/NaN.
+    Stats (detached): token-means over masked tokens of kl, ratio, the clip fractions (TRL's definitions:
+    low = ρ < 1 − ε_low with Â < 0, high = ρ > 1 + ε_high with Â > 0), and the loss without the KL term.
+    """
+    if aggregation not in ("token-mean", "seq-mean-token-mean"):
+        raise ValueError(f"unknown aggregation {aggregation!r}; expected token-mean or seq-mean-token-mean")
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    on = mask.bool()
+    mask_f = on.to(logprobs.dtype)
+    zero = torch.zeros_like(logprobs)
+
+    ratio = torch.exp(torch.where(on, logprobs - old_logprobs, zero))
+    clipped_ratio = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    policy_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    per_token = policy_loss
+    kl = zero
+    if ref_logprobs is not None and kl_beta != 0.0:
+        delta = torch.where(on, ref_logprobs - logprobs, zero)
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + kl_beta * kl
+
+    def aggregate(x: torch.Tensor) -> torch.Tensor:
+        if aggregation == "token-mean":
+            return (x * mask_f).sum() / mask_f.sum().clamp(min=1.0)
+        return ((x * mask_f).sum(-1) / mask_f.sum(-1).clamp(min=1.0)).mean()
+
+    loss = aggregate(per_token)
+
+    with torch.no_grad():
+        n_tokens = mask_f.sum().clamp(min=1.0)
+
+        def token_mean(x: torch.Tensor) -> torch.Tensor:
+            return (x.to(mask_f.dtype) * mask_f).sum() / n_tokens
+
+        low = (ratio < 1 - eps_low) & (advantages < 0)
+        high = (ratio > 1 + eps_high) & (advantages > 0)
+        stats = {
+            "policy_loss": aggregate(policy_loss).detach(),
+            "kl": token_mean(kl),
+            "ratio_mean": token_mean(ratio),
+            "ratio_max": torch.where(on, ratio, zero).max() if on.any() else torch.zeros(()),
+            "clip_fraction_low": token_mean(low),
+            "clip_fraction_high": token_mean(high),
+            "clip_fraction": token_mean(low | high),
+            "num_tokens": mask_f.sum(),
+        }
+    return loss, stats

@@ -1,0 +1,180 @@
+"""Every knob of an experiment, as pydantic models loaded from YAML.
+
+`load_config(path, overrides)` is the one entry point: unknown keys and bad values fail with a single
+`ConfigError` that names the file and the dotted field (e.g. `configs/tiny.yaml: algorithm.budget_ratio:
+Input should be less than or equal to 1`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Which policy: a tiny built scale (`tiny-s|m|l`) or a local checkpoint path (real Qwen3-VL)."""
+
+    scale: str = "tiny-s"
+    path: str | None = None  # a local from_pretrained folder; built from `scale` when None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    max_image_pixels: int = Field(128 * 128, gt=0)  # the processor's max_pixels: what the model sees
+    min_image_pixels: int = Field(32 * 32, gt=0)
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, ge=0)  # 0 = greedy (log-probs then reported at T = 1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)  # 0 = off
+    presence_penalty: float = 0.0
+
+
+class RolloutConfig(Section):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    group_size: int = Field(8, ge=1)  # N rollouts per question
+    max_turns: int = Field(3, ge=1)
+    max_new_tokens_per_turn: int = Field(320, ge=1)
+    max_total_tokens: int = Field(2048, ge=16)
+    batch_size: int = Field(32, ge=1)  # rollouts generated together
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class ToolsConfig(Section):
+    enabled: list[Literal["image_zoom_in", "python"]] = ["image_zoom_in", "python"]
+    max_calls: int = Field(4, ge=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
+    python_timeout_s: float = Field(12.0, gt=0)
+    python_memory_mb: int = Field(1024, ge=64)
+    python_max_output_chars: int = Field(2000, ge=16)
+
+
+class AlgorithmConfig(Section):
+    """GRPO and AXPO (DESIGN §4); the AXPO switches reproduce the paper's ablations."""
+
+    name: Literal["grpo", "axpo"] = "axpo"
+    eps_low: float = Field(0.2, ge=0)
+    eps_high: float = Field(0.4, ge=0)
+    kl_beta: float = Field(1e-3, ge=0)  # 0 skips loading the reference model
+    aggregation: Literal["token-mean", "seq-mean-token-mean"] = "token-mean"
+    adv_eps: float = Field(1e-6, gt=0)
+    # AXPO
+    budget_ratio: float = Field(0.25, ge=0, le=1)  # r: extra continuations <= r * B * N
+    continuations_per_prefix: int = Field(4, ge=1)  # K
+    ranking: Literal["probability", "entropy", "random"] = "probability"
+    prefix_fixing: bool = True  # off: resample whole rollouts from the prompt
+    resample_target: Literal["tool", "no_tool"] = "tool"
+    prefix_credit: bool = True
+    merge_into_source_group: bool = False
+    rollout_multiplier: int = Field(1, ge=1)  # GRPO with 2x rollouts = the equal-compute baseline
+    resample: bool = True  # off: AXPO is GRPO bit for bit
+
+
+class TrainingConfig(Section):
+    rounds: int = Field(2, ge=1)
+    questions_per_round: int = Field(8, ge=1)  # B
+    learning_rate: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(8, ge=1)
+    epochs_per_round: int = Field(1, ge=1)
+    seed: int = 0
+    suites: list[str] = ["zoom_detail", "python_count", "control_shapes"]
+
+
+class SFTConfig(Section):
+    examples: int = Field(256, ge=1)
+    tool_share: float = Field(0.25, ge=0, le=1)
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    lora: bool = False
+
+
+class EvaluationConfig(Section):
+    benchmarks: list[str] = ["zoom_detail", "python_count", "control_shapes"]
+    questions: int = Field(16, ge=1)
+    samples: int = Field(4, ge=1)  # n per question
+    k: list[int] = [1, 4]
+    max_turns: int = Field(5, ge=1)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5)
+
+    @model_validator(mode="after")
+    def _k_fits_samples(self) -> EvaluationConfig:
+        if max(self.k) > self.samples:
+            raise ValueError(f"pass@k needs k <= samples; got k={max(self.k)} > samples={self.samples}")
+        return self
+
+
+class StorageConfig(Section):
+    root: str = "file://runs"  # or s3://bucket/prefix
+    s3_endpoint_url: str | None = None
+
+
+class TrackingConfig(Section):
+    tracking_uri: str | None = None  # default: sqlite:///<output dir>/mlflow.db
+    experiment: str = "axpo"
+
+
+class Config(Section):
+    experiment: str = "tiny"
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    tools: ToolsConfig = ToolsConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    training: TrainingConfig = TrainingConfig()
+    sft: SFTConfig = SFTConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the file and the field."""
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (the embedded tiny default when `path` is None) with `a.b=value` overrides."""
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(source.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    for override in overrides or []:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ConfigError(f"override {override!r}: expected key=value")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else " (unknown key)")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None

@@ -1,0 +1,221 @@
+r"""Answer extraction and verification: the binary correctness reward r ∈ {0, 1} (DESIGN §3, §6).
+
+A response ends with ``<answer>\boxed{...}</answer>``. The rules below decide what counts as the
+response's answer, and how it is compared to the gold answer. They are deliberately strict where
+leniency would let a policy hedge (several different answers score 0), and lenient where the
+difference is only formatting (case, whitespace, ``\text{}``, a trailing period, "1,200" vs "1200").
+
+Extraction (:func:`extract_answer`):
+
+- Text inside ``<think>``, ``<tool_call>`` and ``<tool_response>`` blocks is ignored (an answer the
+  model only muses about, or one printed by a tool, is not the model's answer). An unclosed block
+  of these kinds runs to the end of the text.
+- Without an ``<answer>`` block there is no answer (``None``), even if a ``\boxed{}`` appears
+  elsewhere: the format requires the tag.
+- An unclosed trailing ``<answer>`` is read to the end of the text (backends that stop on
+  ``</answer>`` may drop the closing tag).
+- Inside a block, the content of ``\boxed{...}`` is the answer; nested braces are balanced
+  (``\boxed{\frac{3}{4}}`` gives ``\frac{3}{4}``). A block without ``\boxed`` gives its whole body.
+  A block whose ``\boxed{`` is never closed, or whose answer is empty, gives nothing.
+- Several answers (two ``<answer>`` blocks, or two ``\boxed`` in one block) are accepted only when
+  they all agree after :func:`normalize`; otherwise the response is ambiguous and has no answer.
+
+Matching: ``exact`` compares :func:`normalize`-d strings; ``numeric`` compares numbers (see
+:func:`match_numeric`); ``choice`` accepts the option letter or the option text (see
+:func:`match_choice`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Literal
+
+AnswerType = Literal["exact", "numeric", "choice"]
+
+__all__ = [
+    "AnswerType",
+    "extract_answer",
+    "match_choice",
+    "match_exact",
+    "match_numeric",
+    "normalize",
+    "score",
+]
+
+_IGNORED_BLOCK = re.compile(r"<(think|tool_call|tool_response)>.*?(?:</\1>|\Z)", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
+_BOXED = re.compile(r"\\boxed\s*\{")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox)\s*\{([^{}]*)\}")
+_LATEX_SPACE = re.compile(r"\\[,;:! ]")
+_QUOTES = ('"', "'", "`")
+
+
+def _boxed_contents(body: str) -> list[str] | None:
+    r"""Contents of every ``\boxed{...}`` in ``body`` (braces balanced); None if one is unclosed."""
+    contents = []
+    for match in _BOXED.finditer(body):
+        depth, start = 1, match.end()
+        for pos in range(start, len(body)):
+            if body[pos] == "{":
+                depth += 1
+            elif body[pos] == "}":
+                depth -= 1
+                if depth == 0:
+                    contents.append(body[start:pos])
+                    break
+        else:
+            return None
+    return contents
+
+
+def extract_answer(text: str) -> str | None:
+    r"""The response's final answer (stripped, not normalized), or None when it has none.
+
+    See the module docstring for the rules; in short: the ``\boxed{}`` content of the
+    ``<answer>`` block, its body when there is no ``\boxed``, and None when there is no block,
+    the block is empty or malformed, or the response gives several different answers.
+    """
+    visible = _IGNORED_BLOCK.sub(" ", text)
+    candidates: list[str] = []
+    for body in _ANSWER_BLOCK.findall(visible):
+        if _BOXED.search(body):
+            boxed = _boxed_contents(body)
+            if boxed is None:
+                continue
+            candidates.extend(b.strip() for b in boxed)
+        else:
+            candidates.append(body.strip())
+    candidates = [c for c in candidates if normalize(c)]
+    if not candidates:
+        return None
+    if len({normalize(c) for c in candidates}) > 1:
+        return None
+    return candidates[-1]
+
+
+def normalize(s: str) -> str:
+    r"""Canonical form for string comparison: formatting differences must not change the reward.
+
+    Unwraps ``\text{}``-like wrappers, drops ``$`` and LaTeX spacing commands, strips one layer of
+    enclosing quotes, collapses whitespace, lowercases, and drops trailing periods.
+    """
+    prev = None
+    while prev != s:
+        prev, s = s, _TEXT_WRAPPER.sub(r"\1", s)
+    s = _LATEX_SPACE.sub(" ", s.replace("$", ""))
+    s = " ".join(s.split())
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in _QUOTES:
+        s = s[1:-1].strip()
+    return s.lower().rstrip(". ").strip()
+
+
+def match_exact(pred: str, gold: str) -> bool:
+    """Equal after :func:`normalize` (so case- and whitespace-insensitive); empty never matches."""
+    p = normalize(pred)
+    return bool(p) and p == normalize(gold)
+
+
+_FRAC = re.compile(r"^([+-]?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
+_PLAIN = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d{1,3})?$")  # bounded exponent: no 10**huge
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+
+
+def _parse_number(s: str) -> Fraction | None:
+    """Exact value of a plain number, "1,200", "3/4", ``\\frac{3}{4}`` or "50%" (as 50); else None."""
+    t = normalize(s).replace("\u2212", "-").replace("\\%", "%").replace(" ", "")
+    t = t.removesuffix("%")
+    if frac := _FRAC.match(t):
+        num, den = _parse_number(frac.group(2)), _parse_number(frac.group(3))
+        if num is None or den is None or den == 0:
+            return None
+        return -num / den if frac.group(1) == "-" else num / den
+    if t.count("/") == 1:
+        num_s, den_s = t.split("/")
+        if not (_PLAIN.match(num_s) and _PLAIN.match(den_s)):
+            return None
+        den = Fraction(den_s)
+        return Fraction(num_s) / den if den else None
+    if _THOUSANDS.match(t):
+        t = t.replace(",", "")
+    if _PLAIN.match(t):
+        return Fraction(t)
+    return None
+
+
+def match_numeric(pred: str, gold: str, rel_tol: float = 1e-6) -> bool:
+    r"""Numerically equal: "12" = "12.0" = "1.2e1", "1,200" = "1200", "3/4" = "0.75".
+
+    Two integer values must be equal; otherwise they may differ by ``rel_tol`` (relative).
+
+    The prediction must be a number and nothing else ("12 dots" does not match): accepted forms
+    are plain/decimal/scientific numbers with an optional sign (also the Unicode minus), comma
+    thousands separators in groups of three, ``a/b``, ``\frac{a}{b}`` (also ``\dfrac``,
+    ``\tfrac``) and a trailing "%" (dropped: "50%" equals 50). A gold answer that is not a number
+    is compared with :func:`match_exact`.
+    """
+    g = _parse_number(gold)
+    if g is None:
+        return match_exact(pred, gold)
+    p = _parse_number(pred)
+    if p is None:
+        return False
+    if p.denominator == 1 and g.denominator == 1:
+        return p == g  # counts: 1000001 is not 1000000, whatever rel_tol says
+    return abs(p - g) <= max(Fraction(rel_tol) * max(abs(p), abs(g)), Fraction(1, 10**12))
+
+
+# "b", "(b)", "[b]", "b.", "b:", "b)", "option b", optionally followed by the option text
+_LETTER = re.compile(
+    r"^(?:(?:option|choice|answer)\s*)?(?:\(([a-z])\)|\[([a-z])\]|([a-z])(?:[.:)]|$))\s*(.*)$"
+)
+
+
+def _choice_index(s: str, options: list[str]) -> int | None:
+    """Index of the option ``s`` names (text first, then letter), or None; ``s`` is normalized."""
+    if s in options:
+        return options.index(s)
+    m = _LETTER.match(s)
+    if m is None:
+        return None
+    letter = m.group(1) or m.group(2) or m.group(3)
+    rest = m.group(4).strip()
+    index = ord(letter) - ord("a")
+    if options:
+        if index >= len(options) or (rest and rest != options[index]):
+            return None
+    elif rest:
+        return None
+    return index
+
+
+def match_choice(pred: str, gold: str, choices: Sequence[str] | None) -> bool:
+    """Same option: ``pred`` and ``gold`` may each be a letter ("B", "(B)", "B.", "B)") or the
+    option text; "(B) red" must name a consistent letter and text.
+
+    Option text is tried before letters, so an option literally called "a" is matched as text.
+    Without ``choices`` only letter-to-letter and exact text comparisons are possible.
+    """
+    options = [normalize(c) for c in choices] if choices else []
+    p, g = normalize(pred), normalize(gold)
+    p_index, g_index = _choice_index(p, options), _choice_index(g, options)
+    if p_index is not None and g_index is not None:
+        return p_index == g_index
+    return bool(p) and p == g
+
+
+def score(text: str, gold: str, answer_type: AnswerType, choices: Sequence[str] | None = None) -> float:
+    """Binary reward of a full response: 1.0 when its extracted answer matches ``gold``, else 0.0."""
+    if answer_type not in ("exact", "numeric", "choice"):
+        raise ValueError(f"unknown answer_type {answer_type!r}; expected 'exact', 'numeric' or 'choice'")
+    pred = extract_answer(text)
+    if pred is None:
+        return 0.0
+    if answer_type == "exact":
+        ok = match_exact(pred, gold)
+    elif answer_type == "numeric":
+        ok = match_numeric(pred, gold)
+    else:
+        ok = match_choice(pred, gold, choices)
+    return 1.0 if ok else 0.0

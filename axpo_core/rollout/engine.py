@@ -1,0 +1,252 @@
+"""The multi-turn rollout engine: turns, tools and rewards over any `Generator`.
+
+All live rollouts advance one assistant turn per step, as one batch. A turn ends at `</tool_call>` (the
+engine runs the tool and appends its response, images included, as tokens), at `<|im_end|>` (the final
+answer) or at a bound (turn limit, token limit: the rollout is marked truncated). Only tokens the policy
+sampled get `loss_mask = 1`.
+
+`continue_from` starts rollouts from a prefix of an existing one (AXPO's resampling): the prefix's tokens,
+log-probs and images are copied as they are and prefilled once by the generator, never decoded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
+from axpo_core.envs.suites import Question
+from axpo_core.envs.tools import ToolSession, system_prompt
+from axpo_core.rewards import score
+from axpo_core.rollout.chat import ChatFormat, EncodedImage
+from axpo_core.rollout.generator import GenerationRequest, Generator
+from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
+
+
+@dataclass
+class _Live:
+    """A rollout in progress: its trajectory so far, its images as the model sees them, and its tools."""
+
+    question: Question
+    trajectory: Trajectory
+    encoded: list[EncodedImage]
+    tools: ToolSession
+    turn_start: int  # index of the current assistant turn's first token
+    done: bool = False
+
+
+class RolloutEngine:
+    def __init__(
+        self,
+        generator: Generator,
+        chat: ChatFormat,
+        rollout: RolloutConfig,
+        tools: ToolsConfig,
+        sampling: SamplingConfig | None = None,
+    ):
+        self.generator = generator
+        self.chat = chat
+        self.config = rollout
+        self.tools_config = tools
+        self.sampling = sampling or rollout.sampling
+        self.system = system_prompt(tools.enabled)
+        special = chat.special
+        self.stop_ids = [special.tool_call_end, special.im_end, special.endoftext]
+
+    # ---- public API -------------------------------------------------------------------------------
+    def rollout(self, questions: Sequence[Question], group_size: int) -> list[Trajectory]:
+        """`group_size` rollouts per question, sample ids 0..group_size-1, grouped by question id."""
+        live = []
+        for question in questions:
+            encoded = [self.chat.encode_image(img) for img in question.images]
+            prompt = self.chat.prompt(self.system, question.text, encoded)
+            for sample_id in range(group_size):
+                trajectory = Trajectory(
+                    question_id=question.question_id,
+                    sample_id=sample_id,
+                    token_ids=list(prompt),
+                    logprobs=[0.0] * len(prompt),
+                    entropies=[0.0] * len(prompt),
+                    loss_mask=[0] * len(prompt),
+                    prompt_len=len(prompt),
+                    images=list(question.images),
+                )
+                live.append(
+                    _Live(
+                        question,
+                        trajectory,
+                        list(encoded),
+                        self._tool_session(question.images),
+                        turn_start=len(prompt),
+                    )
+                )
+        return self._run(live)
+
+    def continue_from(
+        self, requests: Sequence[ContinuationRequest], questions: dict[str, Question]
+    ) -> list[Trajectory]:
+        """`num_samples` continuations of `source[:prefix_tokens]` per request (see ContinuationRequest).
+
+        The prefix may end anywhere inside the source's turns; its images are restored, but a python
+        sandbox starts fresh (its variables are not part of the token prefix).
+        """
+        live = []
+        for request in requests:
+            source = request.source
+            cut = request.prefix_tokens
+            if not source.prompt_len <= cut <= len(source.token_ids):
+                raise ValueError(
+                    f"prefix_tokens={cut} outside [{source.prompt_len}, {len(source.token_ids)}] for "
+                    f"{source.question_id}/{source.sample_id}"
+                )
+            question = questions[source.question_id]
+            prefix = source.token_ids[:cut]
+            num_images = prefix.count(self.chat.special.vision_start)
+            images = source.images[:num_images]
+            encoded = [self.chat.encode_image(img) for img in images]
+            turns_done = prefix[source.prompt_len :].count(self.chat.special.tool_response)
+            turn_start = self._last_turn_start(prefix, source.prompt_len)
+            spans = [span for span in source.tool_call_spans if span[1] <= cut]
+            # A prefix ending in `</tool_call>` holds a call whose response is not in it yet.
+            pending_call = prefix[-1] == self.chat.special.tool_call_end
+            if pending_call:
+                spans = [span for span in spans if span[1] < cut]
+            for k in range(request.num_samples):
+                trajectory = Trajectory(
+                    question_id=source.question_id,
+                    sample_id=request.first_sample_id + k,
+                    token_ids=list(prefix),
+                    logprobs=source.logprobs[:cut],
+                    entropies=source.entropies[:cut],
+                    loss_mask=source.loss_mask[:cut],
+                    prompt_len=source.prompt_len,
+                    images=list(images),
+                    tool_call_spans=list(spans),
+                    tool_calls=source.tool_calls[: len(spans)],
+                    tool_errors=source.tool_errors[: len(spans)],
+                    turns=turns_done,
+                    parent=Parent(source.sample_id, cut),
+                    group_id=request.group_id,
+                )
+                tools = self._tool_session(images)
+                tools.num_calls = len(spans)
+                r = _Live(question, trajectory, list(encoded), tools, turn_start=turn_start)
+                live.append(r)
+                if pending_call:  # the environment answers before the policy goes on
+                    trajectory.turns += 1
+                    self._after_turn(r, stopped=True)
+        return self._run(live)
+
+    # ---- the turn loop ----------------------------------------------------------------------------
+    def _run(self, live: list[_Live]) -> list[Trajectory]:
+        try:
+            while active := [r for r in live if not r.done]:
+                requests = []
+                for r in active:
+                    budget = self.config.max_total_tokens - len(r.trajectory.token_ids)
+                    requests.append(
+                        GenerationRequest(
+                            r.trajectory.token_ids,
+                            r.encoded,
+                            max(0, min(self.config.max_new_tokens_per_turn, budget)),
+                            (r.trajectory.question_id, r.trajectory.sample_id),
+                        )
+                    )
+                for r, request in zip(active, requests):
+                    if request.max_new_tokens == 0:
+                        self._finish(r, truncated=True)
+                ready = [(r, q) for r, q in zip(active, requests) if not r.done]
+                if not ready:
+                    continue
+                outputs = self.generator.generate([q for _, q in ready], self.sampling, self.stop_ids)
+                for (r, _), output in zip(ready, outputs):
+                    self._append(r, output.token_ids, output.logprobs, output.entropies, policy=True)
+                    r.trajectory.turns += 1
+                    self._after_turn(r, output.stopped)
+        finally:
+            for r in live:
+                r.tools.close()
+        return [r.trajectory for r in live]
+
+    def _after_turn(self, r: _Live, stopped: bool) -> None:
+        special = self.chat.special
+        trajectory = r.trajectory
+        last = trajectory.token_ids[-1] if stopped else None
+        if last != special.tool_call_end:
+            # `<|im_end|>`/`<|endoftext|>`: the final answer; no stop id: the turn ran out of tokens.
+            self._finish(r, truncated=not stopped)
+            return
+        turn = trajectory.token_ids[r.turn_start :]
+        opening = len(turn) - 1 - turn[::-1].index(special.tool_call) if special.tool_call in turn else None
+        end = len(trajectory.token_ids)
+        if opening is None:  # the whole turn stands for the malformed call
+            raw, start = None, r.turn_start
+        else:
+            start = r.turn_start + opening
+            raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])
+        trajectory.tool_call_spans.append((start, end))
+        if raw is None:
+            result_text, new_images, error = (
+                "Error: </tool_call> without an opening <tool_call>.",
+                [],
+                "unopened",
+            )
+        else:
+            result = r.tools.execute(raw)
+            result_text, new_images, error = result.text, result.images, result.error
+        trajectory.tool_calls.append(raw if raw is not None else "")
+        trajectory.tool_errors.append(error)
+        if trajectory.turns >= self.config.max_turns:
+            self._finish(r, truncated=True)  # a tool call on the last allowed turn: no answer will come
+            return
+        encoded = [self.chat.encode_image(img) for img in new_images]
+        response = self.chat.tool_response(result_text, encoded, close_turn=True)
+        if len(trajectory.token_ids) + len(response) > self.config.max_total_tokens:
+            self._finish(r, truncated=True)
+            return
+        trajectory.images.extend(new_images)
+        r.encoded.extend(encoded)
+        self._append(r, response, None, None, policy=False)
+        r.turn_start = len(trajectory.token_ids)
+
+    def _finish(self, r: _Live, truncated: bool) -> None:
+        trajectory = r.trajectory
+        trajectory.truncated = truncated
+        trajectory.text = self.chat.decode(trajectory.token_ids[trajectory.prompt_len :])
+        question = r.question
+        trajectory.reward = score(trajectory.text, question.answer, question.answer_type, question.choices)
+        r.done = True
+
+    @staticmethod
+    def _append(
+        r: _Live, ids: list[int], logprobs: list[float] | None, entropies: list[float] | None, policy: bool
+    ) -> None:
+        trajectory = r.trajectory
+        trajectory.token_ids.extend(ids)
+        trajectory.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+        trajectory.entropies.extend(entropies if entropies is not None else [0.0] * len(ids))
+        trajectory.loss_mask.extend([1 if policy else 0] * len(ids))
+
+    def _last_turn_start(self, prefix: list[int], prompt_len: int) -> int:
+        """Start of the assistant turn a prefix ends in: after the last tool response's assistant header."""
+        header = self.chat.assistant_header()
+        special = self.chat.special
+        if special.tool_response_end not in prefix[prompt_len:]:
+            return prompt_len
+        last_close = len(prefix) - 1 - prefix[::-1].index(special.tool_response_end)
+        for i in range(last_close, len(prefix) - len(header) + 1):
+            if prefix[i : i + len(header)] == header:
+                return i + len(header)
+        return len(prefix)
+
+    def _tool_session(self, images: Sequence) -> ToolSession:
+        t = self.tools_config
+        return ToolSession(
+            list(images),
+            tools=t.enabled,
+            max_calls=t.max_calls,
+            max_image_pixels=t.max_image_pixels,
+            python_timeout_s=t.python_timeout_s,
+            python_memory_mb=t.python_memory_mb,
+            python_max_output_chars=t.python_max_output_chars,
+        )

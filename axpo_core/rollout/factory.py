@@ -1,0 +1,48 @@
+"""Wiring: a config (and optionally a model folder) to a policy and a rollout engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from axpo_core.config import Config
+from axpo_core.models.loader import Policy, ensure_model, load_policy
+from axpo_core.rollout.chat import ChatFormat
+from axpo_core.rollout.engine import RolloutEngine
+from axpo_core.rollout.generator import Generator
+
+MODEL_CACHE = Path(os.environ.get("AXPO_MODEL_CACHE", Path.home() / ".cache" / "axpo" / "models"))
+
+
+def load_configured_policy(config: Config, model_path: str | Path | None = None) -> Policy:
+    folder = (
+        Path(model_path)
+        if model_path
+        else ensure_model(config.model.scale, config.model.path, MODEL_CACHE, seed=config.seed)
+    )
+    return load_policy(
+        folder,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        max_image_pixels=config.model.max_image_pixels,
+        min_image_pixels=config.model.min_image_pixels,
+    )
+
+
+def make_generator(config: Config, policy: Policy) -> Generator:
+    if config.rollout.backend == "vllm":
+        raise NotImplementedError(
+            "rollout.backend=vllm is not available yet in this version; use rollout.backend=transformers"
+        )
+    from axpo_core.rollout.transformers_backend import TransformersGenerator
+
+    return TransformersGenerator(policy, batch_size=config.rollout.batch_size)
+
+
+def build_engine(
+    config: Config, model_path: str | Path | None = None, policy: Policy | None = None
+) -> tuple[RolloutEngine, Policy]:
+    policy = policy or load_configured_policy(config, model_path)
+    chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
+    engine = RolloutEngine(make_generator(config, policy), chat, config.rollout, config.tools)
+    return engine, policy

@@ -1,0 +1,43 @@
+"""The `Generator` protocol: one assistant turn for a batch of token sequences.
+
+The multi-turn engine (tools, turns, rewards) is backend-agnostic; a backend only continues token
+sequences until a stop id or a length limit, and reports per-token log-probs and entropies
+(`axpo_core.rollout.logprobs`). Backends: transformers (default, CPU/GPU), vllm (optional extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from axpo_core.config import SamplingConfig
+from axpo_core.rollout.chat import EncodedImage
+
+
+@dataclass
+class GenerationRequest:
+    token_ids: list[int]  # the whole context so far (prompt, earlier turns, tool responses)
+    images: list[EncodedImage]  # every image whose pads appear in token_ids, in order
+    max_new_tokens: int
+    rollout_key: tuple[str, int] | None = (
+        None  # (question_id, sample_id): lets a scripted policy find its script
+    )
+
+
+@dataclass
+class GenerationOutput:
+    token_ids: list[int]  # new tokens, the stop id included when one was hit
+    logprobs: list[float]
+    entropies: list[float]
+    stopped: bool  # True when a stop id ended the turn, False when max_new_tokens did
+
+
+class Generator(Protocol):
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig, stop_ids: Sequence[int]
+    ) -> list[GenerationOutput]: ...
+
+    def sync_weights(self) -> None:
+        """Pick up the training model's new weights (a no-op when the generator shares the module)."""
+        ...

@@ -1,0 +1,125 @@
+"""The trajectory: one rollout, token-in/token-out.
+
+A trajectory is the exact token sequence the policy saw and produced (prompt, its own turns, the tool
+responses appended as tokens), with per-token sampler log-probs, entropies and a loss mask. It is never
+re-rendered through a chat template: what the update trains on is what the sampler generated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Parent:
+    """Where a resampled rollout branched off: the source rollout and how many of its tokens it kept."""
+
+    sample_id: int
+    prefix_tokens: int
+
+
+@dataclass
+class Trajectory:
+    """One rollout of one question.
+
+    Token arrays all have the length of `token_ids` (prompt included). `loss_mask[i] == 1` exactly for
+    tokens the policy sampled; prompt and tool-response tokens are 0 (and their log-prob/entropy 0.0).
+    """
+
+    question_id: str
+    sample_id: int
+    token_ids: list[int]
+    logprobs: list[float]
+    entropies: list[float]
+    loss_mask: list[int]
+    prompt_len: int
+    images: list[Image.Image] = field(default_factory=list, repr=False)
+    # Token spans [start, end) of each `<tool_call>…</tool_call>` block, both tags included.
+    tool_call_spans: list[tuple[int, int]] = field(default_factory=list)
+    tool_calls: list[str] = field(default_factory=list)  # the raw text between the tags, per call
+    tool_errors: list[str | None] = field(default_factory=list)  # None for a call that succeeded
+    turns: int = 0
+    truncated: bool = False
+    reward: float = 0.0
+    text: str = ""  # the completion (everything after the prompt), decoded with special tokens kept
+    parent: Parent | None = None
+    group_id: str | None = (
+        None  # the advantage group; defaults to question_id (AXPO gives resamples their own)
+    )
+
+    @property
+    def group(self) -> str:
+        return self.group_id if self.group_id is not None else self.question_id
+
+    @property
+    def used_tool(self) -> bool:
+        return len(self.tool_calls) > 0
+
+    @property
+    def num_tool_calls(self) -> int:
+        return len(self.tool_calls)
+
+    @property
+    def num_tool_errors(self) -> int:
+        return sum(error is not None for error in self.tool_errors)
+
+    @property
+    def num_policy_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    @property
+    def correct(self) -> bool:
+        return self.reward > 0.5
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-serialisable summary written to rollouts.jsonl (images are not embedded)."""
+        return {
+            "question_id": self.question_id,
+            "sample_id": self.sample_id,
+            "group_id": self.group,
+            "reward": self.reward,
+            "used_tool": self.used_tool,
+            "num_tool_calls": self.num_tool_calls,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.num_tool_errors,
+            "tool_error_messages": [e for e in self.tool_errors if e is not None],
+            "turns": self.turns,
+            "truncated": self.truncated,
+            "text": self.text,
+            "num_policy_tokens": self.num_policy_tokens,
+            "num_tokens": len(self.token_ids),
+            "prompt_len": self.prompt_len,
+            "num_images": len(self.images),
+            "parent": None
+            if self.parent is None
+            else {"sample_id": self.parent.sample_id, "prefix_tokens": self.parent.prefix_tokens},
+        }
+
+    def tensors(self) -> dict[str, list]:
+        """Token-level arrays, for storing a trajectory so an update can run from storage."""
+        return {
+            "token_ids": self.token_ids,
+            "logprobs": self.logprobs,
+            "entropies": self.entropies,
+            "loss_mask": self.loss_mask,
+            "tool_call_spans": [list(span) for span in self.tool_call_spans],
+        }
+
+
+@dataclass(frozen=True)
+class ContinuationRequest:
+    """Sample `num_samples` continuations of `source` after its first `prefix_tokens` tokens.
+
+    The continuations keep those tokens bit-identical (with their log-probs and mask), get
+    `parent = Parent(source.sample_id, prefix_tokens)`, sample ids `first_sample_id, first_sample_id + 1, …`
+    and `group_id` (AXPO gives each prefix's K continuations their own advantage group).
+    """
+
+    source: Trajectory
+    prefix_tokens: int
+    num_samples: int
+    group_id: str
+    first_sample_id: int

@@ -1,0 +1,113 @@
+"""The default `Generator`: batched `model.generate` on the training module itself (CPU or one GPU).
+
+Each call prefills its left-padded batch once (prompt, or a prefix to continue from, with all its images)
+and decodes with the KV cache; per-token log-probs come from the raw logits `generate` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from axpo_core.config import SamplingConfig
+from axpo_core.models.loader import Policy
+from axpo_core.rollout.generator import GenerationOutput, GenerationRequest
+from axpo_core.rollout.logprobs import pack, reset_rope_cache, token_logprobs_and_entropy
+
+
+class PresencePenalty(LogitsProcessor):
+    """vLLM/OpenAI presence penalty: subtract `penalty` once from every token already generated this turn."""
+
+    def __init__(self, penalty: float, prompt_width: int):
+        self.penalty = penalty
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_width :]
+        if generated.numel() == 0:
+            return scores
+        seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, generated, True)
+        return scores - self.penalty * seen.to(scores.dtype)
+
+
+class TransformersGenerator:
+    def __init__(self, policy: Policy, batch_size: int = 32):
+        self.policy = policy
+        self.batch_size = batch_size
+
+    def sync_weights(self) -> None:
+        """Generation runs on the training module itself: nothing to copy."""
+
+    @torch.no_grad()
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig, stop_ids: Sequence[int]
+    ) -> list[GenerationOutput]:
+        outputs: list[GenerationOutput | None] = [None] * len(requests)
+        # Similar lengths share a batch: less padding to prefill.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, output in zip(
+                chunk, self._generate_batch([requests[i] for i in chunk], sampling, stop_ids)
+            ):
+                outputs[index] = output
+        return outputs  # type: ignore[return-value]
+
+    def _generate_batch(
+        self, requests: list[GenerationRequest], sampling: SamplingConfig, stop_ids: Sequence[int]
+    ) -> list[GenerationOutput]:
+        policy = self.policy
+        special = policy.special
+        batch = pack(
+            [r.token_ids for r in requests],
+            [r.images for r in requests],
+            special.pad,
+            special.image_pad,
+            side="left",
+            device=policy.device,
+        )
+        width = batch.input_ids.shape[1]
+        processors = LogitsProcessorList()
+        if sampling.presence_penalty:
+            processors.append(PresencePenalty(sampling.presence_penalty, width))
+        greedy = sampling.temperature <= 1e-5
+        reset_rope_cache(policy.model)
+        result = policy.model.generate(
+            **batch.model_inputs(),
+            max_new_tokens=max(r.max_new_tokens for r in requests),
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=sampling.top_p if (not greedy and sampling.top_p < 1.0) else None,
+            top_k=sampling.top_k if (not greedy and sampling.top_k > 0) else None,
+            eos_token_id=list(stop_ids),
+            pad_token_id=special.pad,
+            suppress_tokens=special.never_sampled(),
+            logits_processor=processors,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = result.sequences[:, width:]
+        if new_tokens.shape[1] == 0:
+            return [GenerationOutput([], [], [], False) for _ in requests]
+        logits = torch.stack(result.logits, dim=1)  # [B, new, V]
+        logprobs, entropies = token_logprobs_and_entropy(
+            logits, new_tokens, 1.0 if greedy else sampling.temperature, special.never_sampled()
+        )
+        stops = set(stop_ids)
+        outputs = []
+        for row, request in enumerate(requests):
+            ids = new_tokens[row].tolist()
+            end = min(len(ids), request.max_new_tokens)
+            stopped = False
+            for i, token in enumerate(ids[:end]):
+                if token in stops:
+                    end, stopped = i + 1, True
+                    break
+            outputs.append(
+                GenerationOutput(
+                    ids[:end], logprobs[row, :end].tolist(), entropies[row, :end].tolist(), stopped
+                )
+            )
+        return outputs

@@ -1,0 +1,232 @@
+"""The multi-turn rollout engine on a real tiny Qwen3-VL (no mock of the model)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from axpo_core.config import SamplingConfig
+from axpo_core.envs.suites import get_suite
+from axpo_core.rollout.engine import RolloutEngine
+from axpo_core.rollout.logprobs import pack, sequence_logprobs
+from axpo_core.rollout.oracle import ScriptedGenerator
+from axpo_core.rollout.trajectory import ContinuationRequest
+from axpo_core.rollout.transformers_backend import TransformersGenerator
+
+SUITES = ["zoom_detail", "python_count", "control_shapes"]
+
+
+class RecordingGenerator(TransformersGenerator):
+    """The real transformers backend, remembering what it generated for each rollout."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generated: dict[tuple[str, int], list[int]] = {}
+
+    def generate(self, requests, sampling, stop_ids):
+        outputs = super().generate(requests, sampling, stop_ids)
+        for request, output in zip(requests, outputs):
+            self.generated.setdefault(request.rollout_key, []).extend(output.token_ids)
+        return outputs
+
+
+def questions(n_per_suite: int = 2, seed: int = 0):
+    return [q for name in SUITES for q in get_suite(name).generate(n_per_suite, seed)]
+
+
+def oracle_rollouts(chat, config, qs):
+    rng = random.Random(0)
+    scripts = {(q.question_id, 0): get_suite(q.suite).oracle(q, rng) for q in qs}
+    engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools)
+    return engine.rollout(qs, group_size=1)
+
+
+def model_engine(policy, chat, config, batch_size=8, temperature=1.0, generator_cls=TransformersGenerator):
+    rollout = config.rollout.model_copy(update={"max_new_tokens_per_turn": 24, "batch_size": batch_size})
+    sampling = SamplingConfig(temperature=temperature)
+    return RolloutEngine(generator_cls(policy, batch_size=batch_size), chat, rollout, config.tools, sampling)
+
+
+def teacher_forced(policy, trajectory, temperature=1.0):
+    chat_images = [chat_encode(policy, img) for img in trajectory.images]
+    batch = pack(
+        [trajectory.token_ids],
+        [chat_images],
+        policy.special.pad,
+        policy.special.image_pad,
+        "right",
+        torch.device("cpu"),
+    )
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(policy.model, batch, temperature, policy.special.never_sampled())
+    return logp[0]
+
+
+def chat_encode(policy, image):
+    from axpo_core.rollout.chat import ChatFormat
+
+    return ChatFormat(policy.tokenizer, policy.image_processor, policy.special).encode_image(image)
+
+
+def test_oracle_trajectories_run_tools_and_score_one(chat, config):
+    qs = questions(3)
+    trajectories = oracle_rollouts(chat, config, qs)
+    for q, t in zip(qs, trajectories):
+        assert t.reward == 1.0, (q.question_id, t.text)
+        assert not t.truncated
+        assert t.num_tool_errors == 0, t.tool_errors
+        assert t.used_tool == (q.tool is not None)
+        if q.tool == "image_zoom_in":
+            assert len(t.images) == len(q.images) + 1  # the crop came back as an image
+        for start, end in t.tool_call_spans:
+            assert t.token_ids[start] == chat.special.tool_call
+            assert t.token_ids[end - 1] == chat.special.tool_call_end
+
+
+def test_masks_cover_exactly_the_policy_tokens(policy, chat, config):
+    engine = model_engine(policy, chat, config, generator_cls=RecordingGenerator)
+    trajectories = engine.rollout(questions(1), group_size=3)
+    for t in trajectories:
+        policy_tokens = [tok for tok, m in zip(t.token_ids, t.loss_mask) if m]
+        assert policy_tokens == engine.generator.generated[(t.question_id, t.sample_id)]
+        assert not any(t.loss_mask[: t.prompt_len])
+        assert t.num_policy_tokens == len(policy_tokens) > 0
+        assert all(lp == 0.0 for lp, m in zip(t.logprobs, t.loss_mask) if not m)
+
+
+def test_masks_exclude_tool_responses(chat, config):
+    t = oracle_rollouts(chat, config, get_suite("zoom_detail").generate(1, 0))[0]
+    special = chat.special
+    for i, (token, mask) in enumerate(zip(t.token_ids, t.loss_mask)):
+        if token in special.never_sampled():
+            assert mask == 0, i
+    response_start = t.tool_call_spans[0][1]
+    response_end = t.token_ids.index(special.tool_response_end, response_start)
+    assert not any(t.loss_mask[response_start : response_end + 1])
+    assert all(t.loss_mask[: t.tool_call_spans[0][1]][t.prompt_len :])
+
+
+def test_stored_logprobs_equal_teacher_forced_forward(policy, chat, config):
+    torch.manual_seed(0)
+    trajectories = model_engine(policy, chat, config).rollout(questions(1), group_size=2)
+    for t in trajectories:
+        tf = teacher_forced(policy, t)
+        mask = torch.tensor(t.loss_mask, dtype=torch.bool)
+        diff = (tf[mask] - torch.tensor(t.logprobs)[mask]).abs().max().item()
+        assert diff <= 1e-4, diff
+
+
+def test_continuation_after_a_tool_response_keeps_prefix_and_logprobs_match(policy, chat, config):
+    """Multi-image context: the oracle's zoom call and response, then the real model continues."""
+    q = get_suite("zoom_detail").generate(1, 3)[0]
+    source = oracle_rollouts(chat, config, [q])[0]
+    cut = source.token_ids.index(chat.special.tool_response_end, source.tool_call_spans[0][1]) + 1
+    # cut right after the tool response's assistant header
+    header = chat.assistant_header()
+    while source.token_ids[cut - len(header) : cut] != header:
+        cut += 1
+    request = ContinuationRequest(source, cut, num_samples=3, group_id="g", first_sample_id=10)
+    torch.manual_seed(1)
+    continuations = model_engine(policy, chat, config).continue_from([request], {q.question_id: q})
+    assert [c.sample_id for c in continuations] == [10, 11, 12]
+    for c in continuations:
+        assert c.token_ids[:cut] == source.token_ids[:cut]
+        assert c.logprobs[:cut] == source.logprobs[:cut] and c.loss_mask[:cut] == source.loss_mask[:cut]
+        assert c.parent.sample_id == source.sample_id and c.parent.prefix_tokens == cut
+        assert c.group == "g" and len(c.images) == 2 and c.tool_calls[:1] == source.tool_calls[:1]
+        tf = teacher_forced(policy, c)
+        new = torch.zeros(len(c.token_ids), dtype=torch.bool)
+        new[cut:] = torch.tensor(c.loss_mask[cut:], dtype=torch.bool)
+        assert (tf[new] - torch.tensor(c.logprobs)[new]).abs().max().item() <= 1e-4
+
+
+def test_continuation_from_tool_call_tag_is_bit_identical(policy, chat, config):
+    """AXPO's cut: prompt + first-turn thinking + `<tool_call>`; every continuation keeps it exactly."""
+    q = get_suite("python_count").generate(1, 0)[0]
+    source = oracle_rollouts(chat, config, [q])[0]
+    cut = source.tool_call_spans[0][0] + 1
+    assert source.token_ids[cut - 1] == chat.special.tool_call
+    request = ContinuationRequest(source, cut, num_samples=4, group_id="q/axpo-0", first_sample_id=8)
+    continuations = model_engine(policy, chat, config).continue_from([request], {q.question_id: q})
+    assert len(continuations) == 4
+    for c in continuations:
+        assert c.token_ids[:cut] == source.token_ids[:cut]
+        assert len(c.token_ids) > cut and sum(c.loss_mask[cut:]) > 0
+
+
+def test_prefix_ending_in_a_tool_call_gets_the_tool_response_first(chat, config):
+    q = get_suite("zoom_detail").generate(1, 0)[0]
+    source = oracle_rollouts(chat, config, [q])[0]
+    cut = source.tool_call_spans[0][1]
+    scripts = {(q.question_id, 5): get_suite(q.suite).oracle(q, random.Random(0))}
+    engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools)
+    [c] = engine.continue_from([ContinuationRequest(source, cut, 1, "g", 5)], {q.question_id: q})
+    assert c.token_ids == source.token_ids and c.loss_mask == source.loss_mask and c.reward == 1.0
+    assert c.tool_call_spans == source.tool_call_spans and c.turns == source.turns
+
+
+def test_left_padded_batch_equals_single_sample_runs_greedy(policy, chat, config):
+    qs = questions(2)
+    batched = model_engine(policy, chat, config, batch_size=8, temperature=0.0).rollout(qs, group_size=1)
+    single = model_engine(policy, chat, config, batch_size=1, temperature=0.0).rollout(qs, group_size=1)
+    assert len({len(t.token_ids) for t in batched}) > 1  # prompts of different lengths were padded
+    for a, b in zip(batched, single):
+        assert a.token_ids == b.token_ids
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+
+
+MALFORMED = [
+    "<think>try</think>\n<tool_call>\n{not json\n</tool_call>",
+    '<think>try</think>\n<tool_call>\n{"name": "no_such_tool", "arguments": {}}\n</tool_call>',
+    '<think>try</think>\n<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox_2d": [900, 0, 10, 5]}}\n'
+    "</tool_call>",
+    "<think>done</think>\n<answer>\\boxed{0}</answer>",
+]
+
+
+def test_malformed_tool_calls_become_tool_errors(chat, config):
+    q = get_suite("zoom_detail").generate(1, 0)[0]
+    rollout = config.rollout.model_copy(update={"max_turns": 5})
+    engine = RolloutEngine(
+        ScriptedGenerator(chat, {(q.question_id, 0): MALFORMED}), chat, rollout, config.tools
+    )
+    [t] = engine.rollout([q], group_size=1)
+    assert t.num_tool_calls == 3 and t.num_tool_errors == 3 and not t.truncated and t.turns == 4
+    assert t.text.count("Error:") == 3
+    assert all(e for e in t.tool_errors)
+
+
+def test_unopened_tool_call_and_turn_limit_truncate_cleanly(chat, config):
+    q = get_suite("control_shapes").generate(1, 0)[0]
+    script = ["<think>x</think></tool_call>", "<think>y</think>\n<tool_call>\n{}\n</tool_call>"]
+    rollout = config.rollout.model_copy(update={"max_turns": 2})
+    engine = RolloutEngine(ScriptedGenerator(chat, {(q.question_id, 0): script}), chat, rollout, config.tools)
+    [t] = engine.rollout([q], group_size=1)
+    assert t.truncated and t.turns == 2 and t.reward == 0.0
+    assert t.tool_errors[0] == "unopened" and t.tool_errors[1]
+
+
+def test_token_budget_truncates(policy, chat, config):
+    q = get_suite("control_shapes").generate(1, 0)[0]
+    engine = model_engine(policy, chat, config)
+    engine.config = engine.config.model_copy(update={"max_total_tokens": 0})
+    prompt_len = len(chat.prompt(engine.system, q.text, [chat.encode_image(i) for i in q.images]))
+    engine.config = engine.config.model_copy(update={"max_total_tokens": prompt_len + 5})
+    [t] = engine.rollout([q], group_size=1)
+    assert len(t.token_ids) <= prompt_len + 5
+    assert t.truncated or t.token_ids[-1] in (chat.special.im_end, chat.special.endoftext)
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "\x00\x01", "<tool_call>" * 3, '{"name": "python", "arguments": {"code": 5}}']
+)
+def test_raw_garbage_never_raises(chat, config, bad):
+    q = get_suite("control_shapes").generate(1, 0)[0]
+    script = [f"<think>.</think>\n<tool_call>{bad}</tool_call>", "<answer>\\boxed{x}</answer>"]
+    engine = RolloutEngine(
+        ScriptedGenerator(chat, {(q.question_id, 0): script}), chat, config.rollout, config.tools
+    )
+    [t] = engine.rollout([q], group_size=1)
+    assert t.num_tool_errors == 1 and "Error:" in t.text

@@ -1,0 +1,82 @@
+"""Tiny Qwen3-VL models: built from a config, saved, reloaded offline through the one loader."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from axpo_core.models.loader import REAL_SCALES, ensure_model, load_policy
+from axpo_core.models.tiny import SPECIAL_TOKENS, TINY_SCALES, tiny_config, train_tokenizer
+from axpo_core.rollout.chat import ChatFormat
+from axpo_core.rollout.logprobs import pack, reset_rope_cache
+
+
+def test_saved_folder_reloads_offline_with_identical_logits(tiny_model_dir):
+    from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= names
+    # Plain from_pretrained, offline, on each component:
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model_dir, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
+    processor = Qwen2VLImageProcessorPil.from_pretrained(tiny_model_dir, local_files_only=True)
+    policy = load_policy(tiny_model_dir, device="cpu")
+    for token in SPECIAL_TOKENS:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
+
+    chat = ChatFormat(tokenizer, processor, policy.special)
+    image = chat.encode_image(Image.new("RGB", (300, 200), "red"))
+    ids = chat.prompt("system text", "What colour?", [image])
+    batch = pack([ids], [[image]], policy.special.pad, policy.special.image_pad, "right", torch.device("cpu"))
+    with torch.no_grad():
+        reset_rope_cache(model)
+        reset_rope_cache(policy.model)
+        a = model(**batch.model_inputs()).logits
+        b = policy.model(**batch.model_inputs()).logits
+    assert torch.equal(a, b)
+
+
+def test_scales_have_the_advertised_sizes():
+    tokenizer = train_tokenizer([json.dumps({"text": "a b c " * 200}), "<think>x</think>"] * 20, 2048)
+    from transformers import Qwen3VLForConditionalGeneration
+
+    sizes = {}
+    for scale in TINY_SCALES:
+        config = tiny_config(scale, tokenizer)
+        text = config.text_config
+        assert sum(text.rope_parameters["mrope_section"]) == text.head_dim // 2
+        assert max(config.vision_config.deepstack_visual_indexes) < config.vision_config.depth
+        with torch.device("meta"):
+            model = Qwen3VLForConditionalGeneration(config)
+        # count with the full 2048-token vocabulary the real corpus reaches
+        embed = 2 * (2048 - len(tokenizer)) * text.hidden_size
+        sizes[scale] = (sum(p.numel() for p in model.parameters()) + embed) / 1e6
+    assert 0.5 < sizes["tiny-s"] < 2, sizes
+    assert 3 < sizes["tiny-m"] < 8, sizes
+    assert 14 < sizes["tiny-l"] < 28, sizes
+
+
+def test_image_processor_caps_what_the_model_sees(policy, chat):
+    big = Image.new("RGB", (1024, 1024), "white")
+    encoded = chat.encode_image(big)
+    t, h, w = encoded.grid_thw.tolist()
+    assert h * 16 * w * 16 <= 128 * 128  # patch 16: at most 128x128 pixels reach the model
+    assert encoded.num_tokens == t * h * w // 4
+
+
+def test_real_scales_need_a_local_path(tmp_path):
+    assert set(REAL_SCALES) == {"qwen3vl-2b", "qwen3vl-4b", "qwen3vl-8b", "qwen3vl-32b"}
+    with pytest.raises(ValueError, match="need model.path"):
+        ensure_model("qwen3vl-2b", None, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_policy(tmp_path)
+
+
+def test_cli_builds_a_model_folder(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["models", "build", "--scale", "tiny-s", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "model folder:" in out and (tmp_path / "m" / "config.json").is_file()

@@ -1,0 +1,249 @@
+"""Answer extraction and matching: every documented edge case of axpo_core.rewards."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from axpo_core.rewards import extract_answer, match_choice, match_exact, match_numeric, normalize, score
+
+# --------------------------------------------------------------------------- extract_answer
+
+PRINTS_AN_ANSWER = (
+    '<tool_call>\n{"name": "python", "arguments": {"code": "print(\'<answer>1</answer>\')"}}\n</tool_call>'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the normal case, with and without thinking
+        ("<think>It is red.</think>\n<answer>\\boxed{red}</answer>", "red"),
+        ("<answer>\\boxed{red}</answer>", "red"),
+        # whitespace is stripped, case is kept (matching is case-insensitive, extraction is not)
+        ("<answer>  \\boxed{  Red  }  </answer>", "Red"),
+        ("<answer>\n\\boxed {red}\n</answer>", "red"),
+        # nested braces are balanced
+        ("<answer>\\boxed{\\frac{3}{4}}</answer>", "\\frac{3}{4}"),
+        ("<answer>\\boxed{\\text{dark {red}}}</answer>", "\\text{dark {red}}"),
+        # no \boxed: the body of the block
+        ("<answer> red </answer>", "red"),
+        ("<answer>B.</answer>", "B."),
+        # text around the box inside the block is ignored
+        ("<answer>The answer is \\boxed{7}.</answer>", "7"),
+        # no answer at all
+        ("", None),
+        ("<think>I think it is red.</think>", None),
+        ("The answer is \\boxed{red}.", None),  # a box without the <answer> tag does not count
+        ("<answer></answer>", None),
+        ("<answer>\\boxed{}</answer>", None),
+        ("<answer>   </answer>", None),
+        # malformed or truncated
+        ("<answer>\\boxed{red</answer>", None),
+        ("<answer>\\boxed{re", None),
+        ("<answer>\\boxed{red}", "red"),  # closing tag dropped by a stop string
+        # two answers: accepted only when they agree
+        ("<answer>\\boxed{red}</answer><answer>\\boxed{blue}</answer>", None),
+        ("<answer>\\boxed{red}</answer> <answer>\\boxed{RED}</answer>", "RED"),
+        ("<answer>\\boxed{red} or \\boxed{blue}</answer>", None),
+        ("<answer>\\boxed{red} \\boxed{red.}</answer>", "red."),
+        # a malformed block next to a good one: the good one counts
+        ("<answer>\\boxed{re</answer><answer>\\boxed{red}</answer>", "red"),
+        # answers inside thinking, tool calls and tool responses are not the model's answer
+        ("<think>maybe <answer>\\boxed{blue}</answer></think><answer>\\boxed{red}</answer>", "red"),
+        ("<think>maybe <answer>\\boxed{blue}</answer></think>", None),
+        ("<think>unclosed thinking <answer>\\boxed{blue}</answer>", None),
+        (PRINTS_AN_ANSWER, None),
+        ("<tool_response><answer>\\boxed{1}</answer></tool_response><answer>\\boxed{2}</answer>", "2"),
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+# --------------------------------------------------------------------------- normalize / exact
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Red", "red"),
+        ("  dark   Red \n", "dark red"),
+        ("red.", "red"),
+        ("red...", "red"),
+        ("\\text{red}", "red"),
+        ("\\textbf{ Red }", "red"),
+        ("\\text{\\mathrm{red}}", "red"),
+        ("$12$", "12"),
+        ('"red"', "red"),
+        ("'red'", "red"),
+        ("a\\,b", "a b"),
+        ("", ""),
+    ],
+)
+def test_normalize(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [
+        ("red", "red", True),
+        ("RED", "red", True),
+        (" red ", "Red", True),
+        ("red.", "red", True),
+        ("\\text{red}", "red", True),
+        ("dark  red", "dark red", True),
+        ("reddish", "red", False),
+        ("", "", False),  # an empty prediction never matches
+        ("blue", "red", False),
+    ],
+)
+def test_match_exact(pred: str, gold: str, ok: bool) -> None:
+    assert match_exact(pred, gold) is ok
+
+
+# --------------------------------------------------------------------------- numeric
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [
+        ("12", "12", True),
+        ("12.0", "12", True),
+        ("12.", "12", True),
+        ("1.2e1", "12", True),
+        ("+12", "12", True),
+        ("1,200", "1200", True),
+        ("1,200.5", "1200.5", True),
+        ("1200", "1,200", True),
+        ("3/4", "0.75", True),
+        ("0.75", "3/4", True),
+        ("\\frac{3}{4}", "0.75", True),
+        ("\\dfrac{3}{4}", "3/4", True),
+        ("-\\frac{3}{4}", "-0.75", True),
+        ("-5", "-5", True),
+        ("\u22125", "-5", True),  # Unicode minus
+        ("-5", "5", False),
+        ("50%", "50", True),
+        ("50\\%", "50", True),
+        ("$12$", "12", True),
+        ("\\text{12}", "12", True),
+        ("12.", "12", True),
+        ("0.333333", "1/3", False),  # rel_tol 1e-6 is tighter than six digits
+        ("0.3333333333", "1/3", True),
+        ("13", "12", False),
+        ("12 dots", "12", False),  # the prediction must be a number and nothing else
+        ("twelve", "12", False),
+        ("1,20", "120", False),  # not a thousands separator
+        ("3/0", "0", False),
+        ("", "0", False),
+        ("1e999999999", "1", False),  # absurd exponents are not parsed (no 10**huge)
+        ("red", "red", True),  # a non-numeric gold falls back to exact matching
+    ],
+)
+def test_match_numeric(pred: str, gold: str, ok: bool) -> None:
+    assert match_numeric(pred, gold) is ok
+
+
+def test_match_numeric_rel_tol() -> None:
+    assert match_numeric("100.5", "100", rel_tol=0.01)
+    assert not match_numeric("101", "100", rel_tol=0.01)  # two integers must be equal
+    assert match_numeric("100.0000001", "100")
+    assert not match_numeric("102", "100", rel_tol=0.01)
+    assert match_numeric("0", "0")
+    assert not match_numeric("1e-6", "0")
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_numeric_integer_forms(n: int) -> None:
+    for form in (str(n), f"{n:,}", f"{n}.0", f"{n:+d}"):
+        assert match_numeric(form, str(n)), form
+    assert not match_numeric(str(n + 1), str(n))
+
+
+@given(st.fractions(min_value=-1000, max_value=1000, max_denominator=50))
+def test_numeric_fraction_forms(x: Fraction) -> None:
+    gold = f"{float(x):.12f}"
+    assert match_numeric(f"{x.numerator}/{x.denominator}", gold)
+    sign = "-" if x < 0 else ""
+    assert match_numeric(f"{sign}\\frac{{{abs(x.numerator)}}}{{{x.denominator}}}", gold)
+
+
+# --------------------------------------------------------------------------- choice
+
+CHOICES = ("red", "green", "blue", "dark yellow")
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [
+        ("B", "green", True),
+        ("b", "green", True),
+        ("(B)", "green", True),
+        ("B.", "green", True),
+        ("B)", "green", True),
+        ("[B]", "green", True),
+        ("B:", "green", True),
+        ("option B", "green", True),
+        ("green", "green", True),
+        ("Green.", "green", True),
+        ("\\text{green}", "green", True),
+        ("(B) green", "green", True),
+        ("B. green", "green", True),
+        ("(B) red", "green", False),  # letter and text disagree
+        ("D", "dark yellow", True),
+        ("dark   yellow", "dark yellow", True),
+        ("A", "green", False),
+        ("red", "green", False),
+        ("E", "green", False),  # no option E
+        ("blue", "B", False),  # gold given as a letter: blue is C
+        ("green", "B", True),
+        ("(b)", "B", True),
+        ("Bx", "green", False),
+        ("", "green", False),
+    ],
+)
+def test_match_choice(pred: str, gold: str, ok: bool) -> None:
+    assert match_choice(pred, gold, CHOICES) is ok
+
+
+def test_match_choice_text_before_letter() -> None:
+    """An option whose text is itself a letter is matched as text first."""
+    assert match_choice("a", "a", ("b", "a"))
+    assert match_choice("B", "b", ("b", "a"))  # "B" is the option text "b", not the letter B
+    assert not match_choice("B", "a", ("b", "a"))
+    assert not match_choice("a", "b", ("b", "a"))
+
+
+def test_match_choice_without_choices() -> None:
+    assert match_choice("(B)", "B", None)
+    assert match_choice("b.", "B", None)
+    assert not match_choice("A", "B", None)
+    assert match_choice("Red", "red", None)
+    assert not match_choice("B", "green", None)  # no options to map the letter to
+
+
+# --------------------------------------------------------------------------- score
+
+
+def test_score_end_to_end() -> None:
+    good = "<think>The square is red.</think>\n<answer>\\boxed{red}</answer>"
+    assert score(good, "red", "exact") == 1.0
+    assert score(good, "blue", "exact") == 0.0
+    assert score(good, "red", "choice", ("blue", "red")) == 1.0
+    assert score("<answer>\\boxed{B}</answer>", "red", "choice", ("blue", "red")) == 1.0
+    assert score("<answer>\\boxed{1,200}</answer>", "1200", "numeric") == 1.0
+    assert score("<answer>\\boxed{\\frac{3}{4}}</answer>", "0.75", "numeric") == 1.0
+    assert score("no answer", "red", "exact") == 0.0
+    assert score("<answer>\\boxed{red}</answer><answer>\\boxed{blue}</answer>", "red", "exact") == 0.0
+
+
+def test_score_rejects_unknown_answer_type() -> None:
+    with pytest.raises(ValueError, match="answer_type"):
+        score("<answer>\\boxed{1}</answer>", "1", "fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="answer_type"):
+        score("", "1", "fuzzy")  # type: ignore[arg-type]

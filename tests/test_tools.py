@@ -1,0 +1,322 @@
+"""The tool layer: parsing, image_zoom_in geometry, image guards, session limits, and totality."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from axpo_core.envs.tools import (
+    TOOL_NAMES,
+    ToolCall,
+    ToolResult,
+    ToolSession,
+    check_image,
+    load_image,
+    parse_tool_call,
+    system_prompt,
+    tool_schemas,
+)
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    """Pixel (x, y) = (x % 256, y % 256, 7): crops can be checked pixel by pixel."""
+    img = Image.new("RGB", (width, height))
+    img.putdata([(x % 256, y % 256, 7) for y in range(height) for x in range(width)])
+    return img
+
+
+def call(name: str, **arguments) -> str:
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+# ------------------------------------------------------------------------------------------- prompt
+
+
+def test_schemas_and_system_prompt():
+    schemas = tool_schemas()
+    assert [s["function"]["name"] for s in schemas] == list(TOOL_NAMES)
+    assert all(s["type"] == "function" and s["function"]["parameters"]["type"] == "object" for s in schemas)
+    prompt = system_prompt()
+    block = prompt.split("<tools>\n")[1].split("\n</tools>")[0]
+    assert [json.loads(line) for line in block.splitlines()] == schemas  # one schema per line
+    assert "within <tool_call></tool_call> XML tags" in prompt
+    assert "<think></think>" in prompt and "<answer>\\boxed{...}</answer>" in prompt
+    only_zoom = system_prompt(["image_zoom_in"])
+    assert '"name": "image_zoom_in"' in only_zoom and '"name": "python"' not in only_zoom
+    assert "<tools>" not in system_prompt([]) and "\\boxed" in system_prompt([])
+    with pytest.raises(ValueError, match="search"):
+        system_prompt(["search"])
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def test_parse_valid_calls():
+    raw = (
+        '\n{"name": "image_zoom_in", "arguments": {"bbox_2d": [100, 200, 300, 400], "label": "sign", '
+        '"img_idx": 0}}\n'
+    )
+    assert parse_tool_call(raw) == ToolCall(
+        "image_zoom_in", {"bbox_2d": [100, 200, 300, 400], "label": "sign", "img_idx": 0}
+    )
+    assert parse_tool_call(call("image_zoom_in", bbox_2d=[0.5, 0, 1000, 999.9], label="")) == ToolCall(
+        "image_zoom_in", {"bbox_2d": [0.5, 0, 1000, 999.9], "label": ""}
+    )
+    openai_style = json.dumps({"name": "python", "arguments": json.dumps({"code": "print(1)"})})
+    assert parse_tool_call(openai_style) == ToolCall("python", {"code": "print(1)"})
+
+
+ZOOM = {"bbox_2d": [100, 200, 300, 400], "label": "sign", "img_idx": 0}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ('{"name": "python", "arguments": {"code": "1"}', "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
+        ('{"name": "python"} trailing', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('"python"', "must be a JSON object"),
+        ('{"arguments": {"code": "1"}}', 'no "name"'),
+        ('{"name": 3, "arguments": {}}', '"name" must be a string'),
+        ('{"name": "search", "arguments": {}}', 'unknown tool "search"'),
+        ('{"name": "python"}', 'no "arguments"'),
+        ('{"name": "python", "arguments": "{bad"}', "not a valid JSON object"),
+        ('{"name": "python", "arguments": [1]}', '"arguments" of python must be a JSON object'),
+        ('{"name": "python", "arguments": "[1]"}', '"arguments" of python must be a JSON object'),
+        (call("python"), 'missing the required argument(s) "code"'),
+        (call("image_zoom_in", label="x"), 'missing the required argument(s) "bbox_2d"'),
+        (call("python", code="1", timeout=3), 'unexpected argument(s) "timeout"'),
+        (call("image_zoom_in", **ZOOM, zoom=2), 'unexpected argument(s) "zoom"'),
+        (call("python", code=5), '"code" must be a string'),
+        (call("python", code="  \n"), '"code" is empty'),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [1, 2, 3]}), "list of 4 numbers"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [1, 2, 3, "4"]}), "list of 4 numbers"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [1, 2, 3, True]}), "list of 4 numbers"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": "0,0,10,10"}), "list of 4 numbers"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [0, 0, 1200, 800]}), "between 0 and 1000"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [-1, 0, 10, 10]}), "between 0 and 1000"),
+        (
+            '{"name": "image_zoom_in", "arguments": {"bbox_2d": [0, 0, NaN, 9], "label": "a"}}',
+            "between 0 and 1000",
+        ),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [500, 0, 500, 10]}), "x1 < x2 and y1 < y2"),
+        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [0, 600, 10, 100]}), "x1 < x2 and y1 < y2"),
+        (call("image_zoom_in", **{**ZOOM, "label": 3}), '"label" must be a string'),
+        (call("image_zoom_in", **{**ZOOM, "img_idx": -1}), '"img_idx" must be a non-negative integer'),
+        (call("image_zoom_in", **{**ZOOM, "img_idx": 0.5}), '"img_idx" must be a non-negative integer'),
+        (call("image_zoom_in", **{**ZOOM, "img_idx": "0"}), '"img_idx" must be a non-negative integer'),
+    ],
+)
+def test_parse_errors(raw, expected):
+    message = parse_tool_call(raw)
+    assert isinstance(message, str)
+    assert message.startswith("Error:")
+    assert expected in message
+
+
+# ------------------------------------------------------------------------------------------- zoom
+
+
+def test_zoom_crop_geometry_and_pixels():
+    image = gradient(200, 100)
+    with ToolSession([image]) as session:
+        result = session.execute(call("image_zoom_in", bbox_2d=[250, 100, 750, 900], label="sign", img_idx=0))
+        assert result.error is None and result.name == "image_zoom_in"
+        assert result.text == 'Zoomed in on "sign" (image 1).'
+        (crop,) = result.images
+        assert session.images == [image, crop]
+        assert crop.size == (100, 80)  # x 50..150, y 10..90
+        assert crop.getpixel((0, 0)) == (50, 10, 7)
+        assert crop.getpixel((99, 79)) == (149, 89, 7)
+        # Zooming into the crop: coordinates are relative to the crop.
+        again = session.execute(
+            call("image_zoom_in", bbox_2d=[500, 500, 1000, 1000], label="corner", img_idx=1)
+        )
+        (crop2,) = again.images
+        assert again.text == 'Zoomed in on "corner" (image 2).'
+        assert crop2.size == (50, 40)
+        assert crop2.getpixel((0, 0)) == (100, 50, 7)
+        assert len(session.images) == 3
+
+
+def test_zoom_keeps_full_resolution():
+    big = Image.new("RGB", (4000, 3000), (1, 2, 3))
+    with ToolSession([big]) as session:
+        (crop,) = session.execute(call("image_zoom_in", bbox_2d=[0, 0, 1000, 1000], label="all")).images
+        assert crop.size == (4000, 3000)
+        (crop,) = session.execute(call("image_zoom_in", bbox_2d=[0, 0, 100, 100], label="corner")).images
+        assert crop.size == (400, 300)
+
+
+def test_zoom_errors():
+    with ToolSession([gradient(400, 100)], max_calls=100) as session:
+        cases = [
+            (
+                call("image_zoom_in", bbox_2d=[0, 0, 10, 10], label="a", img_idx=1),
+                "img_idx 1 is out of range",
+            ),
+            (call("image_zoom_in", bbox_2d=[0, 0, 1200, 10], label="a"), "between 0 and 1000"),
+            (call("image_zoom_in", bbox_2d=[0, 0, 2, 2], label="a"), "is empty"),  # 0.8 x 0.2 pixels
+            (call("image_zoom_in", bbox_2d=[0, 0, 1000, 10], label="a"), "aspect ratio"),  # 400 x 1 pixels
+            (call("image_zoom_in", bbox_2d=[0, 0, 10], label="a"), "list of 4 numbers"),
+        ]
+        for raw, expected in cases:
+            result = session.execute(raw)
+            assert result.text.startswith("Error:") and expected in result.text, result.text
+            assert result.error and result.images == [] and result.name == "image_zoom_in"
+        assert len(session.images) == 1
+
+
+def test_check_image_and_load_image_refuse_bombs(tmp_path):
+    img = Image.new("RGB", (300, 200))
+    check_image(img, 60_000)
+    with pytest.raises(ValueError, match="300x200"):
+        check_image(img, 59_999)
+    path = tmp_path / "picture.png"
+    Image.new("RGBA", (300, 200), (9, 8, 7, 128)).save(path)
+    loaded = load_image(path, 60_000)
+    assert loaded.mode == "RGB" and loaded.size == (300, 200)
+    assert load_image(path.read_bytes(), 60_000).size == (300, 200)
+    with pytest.raises(ValueError, match="picture.png.*300x200"):
+        load_image(path, 1000)
+    with pytest.raises(ValueError, match="<bytes>"):
+        load_image(path.read_bytes(), 1000)
+
+
+def test_load_image_refuses_a_huge_header_without_decoding(tmp_path):
+    """A PNG that claims 30000x30000 pixels (PIL's own bomb error fires first): still a clear ValueError."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="bomb.png"):
+        load_image(path, 40_000_000)
+
+
+# ------------------------------------------------------------------------------------------- session
+
+
+def test_session_limits_and_disabled_tools():
+    with ToolSession([gradient(20, 20)], tools=["image_zoom_in"], max_calls=2) as session:
+        result = session.execute(call("python", code="print(1)"))
+        assert result.text.startswith("Error:") and '"python" is not available' in result.text
+        assert result.name == "python"
+        assert session.execute("not json").error is not None  # malformed calls count too
+        result = session.execute(call("image_zoom_in", bbox_2d=[0, 0, 500, 500], label="a"))
+        assert "call limit (2 per episode)" in result.text and result.error
+        assert session.num_calls == 3
+    assert session.execute(call("image_zoom_in", bbox_2d=[0, 0, 500, 500], label="a")).text.startswith(
+        "Error:"
+    )
+
+
+def test_python_tool_sees_zoom_crops():
+    with ToolSession([gradient(200, 100)], python_timeout_s=5) as session:
+        session.execute(call("image_zoom_in", bbox_2d=[0, 0, 500, 500], label="a"))
+        result = session.execute(call("python", code="print([im.size for im in _pil_images])"))
+        assert result.error is None and result.name == "python" and result.images == []
+        assert result.text.strip() == "[(200, 100), (100, 50)]"
+        result = session.execute(call("python", code="_pil_images[1].getpixel((99, 49))"))
+        assert result.text.strip() == "(99, 49, 7)"
+        failed = session.execute(call("python", code="1/0"))
+        assert failed.text.startswith("Error:") and failed.error.startswith("ZeroDivisionError")
+        sandbox = session._sandbox
+        assert sandbox is not None and sandbox.pid is not None
+    assert sandbox.pid is None and sandbox.scratch_dir is None  # __exit__ closed it
+
+
+# ------------------------------------------------------------------------------------------- totality
+
+SNIPPETS = ["print(1)", "x = 1", "x", "1/0", "_pil_images[-1].size", "import os\nos.listdir('/')", "def f(:"]
+json_leaf = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=8)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+number = st.integers(-50, 1050) | st.floats(-50, 1050) | st.floats()
+coordinate = st.integers(0, 1000) | st.floats(0, 1000)
+ordered_bbox = st.tuples(coordinate, coordinate, coordinate, coordinate).map(
+    lambda b: [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])]
+)
+bbox = ordered_bbox | st.lists(number, min_size=3, max_size=5) | json_value
+label = st.text(max_size=12) | json_value
+img_idx = st.integers(-2, 4) | json_value
+code = st.sampled_from(SNIPPETS) | st.text(max_size=20) | json_value
+names = ["image_zoom_in", "image_zoom_in", "python", "python", "search", "Python"]
+tool_name = st.sampled_from(names) | st.sampled_from(names) | st.text(max_size=8)
+
+
+@st.composite
+def arguments(draw, name: str):
+    """Mostly well-formed argument objects for `name`, sometimes with a key missing, extra or ill-typed."""
+    if name == "image_zoom_in":
+        args = {"bbox_2d": draw(bbox), "label": draw(label)}
+        if draw(st.booleans()):
+            args["img_idx"] = draw(img_idx)
+    else:
+        args = {"code": draw(code)}
+    if draw(st.integers(0, 5)) == 0:
+        args.pop(draw(st.sampled_from(sorted(args))))
+    if draw(st.integers(0, 5)) == 0:
+        args[draw(st.text(max_size=6))] = draw(json_value)
+    return args if draw(st.integers(0, 9)) else draw(json_value)
+
+
+@st.composite
+def tool_calls(draw) -> str:
+    """Structurally valid-ish tool calls: random names and arguments (sometimes JSON-encoded), sometimes a
+    key missing, the payload replaced by random JSON, truncated, or wrapped in whitespace."""
+    name = draw(tool_name)
+    if name not in TOOL_NAMES or draw(st.integers(0, 4)) == 0:
+        args = draw(arguments(draw(st.sampled_from(TOOL_NAMES))))
+    else:
+        args = draw(arguments(name))
+    payload: dict = {"name": name, "arguments": json.dumps(args) if draw(st.integers(0, 4)) == 0 else args}
+    if draw(st.integers(0, 9)) == 0:
+        payload.pop(draw(st.sampled_from(["name", "arguments"])))
+    if draw(st.integers(0, 19)) == 0:
+        payload = draw(json_value)
+    text = json.dumps(payload)
+    if draw(st.integers(0, 9)) == 0:
+        text = text[: draw(st.integers(0, len(text)))]
+    return draw(st.sampled_from(["", "\n", " \t"])) + text + draw(st.sampled_from(["", "\n"]))
+
+
+def test_execute_is_total_on_arbitrary_input():
+    session = ToolSession([gradient(64, 48)], max_calls=10**9, python_timeout_s=2)
+    executed = 0
+
+    @settings(
+        max_examples=10_500,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.text() | tool_calls())
+    def check(raw: str) -> None:
+        nonlocal executed
+        result = session.execute(raw)  # must not raise
+        executed += 1
+        assert isinstance(result, ToolResult) and isinstance(result.text, str)
+        assert result.error is None or result.text.startswith("Error:")
+        assert result.error is None or result.images == []
+
+    try:
+        check()
+    finally:
+        session.close()
+    assert executed >= 10_000
