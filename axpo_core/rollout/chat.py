@@ -34,6 +34,7 @@ class ChatFormat:
         self.special = special
         merge = int(getattr(image_processor, "merge_size", 2))
         self._merge_area = merge * merge
+        self._system_ids: dict[str, list[int]] = {}  # the system prompt is long and the same every time
 
     def text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
@@ -50,7 +51,10 @@ class ChatFormat:
     def prompt(self, system: str, question: str, images: Sequence[EncodedImage]) -> list[int]:
         """`<|im_start|>system…<|im_end|>`, the user turn with its images, then the assistant header."""
         s = self.special
-        ids = [s.im_start] + self.text(f"system\n{system}") + [s.im_end] + self.text("\n")
+        if system not in self._system_ids:
+            header = [s.im_start] + self.text(f"system\n{system}")
+            self._system_ids[system] = header + [s.im_end] + self.text("\n")
+        ids = list(self._system_ids[system])
         ids += [s.im_start] + self.text("user\n")
         for encoded in images:
             ids += self.image_tokens(encoded)
