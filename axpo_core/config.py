@@ -79,6 +79,10 @@ class AlgorithmConfig(Section):
 class TrainingConfig(Section):
     rounds: int = Field(2, ge=1)
     questions_per_round: int = Field(8, ge=1)  # B
+    pool_size: int = Field(48, ge=1)  # training questions generated before the RL data filter
+    filter_samples: int = Field(
+        4, ge=1
+    )  # drop questions the SFT model solves filter_samples / filter_samples
     learning_rate: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)

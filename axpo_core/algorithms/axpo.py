@@ -351,6 +351,20 @@ def axpo_advantages(
 # The step -----------------------------------------------------------------------------------------
 
 
+def select_prefixes(
+    trajectories: Sequence[Trajectory],
+    cfg: AlgorithmConfig,
+    num_questions: int,
+    group_size: int,
+    rng: random.Random,
+    special_tokens: SpecialTokens | None = None,
+) -> tuple[list[str], list[Candidate], list[ContinuationRequest]]:
+    """Steps 1–4 (the failure-subgroup detection): trigger → candidates → rank → allocate."""
+    triggered = trigger(trajectories, cfg)
+    ranked = rank(candidate_prefixes(trajectories, triggered, cfg, special_tokens), cfg, rng)
+    return triggered, ranked, allocate(ranked, num_questions, group_size, cfg)
+
+
 def axpo_step(
     trajectories: Sequence[Trajectory],
     cfg: AlgorithmConfig,
@@ -363,9 +377,9 @@ def axpo_step(
     """One AXPO step: trigger → candidates → rank → allocate → resample → advantages (GRPO if off)."""
     if not resampling_on(cfg):
         return AxpoStepResult(scored=grpo_advantages(trajectories, cfg))
-    triggered = trigger(trajectories, cfg)
-    ranked = rank(candidate_prefixes(trajectories, triggered, cfg, special_tokens), cfg, rng)
-    requests = allocate(ranked, num_questions, group_size, cfg)
+    triggered, ranked, requests = select_prefixes(
+        trajectories, cfg, num_questions, group_size, rng, special_tokens
+    )
     continuations = resample(requests, continue_fn)
     scored = axpo_advantages(trajectories, continuations, requests, cfg)
     return AxpoStepResult(scored, triggered, ranked, requests, continuations)

@@ -588,3 +588,15 @@ def get_suite(name: str) -> Suite:
     except KeyError:
         known = ", ".join(sorted(SUITES))
         raise UnknownSuiteError(f"unknown suite {name!r}; known suites: {known}") from None
+
+
+def question_by_id(question_id: str) -> Question:
+    """Regenerate a question from its id (`<suite>-<seed>-<index>`), so ids are enough to pass around."""
+    try:
+        suite, seed, index = question_id.rsplit("-", 2)
+        seed_value, index_value = int(seed), int(index)
+    except ValueError:
+        raise ValueError(f"question id {question_id!r} is not of the form <suite>-<seed>-<index>") from None
+    question = get_suite(suite)._make(seed_value, index_value)
+    assert question.question_id == question_id
+    return question

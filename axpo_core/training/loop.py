@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from axpo_core.algorithms.axpo import SpecialTokens, axpo_step
-from axpo_core.algorithms.diagnostics import step_diagnostics
+from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import Config
-from axpo_core.envs.suites import Question, get_suite
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.trajectory import Trajectory
-from axpo_core.training.update import UpdateStats, make_optimizer, policy_update
-
-
-def round_questions(config: Config, round_index: int) -> list[Question]:
-    """B questions for a round, spread over the training suites; seeded by (seed, round)."""
-    suites = config.training.suites
-    count = config.training.questions_per_round
-    per_suite = [count // len(suites) + (i < count % len(suites)) for i in range(len(suites))]
-    seed = config.seed * 100_003 + round_index
-    return [q for name, n in zip(suites, per_suite) if n for q in get_suite(name).generate(n, seed)]
+from axpo_core.training.data import question_pool, questions_by_ids, round_question_ids
+from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
+from axpo_core.training.update import UpdateStats, make_optimizer
 
 
 @dataclass
@@ -52,8 +40,12 @@ class RoundResult:
 class RLTrainer:
     """Holds what lives across rounds: the policy, its optimizer, the frozen reference, the engine."""
 
-    def __init__(self, config: Config, policy: Policy, engine: RolloutEngine):
+    def __init__(
+        self, config: Config, policy: Policy, engine: RolloutEngine, pool_ids: list[str] | None = None
+    ):
         self.config = config
+        # Without the RL data filter (see flows/pipeline), the whole seeded pool is eligible.
+        self.pool_ids = pool_ids if pool_ids is not None else [q.question_id for q in question_pool(config)]
         self.policy = policy
         self.engine = engine
         self.optimizer = make_optimizer(policy.model, config.training)
@@ -62,42 +54,26 @@ class RLTrainer:
         if config.algorithm.kl_beta > 0:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.special = SpecialTokens.from_tokenizer(policy.tokenizer)
-        self.rng = random.Random(config.seed)
 
     def run_round(self, round_index: int) -> RoundResult:
         config = self.config
-        questions = round_questions(config, round_index)
-        by_id = {q.question_id: q for q in questions}
-        group_size = config.rollout.group_size * config.algorithm.rollout_multiplier
-        torch.manual_seed(config.seed * 7919 + round_index)
-
-        originals = self.engine.rollout(questions, group_size)
-        step = axpo_step(
-            originals,
-            config.algorithm,
-            continue_fn=lambda requests: self.engine.continue_from(requests, by_id),
-            num_questions=len(questions),
-            group_size=group_size,
-            rng=self.rng,
-            special_tokens=self.special,
-        )
-        self.policy.model.train()
-        update = policy_update(
+        questions = questions_by_ids(round_question_ids(self.pool_ids, config, round_index))
+        originals = rollout_step(self.engine, config, questions, round_index)
+        triggered, requests = detect_step(config, originals, len(questions), self.special, round_index)
+        continuations = resample_step(self.engine, config, requests, questions, round_index)
+        result = update_step(
             self.policy,
             self.optimizer,
-            step.scored,
-            config.algorithm,
-            config.training,
+            config,
             self.engine.chat,
+            originals,
+            continuations,
+            requests,
+            triggered,
             reference=self.reference,
-            temperature=config.rollout.sampling.temperature,
         )
-        self.policy.model.eval()
         self.engine.generator.sync_weights()
-        diagnostics = step_diagnostics(
-            originals, step.continuations, step.requests, step.scored, step.triggered
-        )
-        return RoundResult(round_index, diagnostics, update, originals, step.continuations)
+        return RoundResult(round_index, result.diagnostics, result.stats, originals, continuations)
 
     def train(self, rounds: int, on_round: Callable[[RoundResult], None] | None = None) -> list[RoundResult]:
         results = []

@@ -1,0 +1,34 @@
+"""A policy checkpoint is a from_pretrained folder (model, tokenizer, image processor) plus, during RL,
+the optimizer state, so a round can resume from storage in another process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from axpo_core.models.loader import Policy
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def save_checkpoint(
+    policy: Policy, folder: str | Path, optimizer: torch.optim.Optimizer | None = None
+) -> Path:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    policy.model.save_pretrained(out)
+    policy.tokenizer.save_pretrained(out)
+    policy.image_processor.save_pretrained(out)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
+    return out
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | Path) -> bool:
+    """Restore the optimizer state saved with a checkpoint; False when there is none (a fresh start)."""
+    path = Path(folder) / OPTIMIZER_FILE
+    if not path.is_file():
+        return False
+    optimizer.load_state_dict(torch.load(path, weights_only=True))
+    return True
