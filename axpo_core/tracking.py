@@ -1,0 +1,359 @@
+"""The one narrow MLflow adapter of the project (no other module imports mlflow).
+
+Every call names its run id: Prefect runs tasks in worker threads, where MLflow's global active-run context
+(`mlflow.start_run`) does not follow, so this module never touches it and only uses `MlflowClient`.
+
+Threads: every client call for one tracking URI goes through a process-wide lock, so several Prefect task
+threads (or several `Tracker` objects on one sqlite file) never write concurrently, which sqlite would
+answer with "database is locked". A writer in another process can still hold the file briefly; such calls
+are retried a few times.
+
+Defaults: the backend is `sqlite:///<output dir>/mlflow.db`, and a local backend keeps artifacts in
+`<output dir>/mlartifacts` (MLflow's own default would be `./mlruns` in whatever the working directory is).
+Pass `artifact_location="s3://bucket/mlflow"` (and set `MLFLOW_S3_ENDPOINT_URL` for MinIO/moto) to keep
+them in S3. Telemetry is off unless `MLFLOW_DISABLE_TELEMETRY` says otherwise: the pipeline runs offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
+from mlflow.utils.validation import (  # noqa: E402
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PARENT_TAG = MLFLOW_PARENT_RUN_ID
+_LOCAL_SCHEMES = ("sqlite:", "file:")
+_locks: dict[str, threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(tracking_uri: str) -> threading.RLock:
+    with _locks_guard:
+        return _locks.setdefault(tracking_uri, threading.RLock())
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """`sqlite:///<absolute output dir>/mlflow.db` (four slashes: SQLAlchemy's absolute form)."""
+    return f"sqlite:///{Path(output_dir).absolute() / 'mlflow.db'}"
+
+
+def _is_local(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(_LOCAL_SCHEMES) or "://" not in tracking_uri
+
+
+def clean_key(key: str) -> str:
+    """A param/metric/tag name MLflow accepts: alphanumerics, `_ - . /` and spaces (`pass@1` ->
+    `pass_at_1`, anything else -> `_`), no empty, `.` or `..` path segments (MLflow rejects names that
+    would resolve to another path), at most 250 characters."""
+    chars = "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(key).replace("@", "_at_"))
+    segments = [("__" if s == ".." else s) for s in chars.split("/") if s not in ("", ".")]
+    return "/".join(segments)[:MAX_ENTITY_KEY_LENGTH] or "_"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; an empty mapping stays visible as `{}`."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _stringify(value: Any, limit: int) -> str:
+    text = (
+        value if isinstance(value, str) else "{}" if isinstance(value, Mapping) and not value else str(value)
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class RunRecord:
+    """A run as plain Python (so callers need not know MLflow's entities)."""
+
+    run_id: str
+    name: str
+    status: str
+    parent_run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each
+
+
+class Tracker:
+    """One experiment in one tracking backend; thread-safe; every method takes the run id explicitly."""
+
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        output_dir: str | Path,
+        experiment: str,
+        artifact_location: str | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir).absolute()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri or default_tracking_uri(self.output_dir)
+        if artifact_location is None and _is_local(self.tracking_uri):
+            artifact_location = (self.output_dir / "mlartifacts").as_uri()
+        self.experiment = experiment
+        self._lock = _lock_for(self.tracking_uri)
+        self._client_obj: MlflowClient | None = None
+        self.experiment_id = self._call(lambda: self._get_or_create_experiment(experiment, artifact_location))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client_obj"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = _lock_for(self.tracking_uri)
+
+    def __repr__(self) -> str:
+        return f"Tracker({self.tracking_uri!r}, experiment={self.experiment!r})"
+
+    @property
+    def client(self) -> MlflowClient:
+        with self._lock:
+            if self._client_obj is None:
+                self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
+            return self._client_obj
+
+    def _call(self, fn: Callable[[], T], attempts: int = 4) -> T:
+        """Run `fn` under the URI's lock; retry when another process holds the sqlite file."""
+        for attempt in range(attempts):
+            try:
+                with self._lock:
+                    return fn()
+            except MlflowException as exc:
+                if "database is locked" not in str(exc) or attempt + 1 == attempts:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _get_or_create_experiment(self, name: str, artifact_location: str | None) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException as exc:  # created meanwhile by another process
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(name)
+                assert exp is not None
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        if artifact_location and exp.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
+            logger.warning(
+                "experiment %r already stores artifacts at %s, not %s (MLflow cannot move them)",
+                name,
+                exp.artifact_location,
+                artifact_location,
+            )
+        return exp.experiment_id
+
+    # --- runs ----------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        resume: bool = False,
+    ) -> str:
+        """Create a run (a child of `parent_run_id` when given) and return its id.
+
+        `resume=True` reuses the newest run with this name and parent (see `find_run`), marks it RUNNING
+        again and updates its tags: a rerun of a flow then continues the same run instead of a twin.
+        """
+        if resume and (existing := self.find_run(name, parent_run_id)) is not None:
+            self._call(lambda: self.client.update_run(existing, status="RUNNING"))
+            if tags:
+                self.set_tags(existing, tags)
+            return existing
+        all_tags = {clean_key(k): _stringify(v, MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self._call(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Mark a run FINISHED (or FAILED / KILLED)."""
+        RunStatus.from_string(status)  # validates the name
+        self._call(lambda: self.client.set_terminated(run_id, status))
+
+    def find_run(self, name: str, parent_run_id: str | None = None) -> str | None:
+        """The newest active run with this name and this parent (None: a top-level run), or None."""
+        clauses = [f"tags.`{PARENT_TAG}` = '{parent_run_id}'"] if parent_run_id else []
+        if "'" not in name:
+            clauses.append(f"attributes.run_name = '{name}'")
+        for run in self._search(" and ".join(clauses)):
+            if run.info.run_name == name and run.data.tags.get(PARENT_TAG) == parent_run_id:
+                return run.info.run_id
+        return None
+
+    def _search(self, filter_string: str) -> Iterator[Any]:
+        token: str | None = None
+        while True:
+            page = self._call(
+                lambda t=token: self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=filter_string,
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    order_by=["attributes.start_time DESC"],
+                    max_results=1000,
+                    page_token=t,
+                ),
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    # --- logging -------------------------------------------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log (nested) params as dotted keys with string values cut to MLflow's limit.
+
+        MLflow params are write-once: keys already logged with the same value are skipped (a resumed run
+        logs its config again), and a changed value is kept as it was, with a warning.
+        """
+        flat = {clean_key(k): _stringify(v, MAX_PARAM_VAL_LENGTH) for k, v in flatten(params).items()}
+
+        def log() -> None:
+            existing = self.client.get_run(run_id).data.params
+            changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != v)
+            if changed:
+                logger.warning("run %s: params already logged with other values, kept: %s", run_id, changed)
+            new = [Param(k, v) for k, v in flat.items() if k not in existing]
+            for batch in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
+                self.client.log_batch(run_id, params=batch)
+
+        self._call(log)
+
+    def log_config(self, run_id: str, config: BaseModel) -> None:
+        """A pydantic config as params (flattened), and in full as `config.json` (params get truncated)."""
+        dumped = config.model_dump(mode="json")
+        self.log_params(run_id, dumped)
+        self.log_dict(run_id, dumped, "config.json")
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> list[str]:
+        """Log numeric metrics at `step` (default 0); return the names of the non-finite ones, dropped.
+
+        NaN/inf are dropped because some backends reject them and they would poison the plots; a warning
+        names them.
+        """
+        timestamp = int(time.time() * 1000)
+        entries: list[Metric] = []
+        dropped: list[str] = []
+        for key, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"metric {key!r} is not a number: {value!r}") from exc
+            if math.isfinite(number):
+                entries.append(Metric(clean_key(key), number, timestamp, int(step or 0)))
+            else:
+                dropped.append(key)
+        if dropped:
+            logger.warning("run %s step %s: dropped non-finite metrics %s", run_id, step, dropped)
+        for batch in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self._call(lambda b=batch: self.client.log_batch(run_id, metrics=b))
+        return dropped
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(clean_key(k), _stringify(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+        for batch in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self._call(lambda b=batch: self.client.log_batch(run_id, tags=b))
+
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's contents, into the run's artifacts (under `artifact_path`)."""
+        path = Path(local_path)
+        if not path.exists():
+            raise FileNotFoundError(f"log_artifact: no such file or folder: {path}")
+        if path.is_dir():
+            self._call(lambda: self.client.log_artifacts(run_id, str(path), artifact_path))
+        else:
+            self._call(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._call(lambda: self.client.log_text(run_id, text, artifact_file))
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        """A JSON (or YAML, by the file's extension) artifact."""
+        self._call(
+            lambda: self.client.log_dict(run_id, json.loads(json.dumps(obj, default=str)), artifact_file)
+        )
+
+    # --- reading back (reports, resume) ----------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord:
+        return _record(self._call(lambda: self.client.get_run(run_id)))
+
+    def child_runs(self, parent_run_id: str) -> list[RunRecord]:
+        """The children of a parent run, oldest first."""
+        runs = [_record(r) for r in self._search(f"tags.`{PARENT_TAG}` = '{parent_run_id}'")]
+        return runs[::-1]
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """`[(step, value), ...]` sorted by step (the last value logged at a step wins)."""
+        history = self._call(lambda: self.client.get_metric_history(run_id, clean_key(key)))
+        by_step = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+        return sorted(by_step.items())
+
+    def artifact_uri(self, run_id: str) -> str:
+        return self._call(lambda: self.client.get_run(run_id).info.artifact_uri)
+
+    def ui_command(self, port: int = 5000) -> str:
+        return ui_command(self.tracking_uri, port)
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """The command that shows a backend in MLflow's UI (for a tracking server: its URL)."""
+    if not _is_local(tracking_uri):
+        return tracking_uri
+    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --host 127.0.0.1 --port {port}"
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        status=run.info.status,
+        parent_run_id=run.data.tags.get(PARENT_TAG),
+        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )
