@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean browser
 
 setup: $(STAMP)
 
@@ -16,9 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/axpo run
 
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The report test renders HTML in headless Chromium (Debian's chromium + chromium-driver).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	    else echo "note: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; }
 
 lint: setup
 	$(BIN)/ruff check .

@@ -47,7 +47,10 @@ class RolloutConfig(Section):
 
 
 class ToolsConfig(Section):
-    enabled: list[Literal["image_zoom_in", "python"]] = ["image_zoom_in", "python"]
+    enabled: list[Literal["image_zoom_in", "python", "search"]] = ["image_zoom_in", "python", "search"]
+    search_index: str | None = (
+        None  # a local document folder/file for `search`; None: the suites' built-in corpus
+    )
     max_calls: int = Field(4, ge=0)
     max_image_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     python_timeout_s: float = Field(12.0, gt=0)
@@ -108,12 +111,33 @@ class EvaluationConfig(Section):
     k: list[int] = [1, 4]
     max_turns: int = Field(5, ge=1)
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5)
+    data_root: str | None = None  # folder holding the real benchmarks (one sub-folder each), read offline
+    judge: Literal["rule", "llm"] = "rule"  # where matching is hard: rule-based, or an LLM judge
+    judge_model_path: str | None = None  # the local checkpoint of the LLM judge
 
     @model_validator(mode="after")
     def _k_fits_samples(self) -> EvaluationConfig:
         if max(self.k) > self.samples:
             raise ValueError(f"pass@k needs k <= samples; got k={max(self.k)} > samples={self.samples}")
         return self
+
+
+class PipelineConfig(Section):
+    """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
+
+    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "GRPO"]] = [
+        "Base",
+        "SFT",
+        "SFT+GRPO",
+        "SFT+AXPO",
+    ]
+    scales: list[str] = ["tiny-s"]  # a sweep runs the pipeline once per scale (× seeds)
+    seeds: list[int] = [0]
+    ablations: dict[
+        str, dict[str, Any]
+    ] = {}  # name -> algorithm overrides, each trained as an extra AXPO arm
+    task_runner: Literal["threads", "dask", "ray"] = "threads"  # the evaluation fan-out
+    max_workers: int = Field(2, ge=1)
 
 
 class StorageConfig(Section):
@@ -136,6 +160,7 @@ class Config(Section):
     training: TrainingConfig = TrainingConfig()
     sft: SFTConfig = SFTConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    pipeline: PipelineConfig = PipelineConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 

@@ -22,23 +22,37 @@ Extraction (:func:`extract_answer`):
 
 Matching: ``exact`` compares :func:`normalize`-d strings; ``numeric`` compares numbers (see
 :func:`match_numeric`); ``choice`` accepts the option letter or the option text (see
-:func:`match_choice`).
+:func:`match_choice`); ``approx`` compares numbers within an absolute tolerance of 1e-3 (DynaMath's
+rule, see :func:`match_approx`); ``f1`` is graded, not binary: the token-level F1 of MMSearch / SQuAD
+(see :func:`f1_score`), the maximum over the gold answer and its alternatives.
+
+For ``f1`` the reward is the F1 itself, in [0, 1]. Everything that thresholds rewards (a trajectory is
+"correct" when its reward is > 0.5) therefore counts a search answer correct when its F1 exceeds 0.5;
+:func:`axpo_core.evaluation.passk.expected_max_at_k` turns F1 rewards into a graded pass@k.
 """
 
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Literal
 
-AnswerType = Literal["exact", "numeric", "choice"]
+AnswerType = Literal["exact", "numeric", "choice", "approx", "f1"]
+ANSWER_TYPES: tuple[str, ...] = ("exact", "numeric", "choice", "approx", "f1")
 
 __all__ = [
+    "ANSWER_TYPES",
+    "APPROX_ABS_TOL",
     "AnswerType",
     "extract_answer",
+    "f1_score",
+    "match_approx",
     "match_choice",
     "match_exact",
+    "match_f1",
     "match_numeric",
     "normalize",
     "score",
@@ -205,17 +219,75 @@ def match_choice(pred: str, gold: str, choices: Sequence[str] | None) -> bool:
     return bool(p) and p == g
 
 
+APPROX_ABS_TOL = 1e-3  # DynaMath: a float answer is right when |pred - gold| <= 0.001
+
+
+def match_approx(pred: str, gold: str, abs_tol: float = APPROX_ABS_TOL) -> bool:
+    """Numbers within ``abs_tol`` of each other (DynaMath's float rule: gold values are rounded to 4
+    decimals and the model is asked for 3, so exact equality would be too strict).
+
+    Accepts the same number forms as :func:`match_numeric`; a gold answer that is not a number is
+    compared with :func:`match_exact`.
+    """
+    g = _parse_number(gold)
+    if g is None:
+        return match_exact(pred, gold)
+    p = _parse_number(pred)
+    return p is not None and abs(p - g) <= Fraction(str(abs_tol))
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def _f1_tokens(s: str) -> list[str]:
+    """SQuAD answer normalisation (lowercase, no ASCII punctuation, no articles), after
+    :func:`normalize` has unwrapped LaTeX (so ``\\text{Paris}`` is the token "paris")."""
+    s = normalize(s).translate(_PUNCTUATION)
+    return _ARTICLES.sub(" ", s).split()
+
+
+def f1_score(pred: str, gold: str) -> float:
+    """Token-level F1 between two short answers, as MMSearch and SQuAD score them.
+
+    Tokens are compared as multisets. When either side has no tokens left after normalisation the
+    score is 1.0 if both are empty and 0.0 otherwise (the official rule).
+    """
+    p, g = _f1_tokens(pred), _f1_tokens(gold)
+    if not p or not g:
+        return float(p == g)
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def match_f1(pred: str, golds: Sequence[str]) -> float:
+    """The best :func:`f1_score` against any of the acceptable answers (MMSearch's alternatives)."""
+    return max((f1_score(pred, g) for g in golds), default=0.0)
+
+
 def score(text: str, gold: str, answer_type: AnswerType, choices: Sequence[str] | None = None) -> float:
-    """Binary reward of a full response: 1.0 when its extracted answer matches ``gold``, else 0.0."""
-    if answer_type not in ("exact", "numeric", "choice"):
-        raise ValueError(f"unknown answer_type {answer_type!r}; expected 'exact', 'numeric' or 'choice'")
+    """Reward of a full response: 1.0 when its extracted answer matches ``gold``, else 0.0.
+
+    ``f1`` is the exception: the reward is the token F1 in [0, 1], the best over ``gold`` and the
+    alternative gold answers passed as ``choices`` (search benchmarks have no options, so the slot
+    carries the alternatives). A response without an answer scores 0.0 under every type.
+    """
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
     pred = extract_answer(text)
     if pred is None:
         return 0.0
+    if answer_type == "f1":
+        return match_f1(pred, [gold, *(choices or ())])
     if answer_type == "exact":
         ok = match_exact(pred, gold)
     elif answer_type == "numeric":
         ok = match_numeric(pred, gold)
+    elif answer_type == "approx":
+        ok = match_approx(pred, gold)
     else:
         ok = match_choice(pred, gold, choices)
     return 1.0 if ok else 0.0

@@ -61,6 +61,22 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     print(f"rollouts written to {out}")
 
 
+def cmd_sft(args: argparse.Namespace) -> None:
+    from axpo_core.models.loader import ensure_model
+    from axpo_core.rollout.factory import MODEL_CACHE
+    from axpo_core.training.sft import run_sft
+
+    config = load_config(args.config, args.overrides)
+    base = args.model or ensure_model(config.model.scale, config.model.path, MODEL_CACHE, seed=config.seed)
+    result = run_sft(config, base, args.out)
+    s = result.summary
+    print(
+        f"sft: {s['examples']} examples, tool_share = {s['tool_share']:.3f}, "
+        f"final_loss = {result.train_loss:.4f}, time = {result.seconds:.1f}s ({s['steps']} steps from {base})"
+    )
+    print(f"checkpoint: {result.path}")
+
+
 SHOWN = [
     "tool_use_rate",
     "all_wrong_rate_tool",
@@ -106,18 +122,158 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"outputs under {out_root}/{args.algo}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    """GRPO and AXPO from the same starting model, side by side (the in-process main job)."""
-    config = load_config(args.config, args.overrides)
-    out_root = Path(args.out or f"runs/{config.experiment}")
-    results = {algo: _train(config, algo, config.training.rounds, out_root) for algo in ("grpo", "axpo")}
+def _flow_config(args: argparse.Namespace):
+    from flows.runtime import configure_prefect
+
+    configure_prefect()  # before Prefect is imported: ephemeral server timeouts, analytics off
+    return load_config(args.config, args.overrides)
+
+
+def _print_result(result) -> None:
     print()
-    header = ["metric"] + [f"{algo} r{r.round_index}" for algo, rs in results.items() for r in rs]
-    print(" | ".join(header))
-    for key in SHOWN:
-        row = [f"{r.metrics().get(key, float('nan')):.3g}" for rs in results.values() for r in rs]
-        print(" | ".join([key.removeprefix("update/")] + row))
-    print(f"\noutputs under {out_root}/{{grpo,axpo}}/rollouts")
+    print(f"Results ({result.scale}, seed {result.seed}), Pass@k in %:")
+    print(result.table_markdown)
+    for stage, metrics in result.final_metrics.items():
+        shown = "  ".join(f"{k.removeprefix('update/')}={metrics[k]:.3g}" for k in SHOWN if k in metrics)
+        print(f"[{stage}] last round: {shown}")
+
+
+def _print_where(ctx_tracking_uri: str, report_uri: str) -> None:
+    from axpo_core.tracking import ui_command
+
+    print(f"\nreport: {report_uri}")
+    print(f"MLflow store: {ctx_tracking_uri}")
+    print(f"open the MLflow UI: {ui_command(ctx_tracking_uri)}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """The main job: the pipeline flow (build → SFT → filter → GRPO and AXPO → evaluate → report)."""
+    config = _flow_config(args)
+    from flows.pipeline import pipeline
+
+    result = pipeline(config, args.run_name)
+    _print_result(result)
+    _print_where(result.tracking_uri, result.report_uri)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    config = _flow_config(args)
+    pipeline_config = config.pipeline.model_copy(
+        update={
+            "scales": args.scales.split(",") if args.scales else config.pipeline.scales,
+            "seeds": [int(s) for s in args.seeds.split(",")] if args.seeds else config.pipeline.seeds,
+        }
+    )
+    config = config.model_copy(update={"pipeline": pipeline_config})
+    from flows.pipeline import sweep
+
+    results = sweep(config, args.run_name)
+    for result in results:
+        _print_result(result)
+    if results:
+        _print_where(results[0].tracking_uri, results[0].report_uri)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate one checkpoint (a local folder, a store URI, or the config's base model) on the benchmarks."""
+    config = _flow_config(args)
+    from flows.evaluation import run_evaluation
+    from flows.runtime import make_context
+    from tasks.context import CheckpointRef
+    from tasks.evaluation import report
+    from tasks.stages import build_model
+
+    ctx = make_context(config, args.run_name or f"eval-{args.stage.lower()}")
+    scale = config.model.scale
+    if args.checkpoint is None:
+        checkpoint = build_model(ctx, scale)
+    elif "://" in args.checkpoint:
+        checkpoint = CheckpointRef(uri=args.checkpoint, stage=args.stage, scale=scale)
+    else:  # a local folder: copied into the run's store, so the evaluation reads it like any checkpoint
+        uri = ctx.store.put_dir(args.checkpoint, ctx.layout(scale).checkpoint(args.stage.lower()))
+        checkpoint = CheckpointRef(uri=uri, stage=args.stage, scale=scale)
+    evaluations = run_evaluation(ctx, {args.stage: checkpoint})
+    summary = report(ctx, evaluations)
+    print(summary.markdown)
+    for e in evaluations:
+        print(f"{e.benchmark}: tool_call_rate = {e.metrics['tool_call_rate']:.3f}, records: {e.uri}")
+    print(f"report: {summary.uri}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Rebuild a run's report (tables, diagnostics plots, rollout viewer) from its folder."""
+    from axpo_core.evaluation.report import build_report
+
+    out = build_report(args.run_dir, Path(args.out) if args.out else None)
+    print(f"report: {out / 'report.md'}")
+    print(f"report (html): {out / 'report.html'}")
+    print(f"rollout viewer: {out / 'rollouts.html'}")
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from flows.runtime import make_context
+
+    config = load_config(args.config, args.overrides)
+    from axpo_core.tracking import ui_command
+
+    command = ui_command(make_context(config).tracking_uri, port=args.port)
+    print(command)
+    if args.start:
+        subprocess.run(command.split(), check=False)
+
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+WORK_POOL = "axpo-process"
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    """Register deployments/prefect.yaml (pipeline and the nightly sweep) on a process work pool.
+
+    Reads the YAML and deploys each entry through Prefect's Python API (`flow.from_source(...).deploy`):
+    `prefect deploy` 3.8.8 itself fails against its own server with this FastAPI (a null `limit` in its
+    worker check gives 422), after which it exits non-zero.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from flows.runtime import configure_prefect
+
+    configure_prefect()
+    from prefect import flow as prefect_flow
+    from prefect.schedules import Cron
+
+    os.environ.setdefault("AXPO_PROJECT_DIR", str(PROJECT_DIR))
+    prefect = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
+    subprocess.run(
+        [prefect, "--no-prompt", "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+        check=True,
+        cwd=PROJECT_DIR,
+    )
+    spec = yaml.safe_load((PROJECT_DIR / "deployments" / "prefect.yaml").read_text())
+    for entry in spec["deployments"]:
+        loaded = prefect_flow.from_source(source=str(PROJECT_DIR), entrypoint=entry["entrypoint"])
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
+            for s in entry.get("schedules", [])
+        ]
+        deployment_id = loaded.deploy(
+            name=entry["name"],
+            work_pool_name=entry["work_pool"]["name"],
+            parameters=entry.get("parameters", {}),
+            description=entry.get("description"),
+            schedules=schedules or None,
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
+        print(f"deployed {loaded.name}/{entry['name']} ({deployment_id})")
+    print(f"deployments registered on work pool {WORK_POOL}; start a worker with:")
+    print(f"  AXPO_PROJECT_DIR={PROJECT_DIR} {prefect} worker start --pool {WORK_POOL}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", required=True)
     rollout.set_defaults(func=cmd_rollout)
 
+    sft = sub.add_parser("sft", help="SFT on oracle trajectories with TRL; writes a from_pretrained folder")
+    _add_config(sft)
+    sft.add_argument(
+        "--model", default=None, help="base model folder (default: build/load the config's scale)"
+    )
+    sft.add_argument("--out", required=True, help="output checkpoint folder")
+    sft.set_defaults(func=cmd_sft)
+
     train = sub.add_parser(
         "train", help="R rounds of GRPO or AXPO in-process, printing per-round diagnostics"
     )
@@ -154,10 +318,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
     train.set_defaults(func=cmd_train)
 
-    run = sub.add_parser("run", help="the main job: GRPO and AXPO from one starting model, side by side")
+    run = sub.add_parser("run", help="the main job: the pipeline flow on the config (tiny default)")
     _add_config(run)
-    run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+    run.add_argument(
+        "--run-name", default=None, help="default: <experiment>-<config hash>; the same name resumes"
+    )
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="the pipeline across scales (and seeds) under one MLflow parent run")
+    _add_config(sweep)
+    sweep.add_argument("--scales", default=None, help="comma-separated, e.g. tiny-s,tiny-m,tiny-l")
+    sweep.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1")
+    sweep.add_argument("--run-name", default=None)
+    sweep.set_defaults(func=cmd_sweep)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the configured benchmarks (pass@k)")
+    _add_config(evaluate)
+    evaluate.add_argument("--checkpoint", default=None, help="folder or store URI (default: the base model)")
+    evaluate.add_argument("--stage", default="Base", help="the row label in the results table")
+    evaluate.add_argument("--run-name", default=None)
+    evaluate.set_defaults(func=cmd_eval)
+
+    report = sub.add_parser(
+        "report", help="rebuild a run's report: tables, diagnostics plots, rollout viewer"
+    )
+    report.add_argument(
+        "run_dir", help="<root>/<experiment>/<run> (a path or file:// URI, or its report/ URI)"
+    )
+    report.add_argument("--out", default=None, help="output folder (default: <run_dir>/report)")
+    report.set_defaults(func=cmd_report)
+
+    ui = sub.add_parser("ui", help="print (or --start) the MLflow UI command for the config's store")
+    _add_config(ui)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--start", action="store_true", help="start it (127.0.0.1) instead of only printing")
+    ui.set_defaults(func=cmd_ui)
+
+    deploy = sub.add_parser("deploy", help="register the Prefect deployments (pipeline, nightly sweep)")
+    deploy.set_defaults(func=cmd_deploy)
     return parser
 
 

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from axpo_core.envs.search import SearchIndex
+from axpo_core.envs.suites import world
 from axpo_core.envs.tools import (
     TOOL_NAMES,
     ToolCall,
@@ -49,9 +51,14 @@ def test_schemas_and_system_prompt():
     assert "<think></think>" in prompt and "<answer>\\boxed{...}</answer>" in prompt
     only_zoom = system_prompt(["image_zoom_in"])
     assert '"name": "image_zoom_in"' in only_zoom and '"name": "python"' not in only_zoom
+    assert '"name": "search"' not in system_prompt(["image_zoom_in", "python"])
     assert "<tools>" not in system_prompt([]) and "\\boxed" in system_prompt([])
-    with pytest.raises(ValueError, match="search"):
-        system_prompt(["search"])
+    (search,) = tool_schemas(["search"])
+    assert search["function"]["parameters"]["required"] == ["query"]
+    assert search["function"]["parameters"]["properties"]["max_results"]["maximum"] == 10
+    assert json.dumps(search) in system_prompt(["search"])
+    with pytest.raises(ValueError, match="browser"):
+        system_prompt(["browser"])
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -87,7 +94,17 @@ ZOOM = {"bbox_2d": [100, 200, 300, 400], "label": "sign", "img_idx": 0}
         ('"python"', "must be a JSON object"),
         ('{"arguments": {"code": "1"}}', 'no "name"'),
         ('{"name": 3, "arguments": {}}', '"name" must be a string'),
-        ('{"name": "search", "arguments": {}}', 'unknown tool "search"'),
+        ('{"name": "browser", "arguments": {}}', 'unknown tool "browser"'),
+        ('{"name": "search", "arguments": {}}', 'missing the required argument(s) "query"'),
+        (call("search", query="x", top_k=3), 'unexpected argument(s) "top_k"'),
+        (call("search", query=3), '"query" must be a string'),
+        (call("search", query=" \n"), '"query" is empty'),
+        (call("search", query="x" * 501), '"query" is too long'),
+        (call("search", query="x", max_results=0), '"max_results" must be an integer from 1 to 10'),
+        (call("search", query="x", max_results=11), "from 1 to 10, got 11"),
+        (call("search", query="x", max_results=2.5), "from 1 to 10, got 2.5"),
+        (call("search", query="x", max_results="3"), "from 1 to 10"),
+        (call("search", query="x", max_results=True), "from 1 to 10, got true"),
         ('{"name": "python"}', 'no "arguments"'),
         ('{"name": "python", "arguments": "{bad"}', "not a valid JSON object"),
         ('{"name": "python", "arguments": [1]}', '"arguments" of python must be a JSON object'),
@@ -237,9 +254,68 @@ def test_python_tool_sees_zoom_crops():
     assert sandbox.pid is None and sandbox.scratch_dir is None  # __exit__ closed it
 
 
+# ------------------------------------------------------------------------------------------- search
+
+
+def test_search_uses_the_builtin_corpus_by_default():
+    entity = world()[0][7]
+    with ToolSession([gradient(20, 20)]) as session:
+        result = session.execute(call("search", query=f"{entity.name} mascot"))
+        assert result.error is None and result.name == "search" and result.images == []
+        lines = result.text.splitlines()
+        assert len(lines) == 3 and lines[0].startswith(f"[1] {entity.name}: ") and entity.mascot in lines[0]
+        assert [line[:3] for line in lines] == ["[1]", "[2]", "[3]"]
+        one = session.execute(call("search", query=entity.name, max_results=1))
+        assert one.text.splitlines() == lines[:1]
+        none = session.execute(call("search", query="qwxz zzyzx"))
+        assert none.error is None and none.text == 'No results for "qwxz zzyzx".'
+        ten = session.execute(call("search", query="club founded", max_results=10))
+        assert len(ten.text.splitlines()) == 10 and len(ten.text) < 4000
+
+
+def test_search_with_a_given_index(tmp_path):
+    (tmp_path / "a.md").write_text("# Alpha\nThe alpha document talks about comets.")
+    (tmp_path / "b.txt").write_text("Beta is about rivers.")
+    with ToolSession([], tools=["search"], search_index=str(tmp_path)) as session:
+        assert session.execute(call("search", query="comets")).text == (
+            "[1] Alpha: The alpha document talks about comets."
+        )
+    own = SearchIndex.from_documents([{"id": "x", "title": "X", "text": "Only x."}])
+    with ToolSession([], tools=["search"], search_index=own) as session:
+        assert session.execute(call("search", query="only")).text == "[1] X: Only x."
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [("/nonexistent/corpus", "no document index is available"), ("", "no document index is available")],
+)
+def test_search_without_an_index_is_a_tool_error(index, expected):
+    with ToolSession([], tools=["search"], search_index=index) as session:
+        result = session.execute(call("search", query="anything"))
+        assert result.text.startswith("Error: search:") and expected in result.text and result.error
+    with ToolSession([], tools=["search"], search_index=SearchIndex([])) as session:
+        assert "index is empty" in session.execute(call("search", query="anything")).text
+
+
+def test_search_disabled_and_argument_errors():
+    with ToolSession([gradient(20, 20)], tools=["image_zoom_in", "python"]) as session:
+        result = session.execute(call("search", query="x"))
+        assert '"search" is not available' in result.text and result.name == "search"
+    with ToolSession([], tools=["search"], max_calls=100) as session:
+        for arguments, expected in [
+            ({"query": ""}, '"query" is empty'),
+            ({"query": "x", "max_results": 99}, "from 1 to 10"),
+            ({"max_results": 3}, 'missing the required argument(s) "query"'),
+        ]:
+            result = session.execute(call("search", **arguments))
+            assert result.text.startswith("Error: search") and expected in result.text, result.text
+            assert result.error and result.name == "search"
+
+
 # ------------------------------------------------------------------------------------------- totality
 
 SNIPPETS = ["print(1)", "x = 1", "x", "1/0", "_pil_images[-1].size", "import os\nos.listdir('/')", "def f(:"]
+QUERIES = ["emblem red star", "Club founded", "the of", "", "  ", "1873", "x" * 600, "ünïcödé ☃ \x00"]
 json_leaf = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=8)
 json_value = st.recursive(
     json_leaf,
@@ -255,7 +331,9 @@ bbox = ordered_bbox | st.lists(number, min_size=3, max_size=5) | json_value
 label = st.text(max_size=12) | json_value
 img_idx = st.integers(-2, 4) | json_value
 code = st.sampled_from(SNIPPETS) | st.text(max_size=20) | json_value
-names = ["image_zoom_in", "image_zoom_in", "python", "python", "search", "Python"]
+query = st.sampled_from(QUERIES) | st.text(max_size=30) | json_value
+max_results = st.integers(-2, 12) | json_value
+names = ["image_zoom_in", "image_zoom_in", "python", "python", "search", "search", "Python"]
 tool_name = st.sampled_from(names) | st.sampled_from(names) | st.text(max_size=8)
 
 
@@ -266,6 +344,10 @@ def arguments(draw, name: str):
         args = {"bbox_2d": draw(bbox), "label": draw(label)}
         if draw(st.booleans()):
             args["img_idx"] = draw(img_idx)
+    elif name == "search":
+        args = {"query": draw(query)}
+        if draw(st.booleans()):
+            args["max_results"] = draw(max_results)
     else:
         args = {"code": draw(code)}
     if draw(st.integers(0, 5)) == 0:
@@ -297,7 +379,8 @@ def tool_calls(draw) -> str:
 
 def test_execute_is_total_on_arbitrary_input():
     session = ToolSession([gradient(64, 48)], max_calls=10**9, python_timeout_s=2)
-    executed = 0
+    assert session.tools == TOOL_NAMES and "search" in TOOL_NAMES
+    executed, searched = 0, 0
 
     @settings(
         max_examples=10_500,
@@ -308,9 +391,10 @@ def test_execute_is_total_on_arbitrary_input():
     )
     @given(st.text() | tool_calls())
     def check(raw: str) -> None:
-        nonlocal executed
+        nonlocal executed, searched
         result = session.execute(raw)  # must not raise
         executed += 1
+        searched += result.name == "search" and result.error is None
         assert isinstance(result, ToolResult) and isinstance(result.text, str)
         assert result.error is None or result.text.startswith("Error:")
         assert result.error is None or result.images == []
@@ -320,3 +404,4 @@ def test_execute_is_total_on_arbitrary_input():
     finally:
         session.close()
     assert executed >= 10_000
+    assert searched >= 100  # the search tool really ran, not only its argument errors

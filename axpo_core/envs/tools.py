@@ -1,5 +1,6 @@
 """The agent's tools (DESIGN.md §3): schemas and system prompt, parsing of ``<tool_call>`` payloads, and
-execution against one rollout's images and Python sandbox.
+execution against one rollout's images, Python sandbox and search index (``search.py``: BM25 over local
+documents, by default the search suites' fictional encyclopedia).
 
 Everything the model can get wrong comes back as a ``ToolResult`` whose text starts with "Error:" and
 says what was wrong, so the model can correct itself; nothing here raises on model output.
@@ -19,13 +20,16 @@ from typing import Any
 from PIL import Image
 
 from axpo_core.envs.sandbox import Sandbox
+from axpo_core.envs.search import MAX_RESULTS, SearchIndex, builtin_index, load_index
 
-TOOL_NAMES = ("image_zoom_in", "python")
+TOOL_NAMES = ("image_zoom_in", "python", "search")
 
 # Qwen2-VL / Qwen2.5-VL / Qwen3-VL processors reject images whose aspect ratio exceeds 200.
 MAX_CROP_ASPECT_RATIO = 200
 _MAX_LABEL_CHARS = 100
 _MAX_SHOWN_CHARS = 80
+MAX_QUERY_CHARS = 500
+DEFAULT_MAX_RESULTS = 3
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "image_zoom_in": {
@@ -77,6 +81,30 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "properties": {"code": {"type": "string", "description": "The Python code to run."}},
                 "required": ["code"],
+            },
+        },
+    },
+    "search": {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": (
+                "Search a local collection of documents (an offline encyclopedia) by keywords and return "
+                "the best matches as a numbered list of titles and snippets. Use it to look up facts that "
+                "are not in the image, e.g. about a named organisation or one whose emblem you can describe."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "Keywords to search for."},
+                    "max_results": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_RESULTS,
+                        "description": f"How many results to return (default {DEFAULT_MAX_RESULTS}).",
+                    },
+                },
+                "required": ["query"],
             },
         },
     },
@@ -189,10 +217,25 @@ def _validate_python(args: dict) -> str | None:
     return None
 
 
+def _validate_search(args: dict) -> str | None:
+    query = args["query"]
+    if not isinstance(query, str):
+        return f'"query" must be a string, got {_show(query)}'
+    if not query.strip():
+        return '"query" is empty'
+    if len(query) > MAX_QUERY_CHARS:
+        return f'"query" is too long ({len(query)} characters; at most {MAX_QUERY_CHARS})'
+    n = args.get("max_results", DEFAULT_MAX_RESULTS)
+    if not _is_int(n) or not 1 <= n <= MAX_RESULTS:
+        return f'"max_results" must be an integer from 1 to {MAX_RESULTS}, got {_show(n)}'
+    return None
+
+
 # tool -> (required arguments, optional arguments, validator)
 _ARGUMENTS = {
     "image_zoom_in": (("bbox_2d", "label"), ("img_idx",), _validate_zoom),
     "python": (("code",), (), _validate_python),
+    "search": (("query",), ("max_results",), _validate_search),
 }
 
 
@@ -300,8 +343,10 @@ def _failure(message: str, name: str | None) -> ToolResult:
 
 
 class ToolSession:
-    """One rollout's tools. Holds the rollout's images (originals + zoom crops, in order) and its python
-    sandbox (started on the first python call)."""
+    """One rollout's tools. Holds the rollout's images (originals + zoom crops, in order), its python
+    sandbox (started on the first python call) and the search index (looked up on the first search call:
+    `search_index` is a SearchIndex, a path for `search.load_index`, or None for the suites' built-in
+    corpus; either way loaded once per process)."""
 
     def __init__(
         self,
@@ -313,6 +358,7 @@ class ToolSession:
         python_timeout_s: float = 12.0,
         python_memory_mb: int = 1024,
         python_max_output_chars: int = 2000,
+        search_index: str | PathLike | SearchIndex | None = None,
     ):
         self.tools = tuple(_check_names(tools))
         self.images: list[Image.Image] = list(images)
@@ -325,6 +371,7 @@ class ToolSession:
             "max_output_chars": python_max_output_chars,
         }
         self._sandbox: Sandbox | None = None
+        self._search_source = search_index
         self._closed = False
 
     def execute(self, raw: str) -> ToolResult:
@@ -352,6 +399,8 @@ class ToolSession:
                 )
             if call.name == "image_zoom_in":
                 return self._zoom(call.arguments)
+            if call.name == "search":
+                return self._search(call.arguments)
             return self._python(call.arguments)
         except Exception as exc:  # noqa: BLE001 - the contract is that execute never raises
             return _failure(f"Error: the tool failed unexpectedly ({type(exc).__name__}).", name)
@@ -400,6 +449,23 @@ class ToolSession:
             self._sandbox = Sandbox(**self._python_options)
         result = self._sandbox.run(args["code"], self.images)
         return ToolResult(text=result.text, images=[], error=result.error, name="python")
+
+    def _index(self) -> SearchIndex:
+        source = self._search_source
+        if isinstance(source, SearchIndex):
+            return source
+        return builtin_index() if source is None else load_index(source)
+
+    def _search(self, args: dict) -> ToolResult:
+        name = "search"
+        try:
+            index = self._index()
+        except (OSError, ValueError) as exc:
+            return _failure(f"Error: search: no document index is available ({_clean(str(exc))}).", name)
+        if len(index) == 0:
+            return _failure("Error: search: the document index is empty.", name)
+        text = index.render(args["query"], args.get("max_results", DEFAULT_MAX_RESULTS))
+        return ToolResult(text=text, images=[], name=name)
 
     def close(self) -> None:
         """Kill the sandbox process and remove its scratch dir. Idempotent."""

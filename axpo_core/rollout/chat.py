@@ -23,6 +23,7 @@ class EncodedImage:
     pixel_values: torch.Tensor  # [patches, patch_dim]
     grid_thw: torch.Tensor  # [3]
     num_tokens: int
+    source: Image.Image | None = None  # the image itself (the vLLM backend sends images, not pixels)
 
 
 class ChatFormat:
@@ -42,7 +43,7 @@ class ChatFormat:
     def encode_image(self, image: Image.Image) -> EncodedImage:
         out = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")
         grid = out["image_grid_thw"][0]
-        return EncodedImage(out["pixel_values"], grid, int(grid.prod()) // self._merge_area)
+        return EncodedImage(out["pixel_values"], grid, int(grid.prod()) // self._merge_area, image)
 
     def image_tokens(self, encoded: EncodedImage) -> list[int]:
         s = self.special

@@ -111,6 +111,7 @@ class RolloutEngine:
             pending_call = prefix[-1] == self.chat.special.tool_call_end
             if pending_call:
                 spans = [span for span in spans if span[1] < cut]
+            prefix_text = self.chat.decode(prefix[source.prompt_len :])
             for k in range(request.num_samples):
                 trajectory = Trajectory(
                     question_id=source.question_id,
@@ -126,6 +127,7 @@ class RolloutEngine:
                     tool_errors=source.tool_errors[: len(spans)],
                     turns=turns_done,
                     parent=Parent(source.sample_id, cut),
+                    prefix_text=prefix_text,
                     group_id=request.group_id,
                 )
                 tools = self._tool_session(images)
@@ -249,4 +251,5 @@ class RolloutEngine:
             python_timeout_s=t.python_timeout_s,
             python_memory_mb=t.python_memory_mb,
             python_max_output_chars=t.python_max_output_chars,
+            search_index=t.search_index,
         )

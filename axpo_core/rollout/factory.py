@@ -29,20 +29,24 @@ def load_configured_policy(config: Config, model_path: str | Path | None = None)
     )
 
 
-def make_generator(config: Config, policy: Policy) -> Generator:
+def make_generator(config: Config, policy: Policy, seed: int | None = None) -> Generator:
     if config.rollout.backend == "vllm":
-        raise NotImplementedError(
-            "rollout.backend=vllm is not available yet in this version; use rollout.backend=transformers"
-        )
+        from axpo_core.rollout.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(policy, seed=seed or 0)
     from axpo_core.rollout.transformers_backend import TransformersGenerator
 
-    return TransformersGenerator(policy, batch_size=config.rollout.batch_size)
+    return TransformersGenerator(policy, batch_size=config.rollout.batch_size, seed=seed)
 
 
 def build_engine(
-    config: Config, model_path: str | Path | None = None, policy: Policy | None = None
+    config: Config,
+    model_path: str | Path | None = None,
+    policy: Policy | None = None,
+    seed: int | None = None,
 ) -> tuple[RolloutEngine, Policy]:
+    """`seed` fixes sampling per batch (see TransformersGenerator); None uses the global torch RNG."""
     policy = policy or load_configured_policy(config, model_path)
     chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
-    engine = RolloutEngine(make_generator(config, policy), chat, config.rollout, config.tools)
+    engine = RolloutEngine(make_generator(config, policy, seed), chat, config.rollout, config.tools)
     return engine, policy

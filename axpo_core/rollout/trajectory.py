@@ -46,9 +46,9 @@ class Trajectory:
     reward: float = 0.0
     text: str = ""  # the completion (everything after the prompt), decoded with special tokens kept
     parent: Parent | None = None
-    group_id: str | None = (
-        None  # the advantage group; defaults to question_id (AXPO gives resamples their own)
-    )
+    prefix_text: str = ""  # a resampled rollout's kept prefix, decoded (the completion part only)
+    # The advantage group; defaults to question_id (AXPO gives each prefix's continuations their own).
+    group_id: str | None = None
 
     @property
     def group(self) -> str:
@@ -96,6 +96,7 @@ class Trajectory:
             "parent": None
             if self.parent is None
             else {"sample_id": self.parent.sample_id, "prefix_tokens": self.parent.prefix_tokens},
+            "prefix_text": self.prefix_text,
         }
 
     def tensors(self) -> dict[str, list]:

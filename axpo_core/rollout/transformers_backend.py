@@ -6,6 +6,8 @@ and decodes with the KV cache; per-token log-probs come from the raw logits `gen
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -32,10 +34,32 @@ class PresencePenalty(LogitsProcessor):
         return scores - self.penalty * seen.to(scores.dtype)
 
 
+_locks: dict[int, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _model_lock(model: torch.nn.Module) -> threading.Lock:
+    """One lock per module: Qwen3-VL keeps M-RoPE state on the module, so two threads must not interleave
+    generate calls on the same model (evaluation fans out over threads)."""
+    with _locks_guard:
+        return _locks.setdefault(id(model), threading.Lock())
+
+
+def _batch_seed(seed: int, batch: Sequence[GenerationRequest]) -> int:
+    key = f"{seed}|" + "|".join(f"{r.rollout_key}:{len(r.token_ids)}" for r in batch)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+
+
 class TransformersGenerator:
-    def __init__(self, policy: Policy, batch_size: int = 32):
+    """`seed` (optional) makes sampling a function of the batch's contents alone: each batch reseeds the RNG
+    from the seed and its rollout keys right before generating, so results do not depend on which thread or
+    process (threads vs Dask) ran it, nor on what ran before."""
+
+    def __init__(self, policy: Policy, batch_size: int = 32, seed: int | None = None):
         self.policy = policy
         self.batch_size = batch_size
+        self.seed = seed
+        self._lock = _model_lock(policy.model)
 
     def sync_weights(self) -> None:
         """Generation runs on the training module itself: nothing to copy."""
@@ -49,9 +73,12 @@ class TransformersGenerator:
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            for index, output in zip(
-                chunk, self._generate_batch([requests[i] for i in chunk], sampling, stop_ids)
-            ):
+            batch = [requests[i] for i in chunk]
+            with self._lock:
+                if self.seed is not None:
+                    torch.manual_seed(_batch_seed(self.seed, batch))
+                generated = self._generate_batch(batch, sampling, stop_ids)
+            for index, output in zip(chunk, generated):
                 outputs[index] = output
         return outputs  # type: ignore[return-value]
 

@@ -1,0 +1,89 @@
+"""Evaluate a policy on a benchmark: n samples per question under the paper's protocol, scored by pass@k."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from axpo_core.config import Config
+from axpo_core.envs.suites import Question, get_suite
+from axpo_core.evaluation.judge import Judge, apply_judge
+from axpo_core.evaluation.passk import expected_max_at_k, mean_and_ci
+from axpo_core.rollout.engine import RolloutEngine
+from axpo_core.rollout.trajectory import Trajectory
+
+
+@dataclass
+class EvalResult:
+    benchmark: str
+    metrics: dict[str, float]  # pass@k, its 95% half-width, tool-call rate, ...
+    records: list[dict]  # one per sample, for eval/<benchmark>.jsonl
+
+
+def score_samples(benchmark: str, trajectories: Sequence[Trajectory], ks: Sequence[int]) -> EvalResult:
+    by_question: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajectories:
+        by_question[t.question_id].append(t)
+    metrics: dict[str, float] = {"questions": float(len(by_question))}
+    for k in ks:
+        # Graded: equals the unbiased 1 - C(n-c,k)/C(n,k) on 0/1 rewards, and mean F1 at k=1 on search.
+        per_question = [expected_max_at_k([t.reward for t in ts], k) for ts in by_question.values()]
+        mean, half_width = mean_and_ci(per_question)
+        metrics[f"pass@{k}"] = mean
+        metrics[f"pass@{k}_ci95"] = half_width
+    n = max(len(trajectories), 1)
+    metrics["tool_call_rate"] = sum(t.used_tool for t in trajectories) / n
+    metrics["tool_error_rate"] = sum(t.num_tool_errors for t in trajectories) / max(
+        sum(t.num_tool_calls for t in trajectories), 1
+    )
+    metrics["mean_turns"] = sum(t.turns for t in trajectories) / n
+    metrics["truncated_rate"] = sum(t.truncated for t in trajectories) / n
+    records = [{"benchmark": benchmark, **t.record()} for t in trajectories]
+    return EvalResult(benchmark, metrics, records)
+
+
+def evaluate(
+    engine: RolloutEngine,
+    benchmark: str,
+    questions: Sequence[Question],
+    samples: int,
+    ks: Sequence[int],
+    judge: Judge | None = None,
+) -> EvalResult:
+    """`samples` rollouts per question with the engine's (evaluation) sampling and turn limit; a judge, when
+    given, re-scores each finished rollout (e.g. an LLM judge where rule matching is too strict)."""
+    trajectories = engine.rollout(questions, group_size=samples)
+    if judge is not None:
+        apply_judge(judge, questions, trajectories)
+    return score_samples(benchmark, trajectories, ks)
+
+
+EVAL_SEED_OFFSET = 2000  # RL uses 1000 + seed, SFT its own: no question is shared with evaluation
+
+
+def benchmark_questions(config: Config, benchmark: str) -> list[Question]:
+    """The evaluation questions of a benchmark: one of the paper's nine (read from
+    ``<evaluation.data_root>/<name>``, capped at ``evaluation.questions``), else a synthetic suite by name."""
+    from pathlib import Path  # local imports: only this function of the module reads real benchmarks
+
+    from axpo_core.evaluation.benchmarks import BENCHMARKS, get_benchmark
+
+    ev = config.evaluation
+    if benchmark in BENCHMARKS:
+        if ev.data_root is None:
+            raise ValueError(
+                f"benchmark {benchmark!r} reads its published files from disk: set evaluation.data_root to "
+                f"the folder holding one sub-folder per benchmark (it is read from <data_root>/{benchmark})"
+            )
+        return get_benchmark(benchmark).load(
+            Path(ev.data_root) / benchmark, limit=ev.questions, max_image_pixels=config.tools.max_image_pixels
+        )
+    return get_suite(benchmark).generate(ev.questions, EVAL_SEED_OFFSET + config.seed)
+
+
+def evaluation_config(config: Config) -> Config:
+    """The paper's protocol: evaluation sampling (T 0.7, top-p 0.8, top-k 20, presence 1.5), 5 turns."""
+    ev = config.evaluation
+    rollout = config.rollout.model_copy(update={"max_turns": ev.max_turns, "sampling": ev.sampling})
+    return config.model_copy(update={"rollout": rollout})

@@ -1,0 +1,63 @@
+"""The evaluation fan-out: every (checkpoint, benchmark) pair is one `evaluate` task, mapped in parallel."""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.training import artifact_key
+from tasks.context import CheckpointRef, RunContext
+from tasks.evaluation import EvalRef, evaluate
+
+
+def task_runner(kind: str, max_workers: int):
+    """Threads by default; a Dask LocalCluster of processes or Ray by config (their extras installed)."""
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=max_workers)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": max_workers, "threads_per_worker": 1, "processes": True}
+        )
+    if kind == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise RuntimeError("pipeline.task_runner=ray needs `pip install prefect-ray`") from exc
+        return RayTaskRunner()
+    raise ValueError(f"unknown task runner {kind!r}")
+
+
+@flow(name="evaluate")
+def evaluate_flow(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> list[EvalRef]:
+    """`checkpoints` maps a stage label (Base, SFT, SFT+GRPO, ...) to its checkpoint; × every benchmark."""
+    pairs = [
+        (stage, ckpt, bench)
+        for stage, ckpt in checkpoints.items()
+        for bench in ctx.config.evaluation.benchmarks
+    ]
+    futures = evaluate.map(
+        unmapped(ctx),
+        [ckpt for _, ckpt, _ in pairs],
+        [stage for stage, _, _ in pairs],
+        [bench for _, _, bench in pairs],
+    )
+    results = [f.result() for f in futures]
+    create_table_artifact(
+        table=[
+            {"stage": r.stage, "benchmark": r.benchmark, **{k: round(v, 4) for k, v in r.metrics.items()}}
+            for r in results
+        ],
+        key=artifact_key("evaluate", ctx.run_name),
+        description="Evaluation metrics per stage and benchmark",
+    )
+    return results
+
+
+def run_evaluation(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> list[EvalRef]:
+    """The evaluate flow under the configured task runner."""
+    pipeline = ctx.config.pipeline
+    runner = task_runner(pipeline.task_runner, pipeline.max_workers)
+    return evaluate_flow.with_options(task_runner=runner)(ctx, checkpoints)

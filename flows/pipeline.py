@@ -1,0 +1,141 @@
+"""The main job and the sweep.
+
+pipeline: build/load the base model → SFT → RL data filter → GRPO and AXPO from the same SFT checkpoint
+          → evaluate every stage on every benchmark → report
+sweep:    pipeline × scales × seeds (× AXPO ablations), under one MLflow parent run
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
+
+from axpo_core.config import Config
+from flows.evaluation import run_evaluation
+from flows.runtime import make_context
+from flows.training import artifact_key, sft_flow, train
+from tasks.context import Arm, CheckpointRef
+from tasks.evaluation import EvalRef, report
+from tasks.stages import build_model, filter_rl_data
+from tasks.tracking import close_tracking_run, log_metrics, open_tracking_run
+
+RL_ARMS = {"SFT+GRPO": ("grpo", "SFT"), "SFT+AXPO": ("axpo", "SFT"), "GRPO": ("grpo", "Base")}
+
+
+class PipelineResult(BaseModel):
+    run_name: str
+    scale: str
+    seed: int
+    table_markdown: str
+    report_uri: str
+    tracking_uri: str
+    parent_run_id: str
+    evaluations: list[EvalRef]
+    final_metrics: dict[str, dict[str, float]]  # stage -> last round's diagnostics
+
+
+def arms(config: Config) -> list[Arm]:
+    """The RL arms the config's stages ask for, plus one AXPO arm per configured ablation."""
+    chosen = [Arm(stage=s, algo=RL_ARMS[s][0]) for s in config.pipeline.stages if s in RL_ARMS]
+    for name, overrides in config.pipeline.ablations.items():
+        chosen.append(Arm(stage=f"SFT+AXPO[{name}]", algo="axpo", overrides=overrides))
+    return chosen
+
+
+@flow(name="pipeline")
+def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> PipelineResult:
+    ctx = make_context(config, run_name)
+    scale, seed = config.model.scale, config.seed
+    own_parent = parent_run_id is None
+    parent = parent_run_id or open_tracking_run(
+        ctx, ctx.run_name, tags={"kind": "pipeline", "scale": scale, "seed": str(seed)}, log_config=True
+    )
+    tags = {"scale": scale, "seed": str(seed)}
+
+    base = build_model(ctx, scale)
+    checkpoints: dict[str, CheckpointRef] = {"Base": base}
+    rl_arms = arms(config)
+    if any(s.startswith("SFT") for s in config.pipeline.stages) or any(
+        a.stage.startswith("SFT") for a in rl_arms
+    ):
+        checkpoints["SFT"] = sft_flow(ctx, base)
+    pool_ids, _ = filter_rl_data(ctx, checkpoints.get("SFT", base)) if rl_arms else ([], {})
+
+    stage_runs: dict[str, str] = {}
+    final_metrics: dict[str, dict[str, float]] = {}
+    for arm in rl_arms:
+        start = checkpoints["SFT"] if arm.stage.startswith("SFT") else base
+        stage_runs[arm.stage] = open_tracking_run(
+            ctx, f"{scale}/{arm.stage}", parent, tags={**tags, "algo": arm.algo, "stage": arm.stage}
+        )
+        records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
+        checkpoints[arm.stage] = records[-1].checkpoint
+        final_metrics[arm.stage] = records[-1].metrics
+
+    evaluated = {
+        stage: ckpt
+        for stage, ckpt in checkpoints.items()
+        if stage in config.pipeline.stages or stage in stage_runs
+    }
+    evaluations = run_evaluation(ctx, evaluated)
+    for stage in evaluated:
+        if stage not in stage_runs:  # Base and SFT have no training run: one for their evaluation
+            algo = {"Base": "none", "SFT": "sft"}.get(stage, stage)
+            stage_runs[stage] = open_tracking_run(
+                ctx, f"{scale}/{stage}", parent, tags={**tags, "algo": algo, "stage": stage}
+            )
+        metrics = {
+            f"eval/{e.benchmark}/{k}": v
+            for e in evaluations
+            if e.stage == stage
+            for k, v in e.metrics.items()
+        }
+        log_metrics(ctx, stage_runs[stage], metrics)
+    summary = report(ctx, evaluations)
+    for run_id in stage_runs.values():
+        close_tracking_run(ctx, run_id)
+    if own_parent:
+        close_tracking_run(ctx, parent)
+    return PipelineResult(
+        run_name=ctx.run_name,
+        scale=scale,
+        seed=seed,
+        table_markdown=summary.markdown,
+        report_uri=summary.uri,
+        tracking_uri=ctx.tracking_uri,
+        parent_run_id=parent,
+        evaluations=evaluations,
+        final_metrics=final_metrics,
+    )
+
+
+@flow(name="sweep")
+def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
+    """The pipeline for every scale × seed in `pipeline.scales` / `pipeline.seeds`, one parent run."""
+    ctx = make_context(config, run_name)
+    parent = open_tracking_run(ctx, ctx.run_name, tags={"kind": "sweep"}, log_config=True)
+    results = []
+    for scale in config.pipeline.scales:
+        for seed in config.pipeline.seeds:
+            variant = config.model_copy(
+                update={"seed": seed, "model": config.model.model_copy(update={"scale": scale})}
+            )
+            results.append(pipeline(variant, f"{ctx.run_name}/{scale}-seed{seed}", parent))
+    create_table_artifact(
+        table=[
+            {
+                "scale": r.scale,
+                "seed": r.seed,
+                "stage": e.stage,
+                "benchmark": e.benchmark,
+                **{k: round(v, 4) for k, v in e.metrics.items() if k.startswith("pass@")},
+            }
+            for r in results
+            for e in r.evaluations
+        ],
+        key=artifact_key("sweep", ctx.run_name),
+        description="Pass@k per scale, seed, stage and benchmark",
+    )
+    close_tracking_run(ctx, parent)
+    return results

@@ -1,0 +1,64 @@
+"""SFT and RL flows. One RL round reads as the experiment:
+
+rollout → detect_failures → resample (a no-op for GRPO) → update
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from tasks.context import Arm, CheckpointRef, RoundRecord, RunContext
+from tasks.rl import detect_failures, resample, rollout, update
+from tasks.stages import sft
+
+
+@flow(name="sft")
+def sft_flow(ctx: RunContext, base: CheckpointRef) -> CheckpointRef:
+    checkpoint, _summary = sft(ctx, base)
+    return checkpoint
+
+
+@flow(name="axpo_round")
+def axpo_round(
+    ctx: RunContext,
+    arm: Arm,
+    round_index: int,
+    policy: CheckpointRef,
+    reference: CheckpointRef,
+    pool_ids: list[str],
+    tracking_run_id: str | None = None,
+) -> RoundRecord:
+    rollouts = rollout(ctx, arm, round_index, policy, pool_ids)
+    detected = detect_failures(ctx, arm, round_index, rollouts, policy)
+    resampled = resample(ctx, arm, round_index, policy, rollouts, detected)
+    return update(ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id)
+
+
+@flow(name="train")
+def train(
+    ctx: RunContext,
+    arm: Arm,
+    start: CheckpointRef,
+    pool_ids: list[str],
+    tracking_run_id: str | None = None,
+) -> list[RoundRecord]:
+    """R rounds from `start` (the SFT checkpoint, also the frozen KL reference)."""
+    records = []
+    policy = start
+    for round_index in range(1, ctx.config.training.rounds + 1):
+        record = axpo_round(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
+        records.append(record)
+        policy = record.checkpoint
+    create_table_artifact(
+        table=[{"round": r.round, **{k: round(v, 4) for k, v in r.metrics.items()}} for r in records],
+        key=artifact_key("train", ctx.run_name, start.scale, arm.slug),
+        description=f"Per-round diagnostics of {arm.stage} ({start.scale})",
+    )
+    return records
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in text)[:100]

@@ -1,0 +1,137 @@
+"""What every task gets: the run's config and where its artifacts and tracking live; small records back.
+
+Tasks move references: checkpoints, rollouts and evaluation outputs are URIs in object storage; tensors
+and models never cross a task boundary. A model is loaded from its URI inside the task (once per process:
+the cache below) and saved back under a new URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from axpo_core.config import AlgorithmConfig, Config
+from axpo_core.models.loader import Policy, load_policy
+from axpo_core.storage import ObjectStore, RunLayout, local_path, open_store
+
+
+class RunContext(BaseModel):
+    """One pipeline run: its config, its name and where its outputs go (small and hashable for caching)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: Config
+    run_name: str
+    output_dir: str  # local folder: MLflow's sqlite store, downloaded checkpoints
+    tracking_uri: str
+
+    @property
+    def store(self) -> ObjectStore:
+        return open_store(self.config.storage.root, s3_endpoint_url=self.config.storage.s3_endpoint_url)
+
+    def layout(self, *parts: str) -> RunLayout:
+        """URIs under `<experiment>/<run>/<parts…>` (e.g. the scale and the algorithm)."""
+        return RunLayout(self.store, self.config.experiment, "/".join([self.run_name, *parts]))
+
+
+def stage_slug(stage: str) -> str:
+    """A stage's storage folder: `SFT+AXPO` -> `sft_axpo`, `SFT+AXPO[no_credit]` -> `sft_axpo_no_credit`."""
+    return stage.lower().replace("+", "_").replace(" ", "_").replace("[", "_").replace("]", "")
+
+
+class Arm(BaseModel):
+    """One RL arm: its label in the results table, its algorithm and any ablation switches."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str  # SFT+GRPO, SFT+AXPO, GRPO (from Base), or an ablation label
+    algo: str  # grpo | axpo
+    overrides: dict = {}  # AlgorithmConfig fields (the paper's ablation switches)
+
+    @property
+    def slug(self) -> str:
+        return stage_slug(self.stage)
+
+    def config(self, config: Config) -> Config:
+        """The run's config with this arm's algorithm (overrides validated like a config file's)."""
+        fields = {**config.algorithm.model_dump(), "name": self.algo, **self.overrides}
+        return config.model_copy(update={"algorithm": AlgorithmConfig.model_validate(fields)})
+
+
+class CheckpointRef(BaseModel):
+    uri: str
+    stage: str  # base | sft | grpo | axpo | ...
+    scale: str
+    round: int = 0
+
+
+class RolloutRef(BaseModel):
+    uri: str  # trajectories (tokens + images) for the next steps
+    records_uri: str  # rollouts/round-N.jsonl, one JSON line per rollout
+    question_ids: list[str]
+    rollouts: int
+    tool_use_rate: float
+    reward_mean: float
+
+
+class DetectRef(BaseModel):
+    uri: str | None  # the continuation requests (JSON); None when nothing is resampled
+    triggered: list[str]
+    requests: int
+
+
+class ResampleRef(BaseModel):
+    uri: str | None
+    continuations: int
+
+
+class RoundRecord(BaseModel):
+    stage: str
+    round: int
+    checkpoint: CheckpointRef
+    metrics: dict[str, float]
+
+
+_policies: dict[str, Policy] = {}
+_lock = threading.Lock()
+
+
+def checkpoint_folder(ctx: RunContext, uri: str) -> Path:
+    """A local folder holding the checkpoint at `uri` (the folder itself for file://, a download for S3)."""
+    store = ctx.store
+    if not store.is_complete(uri):
+        raise FileNotFoundError(f"checkpoint {uri} is missing or incomplete (no completion marker)")
+    if uri.startswith("s3://"):
+        cache = Path(ctx.output_dir) / "checkpoint-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+        return store.get_dir(uri, cache)
+    return local_path(uri)
+
+
+def load_checkpoint(ctx: RunContext, uri: str) -> Policy:
+    """Load (or reuse, within this process) the policy stored at `uri`; callers must not mutate it."""
+    with _lock:
+        if uri not in _policies:
+            model = ctx.config.model
+            _policies[uri] = load_policy(
+                checkpoint_folder(ctx, uri),
+                device=model.device,
+                dtype=model.dtype,
+                max_image_pixels=model.max_image_pixels,
+                min_image_pixels=model.min_image_pixels,
+            )
+        return _policies[uri]
+
+
+def load_trainable(ctx: RunContext, uri: str) -> Policy:
+    """A fresh copy to train (never the cached one, which other tasks may be generating with)."""
+    model = ctx.config.model
+    return load_policy(
+        checkpoint_folder(ctx, uri),
+        device=model.device,
+        dtype=model.dtype,
+        max_image_pixels=model.max_image_pixels,
+        min_image_pixels=model.min_image_pixels,
+    )

@@ -1,0 +1,68 @@
+"""Evaluation and report tasks: one `evaluate` per (checkpoint, benchmark), fanned out by the flow."""
+
+from __future__ import annotations
+
+import hashlib
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
+
+from axpo_core.evaluation.report import EvalRow, build_report, results_table, to_csv, to_markdown
+from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
+from axpo_core.evaluation.runner import evaluate as run_evaluation
+from axpo_core.rollout.factory import build_engine
+from axpo_core.storage import local_path
+from tasks.context import CheckpointRef, RunContext, load_checkpoint, stage_slug
+from tasks.persistence import RESUMABLE
+
+
+class EvalRef(BaseModel):
+    scale: str
+    stage: str  # the table's row label: Base, SFT, SFT+GRPO, SFT+AXPO, GRPO
+    benchmark: str
+    uri: str  # eval/<benchmark>.jsonl: one record per sample
+    metrics: dict[str, float]
+
+
+class ReportRef(BaseModel):
+    uri: str
+    markdown: str
+
+
+@task(name="evaluate", **RESUMABLE)
+def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: str) -> EvalRef:
+    config = evaluation_config(ctx.config)
+    # Same sampling noise for every stage on a benchmark, whichever worker runs it (threads or Dask).
+    seed = int(hashlib.sha256(f"{config.seed}:{benchmark}".encode()).hexdigest()[:8], 16)
+    engine, _ = build_engine(config, policy=load_checkpoint(ctx, checkpoint.uri), seed=seed)
+    result = run_evaluation(
+        engine,
+        benchmark,
+        benchmark_questions(config, benchmark),
+        config.evaluation.samples,
+        config.evaluation.k,
+    )
+    uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(benchmark)
+    ctx.store.put_jsonl(uri, result.records)
+    return EvalRef(scale=checkpoint.scale, stage=stage, benchmark=benchmark, uri=uri, metrics=result.metrics)
+
+
+@task(name="report", **RESUMABLE)
+def report(ctx: RunContext, evaluations: list[EvalRef]) -> ReportRef:
+    """The results table (Markdown, CSV, a Prefect table artifact) under report/."""
+    rows = [EvalRow(e.scale, e.stage, e.benchmark, e.metrics) for e in evaluations]
+    table = results_table(rows, ctx.config.evaluation.k)
+    markdown = to_markdown(table)
+    layout = ctx.layout()
+    store = ctx.store
+    store.put_text(layout.report("results.md"), markdown)
+    store.put_text(layout.report("results.csv"), to_csv(table))
+    create_table_artifact(
+        table=[{k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()} for row in table],
+        key="".join(c if c.isalnum() else "-" for c in f"results-{ctx.run_name}".lower())[:100],
+        description=f"Pass@k per benchmark, run {ctx.run_name}",
+    )
+    if not layout.base.startswith("s3://"):  # plots, tables and the rollout viewer from the run folder
+        build_report(local_path(layout.base))
+    return ReportRef(uri=layout.report(), markdown=markdown)

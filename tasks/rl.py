@@ -1,0 +1,164 @@
+"""The four tasks of one RL round: rollout → detect_failures → resample → update (AXPO; GRPO skips resample).
+
+Each reads its inputs by URI, calls the matching `axpo_core.training.steps` function and writes its
+outputs back to storage; what it returns is a small record.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from prefect import task
+
+from axpo_core.algorithms.axpo import SpecialTokens
+from axpo_core.rollout.factory import build_engine
+from axpo_core.rollout.serialization import (
+    requests_from_records,
+    requests_to_records,
+    trajectories_from_bytes,
+    trajectories_to_bytes,
+)
+from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
+from axpo_core.training.data import questions_by_ids, round_question_ids
+from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
+from axpo_core.training.update import make_optimizer
+from tasks.context import (
+    Arm,
+    CheckpointRef,
+    DetectRef,
+    ResampleRef,
+    RolloutRef,
+    RoundRecord,
+    RunContext,
+    checkpoint_folder,
+    load_checkpoint,
+    load_trainable,
+)
+from tasks.persistence import RESUMABLE
+
+
+@task(name="rollout", **RESUMABLE)
+def rollout(
+    ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, pool_ids: list[str]
+) -> RolloutRef:
+    config = arm.config(ctx.config)
+    layout = ctx.layout(policy.scale, arm.slug)
+    question_ids = round_question_ids(pool_ids, config, round_index)
+    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
+    trajectories = rollout_step(engine, config, questions_by_ids(question_ids), round_index)
+    store = ctx.store
+    uri = store.put_bytes(layout.rollouts(round_index) + ".pkl", trajectories_to_bytes(trajectories))
+    records_uri = store.put_jsonl(layout.rollouts(round_index), [t.record() for t in trajectories])
+    n = len(trajectories)
+    return RolloutRef(
+        uri=uri,
+        records_uri=records_uri,
+        question_ids=question_ids,
+        rollouts=n,
+        tool_use_rate=sum(t.used_tool for t in trajectories) / n,
+        reward_mean=sum(t.reward for t in trajectories) / n,
+    )
+
+
+@task(name="detect_failures", **RESUMABLE)
+def detect_failures(
+    ctx: RunContext, arm: Arm, round_index: int, rollouts: RolloutRef, policy: CheckpointRef
+) -> DetectRef:
+    """AXPO's trigger, candidate prefixes, uncertainty ranking and budgeted allocation (nothing for GRPO)."""
+    config = arm.config(ctx.config)
+    originals = trajectories_from_bytes(ctx.store.get_bytes(rollouts.uri))
+    special = SpecialTokens.from_tokenizer(load_checkpoint(ctx, policy.uri).tokenizer)
+    triggered, requests = detect_step(config, originals, len(rollouts.question_ids), special, round_index)
+    if not requests:
+        return DetectRef(uri=None, triggered=triggered, requests=0)
+    uri = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.requests.json"
+    ctx.store.put_json(uri, requests_to_records(requests))
+    return DetectRef(uri=uri, triggered=triggered, requests=len(requests))
+
+
+@task(name="resample", **RESUMABLE)
+def resample(
+    ctx: RunContext,
+    arm: Arm,
+    round_index: int,
+    policy: CheckpointRef,
+    rollouts: RolloutRef,
+    detected: DetectRef,
+) -> ResampleRef:
+    """K continuations per selected prefix (prefix prefilled once); a no-op when nothing was selected."""
+    if detected.uri is None:
+        return ResampleRef(uri=None, continuations=0)
+    config = arm.config(ctx.config)
+    store = ctx.store
+    originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
+    requests = requests_from_records(store.get_json(detected.uri), originals)
+    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
+    continuations = resample_step(
+        engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
+    )
+    layout = ctx.layout(policy.scale, arm.slug)
+    uri = store.put_bytes(
+        layout.base + f"/rollouts/round-{round_index}.resampled.pkl", trajectories_to_bytes(continuations)
+    )
+    store.put_jsonl(
+        layout.base + f"/rollouts/round-{round_index}.resampled.jsonl", [t.record() for t in continuations]
+    )
+    return ResampleRef(uri=uri, continuations=len(continuations))
+
+
+@task(name="update", **RESUMABLE)
+def update(
+    ctx: RunContext,
+    arm: Arm,
+    round_index: int,
+    policy: CheckpointRef,
+    reference: CheckpointRef,
+    rollouts: RolloutRef,
+    detected: DetectRef,
+    resampled: ResampleRef,
+    tracking_run_id: str | None,
+) -> RoundRecord:
+    """Advantages + one policy update; writes checkpoints/round-N (with optimizer state) and the metrics."""
+    from tasks.tracking import log_round_metrics
+
+    config = arm.config(ctx.config)
+    store = ctx.store
+    originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
+    continuations = trajectories_from_bytes(store.get_bytes(resampled.uri)) if resampled.uri else []
+    requests = requests_from_records(store.get_json(detected.uri), originals) if detected.uri else []
+
+    trainee = load_trainable(ctx, policy.uri)
+    optimizer = make_optimizer(trainee.model, config.training)
+    load_optimizer_state(optimizer, checkpoint_folder(ctx, policy.uri))
+    # The frozen reference (the SFT checkpoint) gets its own copy: the cached one may be generating.
+    ref_model = (
+        load_trainable(ctx, reference.uri).model.requires_grad_(False)
+        if config.algorithm.kl_beta > 0
+        else None
+    )
+    engine, _ = build_engine(config, policy=trainee)
+    result = update_step(
+        trainee,
+        optimizer,
+        config,
+        engine.chat,
+        originals,
+        continuations,
+        requests,
+        detected.triggered,
+        reference=ref_model,
+    )
+    layout = ctx.layout(policy.scale, arm.slug)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(trainee, tmp, optimizer)
+        uri = store.put_dir(tmp, layout.checkpoint(round_index))
+    metrics = result.metrics()
+    store.put_json(layout.base + f"/metrics/round-{round_index}.json", metrics)
+    if tracking_run_id is not None:
+        log_round_metrics(ctx, tracking_run_id, metrics, round_index)
+    return RoundRecord(
+        stage=arm.stage,
+        round=round_index,
+        checkpoint=CheckpointRef(uri=uri, stage=arm.stage, scale=policy.scale, round=round_index),
+        metrics={k: float(v) for k, v in metrics.items()},
+    )

@@ -1,0 +1,46 @@
+"""Pipeline stages before RL: build (or load) the base model, SFT, and the RL data filter."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from prefect import task
+
+from axpo_core.models.loader import ensure_model
+from axpo_core.rollout.factory import MODEL_CACHE, build_engine
+from axpo_core.training.data import filter_solved, question_pool
+from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint
+from tasks.persistence import RESUMABLE
+
+
+@task(name="build_model", **RESUMABLE)
+def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
+    """The base policy: a tiny scale built from its config, or a real checkpoint from `model.path`."""
+    config = ctx.config
+    folder = ensure_model(scale, config.model.path, MODEL_CACHE, seed=config.seed)
+    uri = ctx.layout(scale).checkpoint("base")
+    ctx.store.put_dir(folder, uri)
+    return CheckpointRef(uri=uri, stage="base", scale=scale)
+
+
+@task(name="sft", **RESUMABLE)
+def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
+    """SFT through TRL's SFTTrainer on the suites' correct oracle trajectories (~25% with tool calls)."""
+    from axpo_core.training.sft import run_sft
+
+    with tempfile.TemporaryDirectory(prefix="axpo-sft-out-") as tmp:
+        result = run_sft(ctx.config, checkpoint_folder(ctx, base.uri), Path(tmp) / "sft")
+        uri = ctx.store.put_dir(result.path, ctx.layout(base.scale).checkpoint("sft"))
+    summary = {k: v for k, v in result.summary.items() if isinstance(v, int | float | str | bool)}
+    return CheckpointRef(uri=uri, stage="sft", scale=base.scale), summary
+
+
+@task(name="filter_rl_data", **RESUMABLE)
+def filter_rl_data(ctx: RunContext, policy: CheckpointRef) -> tuple[list[str], dict]:
+    """The paper's filter: keep the pool questions the starting policy does not solve n out of n times."""
+    config = ctx.config
+    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
+    kept, summary = filter_solved(engine, question_pool(config), config.training.filter_samples)
+    ctx.store.put_json(ctx.layout(policy.scale).base + "/data/rl_questions.json", {"kept": kept, **summary})
+    return kept, summary
