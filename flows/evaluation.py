@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from prefect import flow, unmapped
-from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.training import artifact_key
+from tasks.artifacts import artifact_key, publish_table
 from tasks.context import CheckpointRef, RunContext
 from tasks.evaluation import EvalRef, evaluate
 
@@ -45,7 +44,7 @@ def evaluate_flow(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> lis
         [bench for _, _, bench in pairs],
     )
     results = [f.result() for f in futures]
-    create_table_artifact(
+    publish_table(
         table=[
             {"stage": r.stage, "benchmark": r.benchmark, **{k: round(v, 4) for k, v in r.metrics.items()}}
             for r in results

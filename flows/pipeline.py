@@ -8,13 +8,13 @@ sweep:    pipeline × scales × seeds (× AXPO ablations), under one MLflow pare
 from __future__ import annotations
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from axpo_core.config import Config
 from flows.evaluation import run_evaluation
 from flows.runtime import make_context
-from flows.training import artifact_key, sft_flow, train
+from flows.training import sft_flow, train
+from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef
 from tasks.evaluation import EvalRef, report
 from tasks.stages import build_model, filter_rl_data
@@ -122,7 +122,7 @@ def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
                 update={"seed": seed, "model": config.model.model_copy(update={"scale": scale})}
             )
             results.append(pipeline(variant, f"{ctx.run_name}/{scale}-seed{seed}", parent))
-    create_table_artifact(
+    publish_table(
         table=[
             {
                 "scale": r.scale,

@@ -6,8 +6,8 @@ rollout → detect_failures → resample (a no-op for GRPO) → update
 from __future__ import annotations
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
+from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef, RoundRecord, RunContext
 from tasks.rl import detect_failures, resample, rollout, update
 from tasks.stages import sft
@@ -15,7 +15,12 @@ from tasks.stages import sft
 
 @flow(name="sft")
 def sft_flow(ctx: RunContext, base: CheckpointRef) -> CheckpointRef:
-    checkpoint, _summary = sft(ctx, base)
+    checkpoint, summary = sft(ctx, base)
+    publish_table(
+        table=[{"metric": k, "value": v} for k, v in summary.items()],
+        key=artifact_key("sft", ctx.run_name, base.scale),
+        description=f"SFT data and training summary ({base.scale})",
+    )
     return checkpoint
 
 
@@ -50,15 +55,9 @@ def train(
         record = axpo_round(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
         records.append(record)
         policy = record.checkpoint
-    create_table_artifact(
+    publish_table(
         table=[{"round": r.round, **{k: round(v, 4) for k, v in r.metrics.items()}} for r in records],
         key=artifact_key("train", ctx.run_name, start.scale, arm.slug),
         description=f"Per-round diagnostics of {arm.stage} ({start.scale})",
     )
     return records
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    text = "-".join(parts).lower()
-    return "".join(c if c.isalnum() else "-" for c in text)[:100]

@@ -13,6 +13,7 @@ from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
 from axpo_core.evaluation.runner import evaluate as run_evaluation
 from axpo_core.rollout.factory import build_engine
 from axpo_core.storage import local_path
+from tasks.artifacts import artifact_key
 from tasks.context import CheckpointRef, RunContext, load_checkpoint, stage_slug
 from tasks.persistence import RESUMABLE
 
@@ -60,7 +61,7 @@ def report(ctx: RunContext, evaluations: list[EvalRef]) -> ReportRef:
     store.put_text(layout.report("results.csv"), to_csv(table))
     create_table_artifact(
         table=[{k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()} for row in table],
-        key="".join(c if c.isalnum() else "-" for c in f"results-{ctx.run_name}".lower())[:100],
+        key=artifact_key("results", ctx.run_name),
         description=f"Pass@k per benchmark, run {ctx.run_name}",
     )
     if not layout.base.startswith("s3://"):  # plots, tables and the rollout viewer from the run folder

@@ -1,0 +1,254 @@
+"""The Prefect flows end to end on tiny-s against a real Prefect test server, MLflow in sqlite, real storage.
+
+Slow (real SFT, rollouts and updates of a tiny model); `make test` and CI run them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from moto_fixtures import moto_endpoint, s3_bucket, s3_client  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "rollout.group_size=2",
+    "training.questions_per_round=2",
+    "training.rounds=2",
+    "training.pool_size=6",
+    "training.filter_samples=2",
+    "sft.examples=16",
+    "sft.epochs=1",
+    "evaluation.questions=2",
+    "evaluation.samples=2",
+    "evaluation.k=[1,2]",
+    "evaluation.benchmarks=[control_shapes,zoom_detail]",
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from flows.runtime import configure_prefect
+
+    configure_prefect()
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
+def small_config(tmp_path, *extra: str):
+    from axpo_core.config import load_config
+
+    return load_config(None, [*SMALL, f"storage.root=file://{tmp_path}/store", *extra])
+
+
+def test_pipeline_end_to_end(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from axpo_core.tracking import Tracker
+    from flows.pipeline import pipeline
+
+    config = small_config(tmp_path)
+    result = pipeline(config, "e2e")
+
+    assert [line.split(" | ")[1] for line in result.table_markdown.splitlines()[2:]] == [
+        "Base",
+        "SFT",
+        "SFT+GRPO",
+        "SFT+AXPO",
+    ]
+    assert {e.stage for e in result.evaluations} == {"Base", "SFT", "SFT+GRPO", "SFT+AXPO"}
+    report_dir = tmp_path / "store" / "tiny" / "e2e" / "report"
+    assert (report_dir / "results.md").read_text() == result.table_markdown
+    for arm in ("sft_grpo", "sft_axpo"):
+        for n in (1, 2):
+            assert (
+                tmp_path
+                / "store"
+                / "tiny"
+                / "e2e"
+                / "tiny-s"
+                / arm
+                / "checkpoints"
+                / f"round-{n}"
+                / "_COMPLETE"
+            ).is_file()
+            assert (
+                tmp_path / "store" / "tiny" / "e2e" / "tiny-s" / arm / "rollouts" / f"round-{n}.jsonl"
+            ).is_file()
+
+    tracker = Tracker(result.tracking_uri, tmp_path, config.tracking.experiment)
+    children = {run.name: run for run in tracker.child_runs(result.parent_run_id)}
+    assert set(children) == {"tiny-s/Base", "tiny-s/SFT", "tiny-s/SFT+GRPO", "tiny-s/SFT+AXPO"}
+    for stage, algo in (("SFT+GRPO", "grpo"), ("SFT+AXPO", "axpo")):
+        run = children[f"tiny-s/{stage}"]
+        assert run.tags["algo"] == algo and run.tags["scale"] == "tiny-s" and run.tags["seed"] == "0"
+        assert [step for step, _ in tracker.metric_history(run.run_id, "tool_use_rate")] == [1, 2]
+        assert [step for step, _ in tracker.metric_history(run.run_id, "update/loss")] == [1, 2]
+    for run in children.values():
+        assert tracker.metric_history(run.run_id, "eval/zoom_detail/pass_at_1")
+
+    async def artifact_keys():
+        from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
+        from prefect.client.schemas.sorting import ArtifactSort
+
+        async with get_client() as client:  # explicit filters: this Prefect's server rejects null ones (422)
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=200,
+            )
+            return {a.key for a in artifacts}
+
+    import asyncio
+
+    keys = asyncio.run(artifact_keys())
+    assert "results-e2e" in keys and "evaluate-e2e" in keys
+    assert {"train-e2e-tiny-s-sft-axpo", "train-e2e-tiny-s-sft-grpo", "sft-e2e-tiny-s"} <= keys
+
+
+def test_crash_in_round_two_update_resumes_without_redoing_work(prefect_server, tmp_path, monkeypatch):
+    import tasks.rl as rl
+    from flows.pipeline import pipeline
+
+    config = small_config(tmp_path, "pipeline.stages=[SFT+AXPO]")
+    calls = {"rollout": 0, "update": 0}
+    real_rollout, real_update = rl.rollout_step, rl.update_step
+
+    def counting_rollout(*args, **kwargs):
+        calls["rollout"] += 1
+        return real_rollout(*args, **kwargs)
+
+    def crashing_update(*args, **kwargs):
+        calls["update"] += 1
+        if calls["update"] >= 2:  # round 2 (and its retries)
+            raise RuntimeError("injected crash in the round-2 update")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(rl, "rollout_step", counting_rollout)
+    monkeypatch.setattr(rl, "update_step", crashing_update)
+    with pytest.raises(Exception, match="injected crash"):
+        pipeline(config, "resume")
+    assert calls["rollout"] == 2 and calls["update"] == 4  # round 1 ok; round 2 tried 1 + 2 retries
+    arm = tmp_path / "store" / "tiny" / "resume" / "tiny-s" / "sft_axpo"
+    round2 = (arm / "rollouts" / "round-2.jsonl").read_bytes()
+    assert not (arm / "checkpoints" / "round-2").exists()
+
+    calls.update(rollout=0, update=0)
+    monkeypatch.setattr(
+        rl,
+        "update_step",
+        lambda *a, **k: (calls.__setitem__("update", calls["update"] + 1), real_update(*a, **k))[1],
+    )
+    result = pipeline(config, "resume")
+    assert calls == {"rollout": 0, "update": 1}  # only the failed update ran again
+    assert (arm / "rollouts" / "round-2.jsonl").read_bytes() == round2  # rollouts kept, not regenerated
+    assert (arm / "checkpoints" / "round-2" / "_COMPLETE").is_file()
+    assert result.final_metrics["SFT+AXPO"]["rollouts"] > 0
+
+
+def test_train_flow_on_s3(prefect_server, tmp_path, moto_endpoint, s3_bucket):  # noqa: F811
+    from flows.runtime import make_context
+    from flows.training import train
+    from tasks.context import Arm
+    from tasks.stages import build_model
+
+    config = small_config(
+        tmp_path,
+        f"storage.root=s3://{s3_bucket}/runs",
+        f"storage.s3_endpoint_url={moto_endpoint}",
+        "training.rounds=1",
+    )
+    ctx = make_context(config, "s3run").model_copy(update={"output_dir": str(tmp_path / "out")})
+    base = build_model(ctx, "tiny-s")
+    records = train(
+        ctx, Arm(stage="SFT+AXPO", algo="axpo"), base, ["control_shapes-1000-0", "zoom_detail-1000-0"]
+    )
+    assert records[0].checkpoint.uri.startswith(f"s3://{s3_bucket}/runs/tiny/s3run/tiny-s/sft_axpo/")
+    s3 = s3_client(moto_endpoint)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="runs/tiny/s3run/")["Contents"]}
+    assert "runs/tiny/s3run/tiny-s/checkpoints/base/_COMPLETE" in keys
+    assert "runs/tiny/s3run/tiny-s/sft_axpo/checkpoints/round-1/_COMPLETE" in keys
+    assert "runs/tiny/s3run/tiny-s/sft_axpo/rollouts/round-1.jsonl" in keys
+
+
+def test_evaluate_with_dask_equals_threads(prefect_server, tmp_path):
+    from flows.evaluation import run_evaluation
+    from flows.runtime import make_context
+    from tasks.stages import build_model
+
+    config = small_config(tmp_path)
+    ctx = make_context(config, "dask")
+    base = build_model(ctx, "tiny-s")
+    threads = run_evaluation(ctx, {"Base": base})
+    dask_ctx = ctx.model_copy(
+        update={
+            "config": config.model_copy(
+                update={
+                    "pipeline": config.pipeline.model_copy(update={"task_runner": "dask"}),
+                    # another eval output folder: the two runs must not share cache entries
+                    "experiment": "tiny-dask",
+                }
+            )
+        }
+    )
+    dask = run_evaluation(dask_ctx, {"Base": base})
+    assert [(e.benchmark, e.metrics) for e in threads] == [(e.benchmark, e.metrics) for e in dask]
+    store = ctx.store
+    for a, b in zip(threads, dask):
+        assert [r["text"] for r in store.get_jsonl(a.uri)] == [r["text"] for r in store.get_jsonl(b.uri)]
+
+
+def test_deployments_register_and_run_on_a_process_worker(prefect_server, tmp_path):
+    """`axpo deploy` against the test server, then a real process worker runs the pipeline deployment."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    deployed = subprocess.run(
+        [bin_dir / "axpo", "deploy"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    async def read(name):
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    import asyncio
+
+    sweep = asyncio.run(read("sweep/sweep-scales-nightly"))
+    assert [s.schedule.cron for s in sweep.schedules] == ["0 2 * * *"]
+    assert sweep.parameters["config"]["pipeline"]["scales"] == ["tiny-s", "tiny-m", "tiny-l"]
+    assert sweep.work_pool_name == "axpo-process"
+
+    config = small_config(tmp_path, "pipeline.stages=[Base]")
+    flow_run = run_deployment(
+        "pipeline/pipeline-tiny",
+        parameters={"config": config.model_dump(mode="json"), "run_name": "deployed"},
+        timeout=0,
+    )
+    worker = subprocess.run(
+        [bin_dir / "prefect", "worker", "start", "--pool", "axpo-process", "--run-once"],
+        env={**env, "AXPO_PROJECT_DIR": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    async def state():
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run.id)).state
+
+    final = asyncio.run(state())
+    assert final.is_completed(), (final, worker.stdout[-3000:], worker.stderr[-3000:])
+    assert (tmp_path / "store" / "tiny" / "deployed" / "report" / "results.md").is_file()
