@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from axpo_core.envs.suites import BENCHMARK_SUITES
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -81,11 +83,9 @@ class AlgorithmConfig(Section):
 
 class TrainingConfig(Section):
     rounds: int = Field(2, ge=1)
-    questions_per_round: int = Field(8, ge=1)  # B
-    pool_size: int = Field(48, ge=1)  # training questions generated before the RL data filter
-    filter_samples: int = Field(
-        4, ge=1
-    )  # drop questions the SFT model solves filter_samples / filter_samples
+    questions_per_round: int = Field(4, ge=1)  # B
+    pool_size: int = Field(16, ge=1)  # training questions generated before the RL data filter
+    filter_samples: int = Field(2, ge=1)  # drop questions the SFT model solves n / n times
     learning_rate: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -96,17 +96,17 @@ class TrainingConfig(Section):
 
 
 class SFTConfig(Section):
-    examples: int = Field(256, ge=1)
+    examples: int = Field(96, ge=1)
     tool_share: float = Field(0.25, ge=0, le=1)
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(8, ge=1)
     lora: bool = False
 
 
 class EvaluationConfig(Section):
-    benchmarks: list[str] = ["zoom_detail", "python_count", "control_shapes"]
-    questions: int = Field(16, ge=1)
+    benchmarks: list[str] = list(BENCHMARK_SUITES)  # the nine suites mirroring the paper's benchmarks
+    questions: int = Field(2, ge=1)
     samples: int = Field(4, ge=1)  # n per question
     k: list[int] = [1, 4]
     max_turns: int = Field(5, ge=1)

@@ -53,3 +53,10 @@ def test_shipped_configs_validate(name):
 
     config = load_config(DEFAULT_CONFIG.parent / f"{name}.yaml")
     assert config.experiment == name
+
+
+def test_embedded_default_equals_the_model_defaults():
+    """configs/tiny.yaml and Config() agree, so a deployment's `config: {}` is the embedded default."""
+    from axpo_core.config import Config
+
+    assert load_config() == Config()
