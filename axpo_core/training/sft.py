@@ -55,8 +55,8 @@ def sft_labels(token_ids: list[int], loss_mask: list[int]) -> list[int]:
 
 @dataclass
 class TrajectoryCollator:
-    """Right-padded model inputs + labels for rows of a `trajectory_dataset`; images are kept here, encoded
-    once, because TRL's datasets.Dataset route would otherwise re-encode them every epoch."""
+    """Right-padded model inputs + labels for rows of a `trajectory_dataset`. The images live here, encoded
+    once (an Arrow column of pixel tensors would be copied and converted on every access)."""
 
     images: list[list[EncodedImage]]  # per dataset row
     pad_id: int
@@ -89,7 +89,8 @@ def _trainer_class():
 
     class LabelledPositionsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or self.args.loss_type != "nll" or not self.args.use_cpu:
+            on_cpu = next(model.parameters()).device.type == "cpu"
+            if return_outputs or self.args.loss_type != "nll" or not on_cpu:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"][:, 1:]
             scored = labels != IGNORE
@@ -160,7 +161,7 @@ def train_sft(policy: Policy, data: SFTData, config: Config, work_dir: Path) -> 
         use_cpu=not on_gpu,
         bf16=on_gpu and config.model.dtype != "float32" and torch.cuda.is_bf16_supported(),
         # Real checkpoints need the memory; a tiny model only gets slower.
-        gradient_checkpointing=config.model.path is not None,
+        activation_checkpointing=config.model.path is not None,
         max_length=None,  # never truncate: image pads must keep their features
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,  # the collator reads loss_mask and row

@@ -10,7 +10,7 @@ Recipe for `examples` = n trajectories, each from a different question:
   tool (and whose tool is enabled). An `imperfect_share` of them (default 0.1) first make a flawed call
   (zoom: swapped bbox corners → error, or a region that misses the frame; python: code that raises), read
   the response, then make the right call and answer: the SFT policy starts RL with an imperfect tool-call
-  rate, as a real teacher's trajectories give it.
+  rate, as a real teacher's trajectories give it (suites without such a script get perfect ones only).
 - **no tool** — the rest, pure reasoning. A `guess_share` (default 0.1) of them are a tool suite's
   `no_tool_oracle` (a guess), kept only when it happens to be right (a teacher's lucky tool-free attempt);
   the others are control suites' oracles (tool-free and always right). Without a control suite, all
@@ -19,8 +19,8 @@ Recipe for `examples` = n trajectories, each from a different question:
 Seed scheme: SFT questions come from suite seed `SFT_SEED_OFFSET + config.seed` (10⁹ + seed). The RL pool
 uses 1000 + seed (training/data.py) and evaluation 2000 + seed (evaluation/runner.py), so for any seed
 below ~10⁹ − 2000 an SFT question (its id carries the seed: ``zoom_detail-1000000000-17``) is never an RL
-or evaluation question. Everything is deterministic
-in `config.seed`: questions, which of them are imperfect, the oracles' wording (rng per question).
+or evaluation question. Everything is deterministic in `config.seed`: questions, which of them are
+imperfect, the oracles' wording (an rng per question).
 """
 
 from __future__ import annotations
@@ -111,13 +111,17 @@ def _imperfect_python(suite: PythonCount, question: Question, rng: random.Random
     return [first, call.replace("<think>", f"<think>{after} ", 1), final]
 
 
-def imperfect_oracle(suite: Suite, question: Question, rng: random.Random) -> list[str] | None:
-    """Turns of a trajectory that fixes a flawed first tool call; None for a suite without one."""
+def has_imperfect_oracle(suite: Suite) -> bool:
+    return isinstance(suite, (ZoomDetail, PythonCount))
+
+
+def imperfect_oracle(suite: Suite, question: Question, rng: random.Random) -> list[str]:
+    """Turns of a trajectory that fixes a flawed first tool call (zoom_detail and python_count have one)."""
     if isinstance(suite, ZoomDetail):
         return _imperfect_zoom(suite, question, rng)
     if isinstance(suite, PythonCount):
         return _imperfect_python(suite, question, rng)
-    return None
+    raise NotImplementedError(f"{type(suite).__name__} has no imperfect oracle")
 
 
 # ------------------------------------------------------------------------------------- the builder
@@ -140,7 +144,8 @@ def _quotas(
     quotas = []
     for name, _, count in _split(n_tool, tool, "tool") if tool else []:
         # a flawed call, the right call, the answer: three turns
-        imperfect = round(imperfect_share * count) if config.rollout.max_turns >= 3 else 0
+        able = config.rollout.max_turns >= 3 and has_imperfect_oracle(get_suite(name))
+        imperfect = round(imperfect_share * count) if able else 0
         quotas += [(name, "imperfect", imperfect), (name, "tool", count - imperfect)]
     quotas += _split(n_guess, guess, "no_tool") if guess else []
     quotas += _split(n - n_tool - n_guess, control, "no_tool") if control else []
@@ -213,7 +218,7 @@ def _draw(
         tries += 1
         rng = _oracle_rng(seed, question)
         if kind == "imperfect":
-            turns = imperfect_oracle(suite, question, rng) or suite.oracle(question, rng)
+            turns = imperfect_oracle(suite, question, rng)
         elif kind == "tool":
             turns = suite.oracle(question, rng)
         else:
