@@ -1,0 +1,42 @@
+"""bench/round_vs_trl.py end to end at its smallest settings: it runs and prints its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALLEST = [
+    "--rounds=1",
+    "--questions=2",
+    "--group=2",
+    "--max-new-tokens=8",
+    "--axpo-rounds=1",
+    "--axpo-questions=2",
+    "--axpo-group=8",  # budget 0.25 * 2 * 8 = 4 continuations = one prefix of K = 4
+    "--axpo-max-new-tokens=16",
+    "--sft-examples=8",
+    "--sft-batch=4",
+]
+
+
+@pytest.mark.slow
+def test_round_vs_trl_bench_prints_its_figures():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "round_vs_trl.py"), *SMALLEST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
+    for name in ("round_vs_trl", "ours_tokens_per_s", "trl_tokens_per_s", "axpo_round_time_ratio"):
+        assert float(figures[name]) > 0, name
+    assert 0 <= float(figures["axpo_extra_share"])
+    assert figures["same_original_rollouts"] == "True"
+    assert int(figures["continuations"]) <= int(figures["axpo_budget_continuations"]) == 4
