@@ -11,6 +11,7 @@ import tempfile
 from prefect import task
 
 from axpo_core.algorithms.axpo import SpecialTokens
+from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
 from axpo_core.rollout.serialization import (
     requests_from_records,
@@ -136,12 +137,12 @@ def update(
         if config.algorithm.kl_beta > 0
         else None
     )
-    engine, _ = build_engine(config, policy=trainee)
+    chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
     result = update_step(
         trainee,
         optimizer,
         config,
-        engine.chat,
+        chat,
         originals,
         continuations,
         requests,
