@@ -81,9 +81,8 @@ def main() -> None:
     start = time.perf_counter()
     vllm_engine.continue_from(requests, by_id)
     cached = time.perf_counter() - start
-    vllm_engine.generator.llm.reset_prefix_cache()
+    vllm_engine.generator.close()  # frees its GPU memory before the second engine starts
     del vllm_engine
-    torch.cuda.empty_cache()
     uncached = RolloutEngine(
         VLLMGenerator(policy, enable_prefix_caching=False), chat, config.rollout, config.tools
     )

@@ -4,8 +4,10 @@
    vs raw batched `model.generate` on the same model, prompts (with images), batch and max length.
    Both sides include what any generate pipeline does per call: image preprocessing and prompt
    tokenisation, then a left-padded batch. Goal >= 0.9.
-2. continuation_cost: per new token, continuing from a prefix (prefix prefilled once) vs generating from
-   the prompt alone; the prefix costs one prefill, never a token-by-token decode. Goal <= 1.1.
+2. continuation_cost: time per new token, continuing from a prefix (prefix prefilled once) vs generating
+   from the prompt alone; the prefix costs one prefill, never a token-by-token decode. Goal <= 1.1.
+   Both sides decode exactly `--new-tokens` per row (stop ids off for this part): with sampled lengths,
+   a batch's time follows its longest row and the ratio would measure length spread, not the prefix.
 
 Usage: python bench/rollout_throughput.py [--scale tiny-s] [--batch 16] [--new-tokens 64] [--repeats 3]
 """
@@ -101,6 +103,7 @@ def main() -> None:
         engine_rates.append(tokens / seconds)
 
     # Continuation: sources are fresh rollouts; cut halfway through each one's generated tokens.
+    engine.stop_ids = []  # every row decodes exactly --new-tokens, on both sides (see the docstring)
     sources = engine.rollout(questions, group_size=1)
     qmap = {q.question_id: q for q in questions}
     requests = [

@@ -29,9 +29,10 @@ def config():
 def policy(tiny_model_dir, config):
     from axpo_core.models.loader import load_policy
 
+    # AXPO_TEST_DEVICE=cuda runs the same tests on a GPU (a device check; CI and `make test` use the CPU).
     return load_policy(
         tiny_model_dir,
-        device="cpu",
+        device=os.environ.get("AXPO_TEST_DEVICE", "cpu"),
         max_image_pixels=config.model.max_image_pixels,
         min_image_pixels=config.model.min_image_pixels,
     )

@@ -57,11 +57,11 @@ def teacher_forced(policy, trajectory, temperature=1.0):
         policy.special.pad,
         policy.special.image_pad,
         "right",
-        torch.device("cpu"),
+        policy.device,
     )
     with torch.no_grad():
         logp, _ = sequence_logprobs(policy.model, batch, temperature, policy.special.never_sampled())
-    return logp[0]
+    return logp[0].cpu()
 
 
 def chat_encode(policy, image):
