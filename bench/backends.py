@@ -26,7 +26,7 @@ from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.trajectory import ContinuationRequest
 from axpo_core.rollout.transformers_backend import TransformersGenerator
-from axpo_core.rollout.vllm_backend import VLLMGenerator, require_vllm
+from axpo_core.rollout.vllm_backend import VLLMEngine, VLLMGenerator, require_vllm
 
 
 def tokens_per_second(engine: RolloutEngine, questions, group: int) -> tuple[float, list]:
@@ -83,8 +83,9 @@ def main() -> None:
     cached = time.perf_counter() - start
     vllm_engine.generator.close()  # frees its GPU memory before the second engine starts
     del vllm_engine
+    no_prefix_cache = VLLMEngine(policy, enable_prefix_caching=False)
     uncached = RolloutEngine(
-        VLLMGenerator(policy, enable_prefix_caching=False), chat, config.rollout, config.tools
+        VLLMGenerator(policy, engine=no_prefix_cache), chat, config.rollout, config.tools
     )
     start = time.perf_counter()
     uncached.continue_from(requests, by_id)

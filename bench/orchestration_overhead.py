@@ -23,13 +23,19 @@ from axpo_core.config import load_config  # noqa: E402
 from axpo_core.rollout.factory import build_engine  # noqa: E402
 from axpo_core.training.data import question_pool  # noqa: E402
 from axpo_core.training.loop import RLTrainer  # noqa: E402
-from flows.runtime import make_context  # noqa: E402
+from flows.runtime import in_process_run, make_context  # noqa: E402
 from flows.training import axpo_round  # noqa: E402
 from tasks.context import Arm, load_trainable  # noqa: E402
 from tasks.stages import build_model  # noqa: E402
 
 
 def main() -> None:
+    # As `axpo run` runs flows: in this process, on Prefect's ephemeral server (no heartbeat threads).
+    with in_process_run():
+        measure()
+
+
+def measure() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

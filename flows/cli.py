@@ -359,10 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FLOW_COMMANDS = (cmd_run, cmd_sweep, cmd_eval)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        if args.func in FLOW_COMMANDS:
+            from flows.runtime import configure_prefect, in_process_run
+
+            configure_prefect()  # before Prefect is imported: ephemeral server timeouts, analytics off
+            with in_process_run():
+                args.func(args)
+        else:
+            args.func(args)
     except ConfigError as exc:
         print(f"axpo: config error: {exc}", file=sys.stderr)
         return 2

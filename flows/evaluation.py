@@ -8,6 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import CheckpointRef, RunContext
 from tasks.evaluation import EvalRef, evaluate
+from tasks.progress import progress
 
 
 def task_runner(kind: str, max_workers: int):
@@ -43,6 +44,8 @@ def evaluate_flow(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> lis
         [stage for stage, _, _ in pairs],
         [bench for _, _, bench in pairs],
     )
+    for future in progress(futures, desc="evaluate (stage x benchmark)", leave=None):
+        future.wait()
     results = [f.result() for f in futures]
     publish_table(
         table=[

@@ -17,6 +17,7 @@ from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef
 from tasks.evaluation import EvalRef, report
+from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
 from tasks.tracking import close_tracking_run, log_metrics, open_tracking_run
 
@@ -53,14 +54,22 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
     )
     tags = {"scale": scale, "seed": str(seed)}
 
-    base = build_model(ctx, scale)
-    checkpoints: dict[str, CheckpointRef] = {"Base": base}
     rl_arms = arms(config)
-    if any(s.startswith("SFT") for s in config.pipeline.stages) or any(
+    needs_sft = any(s.startswith("SFT") for s in config.pipeline.stages) or any(
         a.stage.startswith("SFT") for a in rl_arms
-    ):
-        checkpoints["SFT"] = sft_flow(ctx, base)
-    pool_ids, _ = filter_rl_data(ctx, checkpoints.get("SFT", base)) if rl_arms else ([], {})
+    )
+    steps = Steps(f"pipeline {scale}", total=3 + needs_sft + bool(rl_arms) + len(rl_arms))
+
+    with steps.step("base model"):
+        base = build_model(ctx, scale)
+    checkpoints: dict[str, CheckpointRef] = {"Base": base}
+    if needs_sft:
+        with steps.step("SFT"):
+            checkpoints["SFT"] = sft_flow(ctx, base)
+    pool_ids: list[str] = []
+    if rl_arms:
+        with steps.step("RL data filter"):
+            pool_ids, _ = filter_rl_data(ctx, checkpoints.get("SFT", base))
 
     stage_runs: dict[str, str] = {}
     final_metrics: dict[str, dict[str, float]] = {}
@@ -69,7 +78,8 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
         stage_runs[arm.stage] = open_tracking_run(
             ctx, f"{scale}/{arm.stage}", parent, tags={**tags, "algo": arm.algo, "stage": arm.stage}
         )
-        records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
+        with steps.step(arm.stage):
+            records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
         checkpoints[arm.stage] = records[-1].checkpoint
         final_metrics[arm.stage] = records[-1].metrics
 
@@ -78,7 +88,8 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
         for stage, ckpt in checkpoints.items()
         if stage in config.pipeline.stages or stage in stage_runs
     }
-    evaluations = run_evaluation(ctx, evaluated)
+    with steps.step("evaluate"):
+        evaluations = run_evaluation(ctx, evaluated)
     for stage in evaluated:
         if stage not in stage_runs:  # Base and SFT have no training run: one for their evaluation
             algo = {"Base": "none", "SFT": "sft"}.get(stage, stage)
@@ -92,7 +103,9 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
             for k, v in e.metrics.items()
         }
         log_metrics(ctx, stage_runs[stage], metrics)
-    summary = report(ctx, evaluations)
+    with steps.step("report"):
+        summary = report(ctx, evaluations)
+    steps.close()
     for run_id in stage_runs.values():
         close_tracking_run(ctx, run_id)
     if own_parent:
@@ -116,12 +129,12 @@ def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
     ctx = make_context(config, run_name)
     parent = open_tracking_run(ctx, ctx.run_name, tags={"kind": "sweep"}, log_config=True)
     results = []
-    for scale in config.pipeline.scales:
-        for seed in config.pipeline.seeds:
-            variant = config.model_copy(
-                update={"seed": seed, "model": config.model.model_copy(update={"scale": scale})}
-            )
-            results.append(pipeline(variant, f"{ctx.run_name}/{scale}-seed{seed}", parent))
+    variants = [(scale, seed) for scale in config.pipeline.scales for seed in config.pipeline.seeds]
+    for scale, seed in progress(variants, desc="sweep (scale x seed)"):
+        variant = config.model_copy(
+            update={"seed": seed, "model": config.model.model_copy(update={"scale": scale})}
+        )
+        results.append(pipeline(variant, f"{ctx.run_name}/{scale}-seed{seed}", parent))
     publish_table(
         table=[
             {

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Ephemeral mode: Prefect starts its own server in-process; on 2 cores that takes ~30 s, so allow more.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "240",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",  # the client's SDK telemetry (and its first-run notice); this box is offline
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "TOKENIZERS_PARALLELISM": "false",
+    # A round loads and saves several checkpoints: their per-file bars would bury the run's own bars.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 
 
@@ -20,6 +25,24 @@ def configure_prefect() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     _fill_worker_filter_paging()
+
+
+@contextmanager
+def in_process_run() -> Iterator[None]:
+    """Settings for flows this process runs itself (`axpo run`, benches), not a worker's deployment runs.
+
+    With no API URL (Prefect's ephemeral server, which lives and dies with this process) flow-run
+    heartbeats are off: they exist so a server can mark a dead worker's runs as crashed, which cannot
+    happen here, and Prefect's heartbeat thread sleeps in 1 s steps that every flow run's exit waits
+    for (about 0.5 s per RL round, ~6% of a tiny round). Runs against a real server keep them.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _fill_worker_filter_paging() -> None:

@@ -9,6 +9,7 @@ from prefect import flow
 
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef, RoundRecord, RunContext
+from tasks.progress import progress
 from tasks.rl import detect_failures, resample, rollout, update
 from tasks.stages import sft
 
@@ -51,7 +52,8 @@ def train(
     """R rounds from `start` (the SFT checkpoint, also the frozen KL reference)."""
     records = []
     policy = start
-    for round_index in range(1, ctx.config.training.rounds + 1):
+    rounds = range(1, ctx.config.training.rounds + 1)
+    for round_index in progress(rounds, desc=f"{start.scale} {arm.stage} rounds", leave=None):
         record = axpo_round(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
         records.append(record)
         policy = record.checkpoint

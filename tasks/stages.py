@@ -12,6 +12,7 @@ from axpo_core.rollout.factory import MODEL_CACHE, build_engine
 from axpo_core.training.data import filter_solved, question_pool
 from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint
 from tasks.persistence import RESUMABLE
+from tasks.progress import progress_enabled
 
 
 @task(name="build_model", **RESUMABLE)
@@ -30,7 +31,8 @@ def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
     from axpo_core.training.sft import run_sft
 
     with tempfile.TemporaryDirectory(prefix="axpo-sft-out-") as tmp:
-        result = run_sft(ctx.config, checkpoint_folder(ctx, base.uri), Path(tmp) / "sft")
+        folder = checkpoint_folder(ctx, base.uri)
+        result = run_sft(ctx.config, folder, Path(tmp) / "sft", show_progress=progress_enabled())
         uri = ctx.store.put_dir(result.path, ctx.layout(base.scale).checkpoint("sft"))
     summary = {k: v for k, v in result.summary.items() if isinstance(v, int | float | str | bool)}
     return CheckpointRef(uri=uri, stage="sft", scale=base.scale), summary

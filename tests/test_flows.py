@@ -44,14 +44,27 @@ def small_config(tmp_path, *extra: str):
     return load_config(None, [*SMALL, f"storage.root=file://{tmp_path}/store", *extra])
 
 
-def test_pipeline_end_to_end(prefect_server, tmp_path):
+def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     from prefect.client.orchestration import get_client
 
     from axpo_core.tracking import Tracker
     from flows.pipeline import pipeline
 
     config = small_config(tmp_path)
+    monkeypatch.setenv("AXPO_PROGRESS", "1")  # bars on, as on a terminal
     result = pipeline(config, "e2e")
+
+    bars = capfd.readouterr().err
+    labels = (
+        "pipeline tiny-s",
+        "SFT steps",
+        "tiny-s SFT+GRPO rounds",
+        "tiny-s SFT+AXPO rounds",
+        "evaluate (stage",
+    )
+    for label in labels:
+        assert label in bars
+    assert "7/7" in bars  # the pipeline's steps: base, SFT, RL data filter, 2 arms, evaluate, report
 
     assert [line.split(" | ")[1] for line in result.table_markdown.splitlines()[2:]] == [
         "Base",

@@ -74,3 +74,118 @@ def test_vllm_logprobs_match_transformers_within_bf16(tmp_path):
         mask = torch.tensor(t.loss_mask, dtype=torch.bool, device=tf.device)
         diff = (tf[0][mask].float().cpu() - torch.tensor(t.logprobs)[mask.cpu()]).abs()
         assert diff.mean() < 0.05 and diff.max() < 0.5  # bf16 tolerance
+
+
+class FakeLLM:
+    """Records the calls a `VLLMEngine` makes on vLLM's `LLM` (the weight bookkeeping is pure logic)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.loaded_weights = None
+        self.llm_engine = type("Engine", (), {"model_executor": object()})()
+
+    def apply_model(self, fn):
+        model = type(
+            "Model", (), {"load_weights": lambda _, weights: setattr(self, "loaded_weights", weights)}
+        )
+        self.calls.append("load")
+        fn(model())
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset")
+        return True
+
+    def generate(self, prompts, sampling_params, use_tqdm):
+        self.calls.append("generate")
+        return ["out"] * len(prompts)
+
+    def sleep(self, level):
+        self.calls.append(f"sleep{level}")
+
+    def wake_up(self):
+        self.calls.append("wake")
+
+    def shutdown(self):
+        self.calls.append("shutdown")
+
+
+@pytest.fixture
+def two_checkpoints(tiny_model_dir, config):
+    from axpo_core.models.loader import load_policy
+
+    return [load_policy(tiny_model_dir, device="cpu") for _ in range(2)]
+
+
+def test_engine_loads_a_policys_weights_only_when_they_change(two_checkpoints):
+    from axpo_core.rollout.vllm_backend import VLLMEngine, VLLMGenerator
+
+    first, second = two_checkpoints
+    llm = FakeLLM()
+    engine = VLLMEngine(first, llm=llm)
+    a, b = VLLMGenerator(first, engine=engine), VLLMGenerator(second, engine=engine)
+    engine.run(a.policy, ["p"], [None])
+    engine.run(a.policy, ["p"], [None])  # vLLM holds them already
+    assert llm.calls == ["load", "reset", "generate", "generate"]
+    assert [name for name, _ in llm.loaded_weights] == [n for n, _ in first.model.named_parameters()]
+    engine.run(b.policy, ["p"], [None])  # another checkpoint: its weights first
+    a.sync_weights()  # a is not loaded: nothing to redo
+    engine.run(b.policy, ["p"], [None])
+    b.sync_weights()  # b was updated in place: loaded again before it next generates
+    engine.run(b.policy, ["p"], [None])
+    assert llm.calls[4:] == ["load", "reset", "generate", "generate", "load", "reset", "generate"]
+    assert engine.weight_loads == 3
+
+
+def test_sleep_mode_loads_weights_only_after_waking_up(two_checkpoints):
+    from axpo_core.rollout.vllm_backend import VLLMEngine
+
+    llm = FakeLLM()
+    engine = VLLMEngine(two_checkpoints[0], sleep_mode=True, llm=llm)
+    engine.run(two_checkpoints[0], ["p"], [None])
+    engine.run(two_checkpoints[0], ["p"], [None])
+    assert llm.calls == [
+        "sleep1",
+        "wake",
+        "load",
+        "reset",
+        "generate",
+        "sleep1",
+        "wake",
+        "generate",
+        "sleep1",
+    ]
+
+
+def test_one_shared_engine_per_architecture_and_settings_must_agree(two_checkpoints, monkeypatch):
+    import axpo_core.rollout.vllm_backend as backend
+
+    built = []
+
+    def fake_build(*args):
+        built.append(args)
+        return FakeLLM()
+
+    monkeypatch.setattr(backend.VLLMEngine, "_build", staticmethod(fake_build))
+    monkeypatch.setattr(backend, "_engines", {})
+    first, second = two_checkpoints
+    engine = backend.shared_engine(first, seed=0)
+    assert backend.shared_engine(second) is engine and len(built) == 1
+    with pytest.raises(ValueError, match="enable_prefix_caching"):
+        backend.shared_engine(second, enable_prefix_caching=False)
+    backend.VLLMGenerator(second, engine=engine).close()  # forgets it: the next call builds a new one
+    assert backend.shared_engine(first) is not engine and len(built) == 2
+
+
+def test_request_seeds_depend_on_the_request_not_the_batch(two_checkpoints):
+    from axpo_core.rollout.generator import GenerationRequest
+    from axpo_core.rollout.vllm_backend import VLLMEngine, VLLMGenerator
+
+    engine = VLLMEngine(two_checkpoints[0], llm=FakeLLM())
+    seeded, unseeded = (
+        VLLMGenerator(two_checkpoints[0], engine, seed=3),
+        VLLMGenerator(two_checkpoints[0], engine),
+    )
+    r1, r2 = GenerationRequest([1, 2], [], 4, ("q", 0)), GenerationRequest([1, 2], [], 4, ("q", 1))
+    assert seeded.request_seed(r1) == seeded.request_seed(GenerationRequest([1, 2], [], 8, ("q", 0)))
+    assert seeded.request_seed(r1) != seeded.request_seed(r2)
+    assert unseeded.request_seed(r1) is None

@@ -33,7 +33,7 @@ def make_generator(config: Config, policy: Policy, seed: int | None = None) -> G
     if config.rollout.backend == "vllm":
         from axpo_core.rollout.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator(policy, seed=seed or 0)
+        return VLLMGenerator(policy, seed=seed)  # on this process's shared engine
     from axpo_core.rollout.transformers_backend import TransformersGenerator
 
     return TransformersGenerator(policy, batch_size=config.rollout.batch_size, seed=seed)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from axpo_core.config import Config
 from axpo_core.models.loader import Policy, load_policy, pick_device
@@ -131,7 +133,26 @@ class TrainOutcome:
     log_history: list[dict[str, float]] = field(repr=False)
 
 
-def train_sft(policy: Policy, data: SFTData, config: Config, work_dir: Path) -> TrainOutcome:
+class _StepBar(TrainerCallback):
+    """A step bar with the latest loss (Trainer's own bar also prints every logged dict)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, desc="SFT steps")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+
+def train_sft(
+    policy: Policy, data: SFTData, config: Config, work_dir: Path, show_progress: bool = False
+) -> TrainOutcome:
     """Fine-tune `policy.model` in place on `data` with TRL's SFTTrainer; returns the training losses.
 
     With `config.sft.lora` the adapter is merged back, so `policy.model` stays a plain model.
@@ -155,7 +176,7 @@ def train_sft(policy: Policy, data: SFTData, config: Config, work_dir: Path) -> 
         logging_steps=max(1, round(sft.epochs * steps_per_epoch / 20)),
         save_strategy="no",
         report_to=[],
-        disable_tqdm=True,
+        disable_tqdm=True,  # its bar also prints every log dict; `show_progress` gives a plain step bar
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=not on_gpu,
@@ -183,6 +204,8 @@ def train_sft(policy: Policy, data: SFTData, config: Config, work_dir: Path) -> 
         processing_class=policy.tokenizer,
         peft_config=peft_config,
     )
+    if show_progress:
+        trainer.add_callback(_StepBar())
     result = trainer.train()
     model = trainer.model
     if sft.lora:
@@ -212,7 +235,11 @@ def save_checkpoint(policy: Policy, out_dir: str | Path) -> Path:
 
 
 def run_sft(
-    config: Config, base_model_dir: str | Path, out_dir: str | Path, data: SFTData | None = None
+    config: Config,
+    base_model_dir: str | Path,
+    out_dir: str | Path,
+    data: SFTData | None = None,
+    show_progress: bool = False,
 ) -> SFTResult:
     """Build the SFT set (unless given), fine-tune the base model on it, save the checkpoint to `out_dir`."""
     start = time.perf_counter()
@@ -228,7 +255,7 @@ def run_sft(
     data_seconds = time.perf_counter() - start
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="axpo-sft-") as work_dir:
-        outcome = train_sft(policy, data, config, Path(work_dir))
+        outcome = train_sft(policy, data, config, Path(work_dir), show_progress)
     path = save_checkpoint(policy, out_dir)
     seconds = time.perf_counter() - start
     summary = {
