@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,9 +84,22 @@ def make_context(config, run_name: str | None = None):
     output_dir = local_path(root) if not root.startswith("s3://") else Path("runs").absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = config.tracking.tracking_uri or default_tracking_uri(output_dir)
-    return RunContext(
+    ctx = RunContext(
         config=config,
         run_name=run_name or default_run_name(config),
         output_dir=str(output_dir),
         tracking_uri=tracking_uri,
     )
+    return ctx.model_copy(update={"storage_id": storage_id(ctx)})
+
+
+def storage_id(ctx) -> str:
+    """The id in the run folder's `_RUN_ID` marker, written on first use: the same folder resumes, a
+    deleted (or new) one starts over even when Prefect still holds cached results for the run's name."""
+    store = ctx.store
+    marker = ctx.layout().base + "/_RUN_ID"
+    if store.exists(marker):
+        return store.get_json(marker)["id"]
+    run_id = uuid.uuid4().hex
+    store.put_json(marker, {"id": run_id, "run_name": ctx.run_name})
+    return run_id

@@ -27,6 +27,9 @@ class RunContext(BaseModel):
     run_name: str
     output_dir: str  # local folder: MLflow's sqlite store, downloaded checkpoints
     tracking_uri: str
+    # Names this run's storage (a marker written on first use). Part of every task's cache key: results
+    # Prefect cached for a run folder that was since deleted are never reused (they point at missing files).
+    storage_id: str = ""
 
     @property
     def store(self) -> ObjectStore:

@@ -164,6 +164,32 @@ def test_crash_in_round_two_update_resumes_without_redoing_work(prefect_server, 
     assert result.final_metrics["SFT+AXPO"]["rollouts"] > 0
 
 
+def test_deleted_run_folder_starts_over_instead_of_reusing_stale_cache(prefect_server, tmp_path):
+    """Prefect still holds the first run's cached results; the run folder they point into is gone."""
+    import shutil
+
+    from flows.runtime import make_context
+    from flows.training import train
+    from tasks.context import Arm
+    from tasks.stages import build_model
+
+    config = small_config(tmp_path, "training.rounds=1")
+    pool = ["control_shapes-1000-0", "zoom_detail-1000-0"]
+    arm = Arm(stage="SFT+GRPO", algo="grpo")
+    first = make_context(config, "wiped")
+    train(first, arm, build_model(first, "tiny-s"), pool)
+    shutil.rmtree(tmp_path / "store")
+
+    again = make_context(config, "wiped")
+    assert again.storage_id != first.storage_id
+    records = train(again, arm, build_model(again, "tiny-s"), pool)
+    run = tmp_path / "store" / "tiny" / "wiped" / "tiny-s"
+    assert (run / "sft_grpo" / "rollouts" / "round-1.jsonl").is_file()
+    assert (run / "sft_grpo" / "checkpoints" / "round-1" / "_COMPLETE").is_file()
+    assert records[0].checkpoint.uri.endswith("sft_grpo/checkpoints/round-1")
+    assert make_context(config, "wiped").storage_id == again.storage_id  # the same folder resumes
+
+
 def test_train_flow_on_s3(prefect_server, tmp_path, moto_endpoint, s3_bucket):  # noqa: F811
     from flows.runtime import make_context
     from flows.training import train
