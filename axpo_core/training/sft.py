@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from axpo_core.config import Config
 from axpo_core.models.loader import Policy, load_policy, pick_device
@@ -204,7 +204,8 @@ def train_sft(
         processing_class=policy.tokenizer,
         peft_config=peft_config,
     )
-    if show_progress:
+    if show_progress:  # the bar shows the loss; no printed log dict per logging step
+        trainer.remove_callback(PrinterCallback)
         trainer.add_callback(_StepBar())
     result = trainer.train()
     model = trainer.model
