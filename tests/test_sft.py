@@ -66,6 +66,14 @@ def test_only_correct_trajectories_with_the_configured_tool_share(small, config)
     assert per_suite["zoom_detail"]["no_tool"] + per_suite["python_count"]["no_tool"] == 2  # correct guesses
 
 
+def test_rollout_bounds_too_small_for_the_oracles_is_one_clear_error(chat):
+    from axpo_core.config import load_config
+
+    tight = load_config(None, ["rollout.max_new_tokens_per_turn=8"])
+    with pytest.raises(ValueError, match=r"rollout\.max_new_tokens_per_turn=8.*raise those bounds"):
+        build_sft_data(tight, chat, examples=4)
+
+
 def test_imperfect_trajectories_fix_a_flawed_first_call(small):
     imperfect = [t for t, k in zip(small.trajectories, small.kinds) if k == "imperfect"]
     assert len(imperfect) == 2

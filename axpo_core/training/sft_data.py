@@ -187,7 +187,7 @@ def build_sft_data(
     kept: list[tuple[Trajectory, str, str, list[str]]] = []
     drawn: Counter[str] = Counter()
     for name, kind, count in quotas:
-        suite, got = get_suite(name), 0
+        suite, got, truncated = get_suite(name), 0, 0
         for _attempt in range(MAX_ATTEMPTS):
             if got >= count:
                 break
@@ -196,9 +196,18 @@ def build_sft_data(
             scripts = {(q.question_id, 0): turns for q, turns in batch}
             engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools)
             for trajectory, (_, turns) in zip(engine.rollout([q for q, _ in batch], 1), batch, strict=True):
+                truncated += trajectory.truncated
                 if trajectory.correct and not trajectory.truncated and got < count:
                     kept.append((trajectory, kind, name, turns))
                     got += 1
+        if got < count:
+            r = config.rollout
+            raise ValueError(
+                f"SFT data: only {got} of {count} '{kind}' examples of suite {name} are correct and fit the "
+                f"rollout bounds ({truncated} oracle trajectories were truncated by rollout.max_turns="
+                f"{r.max_turns}, rollout.max_new_tokens_per_turn={r.max_new_tokens_per_turn} or "
+                f"rollout.max_total_tokens={r.max_total_tokens}): raise those bounds or lower sft.examples"
+            )
 
     random.Random(seed).shuffle(kept)
     trajectories = [k[0] for k in kept]
