@@ -24,10 +24,8 @@
    `processing_class` puts TRL on its text-only path). Settings that differ from TRL's defaults, to
    compare like with like: `gradient_checkpointing=False` (TRL's default is True; our update does not
    checkpoint), `bf16=False`, `optim="adamw_torch"`, `lr_scheduler_type="constant"`,
-   `shuffle_dataset=False`, logging off. Two hooks, in this process only, because the round has no
-   setting for its questions or its reward: `axpo_core.training.loop.questions_by_ids` returns the
-   bench's text questions and `axpo_core.rollout.engine.score` is `reward_text`. Both are undone before
-   part 2.
+   `shuffle_dataset=False`, logging off. Our round gets the bench's text questions
+   (`run_round(..., questions=)`) and its reward (`RolloutEngine(reward=...)`), TRL the same reward.
 
 2. axpo_extra_share: AXPO's extra cost per round vs GRPO at the paper's budget (r = 0.25, K = 4), with tools
    on, on `config.training.suites` (zoom_detail, python_count, control_shapes). A randomly initialised
@@ -63,7 +61,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -73,9 +70,7 @@ from axpo_core.config import Config, load_config  # noqa: E402
 from axpo_core.envs.suites import Question  # noqa: E402
 from axpo_core.models.loader import Policy, load_policy  # noqa: E402
 from axpo_core.models.tiny import build_tiny  # noqa: E402
-from axpo_core.rollout import engine as engine_module  # noqa: E402
 from axpo_core.rollout.factory import build_engine  # noqa: E402
-from axpo_core.training import loop  # noqa: E402
 from axpo_core.training.loop import RLTrainer, RoundResult  # noqa: E402
 
 REWARD_CHAR = "z"
@@ -144,6 +139,7 @@ def round_vs_trl(folder: Path, args: argparse.Namespace, work: Path) -> dict[str
     questions = text_questions(b)
     ours = load(folder, config)
     engine, _ = build_engine(config, policy=ours)
+    engine.reward = lambda text, _question: reward_text(text)
     trainer = RLTrainer(config, ours, engine)
 
     # TRL: a second copy of the same weights, the same prompts as plain strings, the same stop/suppressed ids.
@@ -182,7 +178,7 @@ def round_vs_trl(folder: Path, args: argparse.Namespace, work: Path) -> dict[str
             timings["trl_cpu"].append(cpu_seconds() - self.resume[1])
             timings["trl_tokens"].append(trl_tokens.pop())
             start, cpu = time.perf_counter(), cpu_seconds()
-            result: RoundResult = trainer.run_round(state.global_step)
+            result: RoundResult = trainer.run_round(state.global_step, questions=questions)
             timings["ours_s"].append(time.perf_counter() - start)
             timings["ours_cpu"].append(cpu_seconds() - cpu)
             timings["ours_tokens"].append(sum(t.num_policy_tokens for t in result.originals))
@@ -232,11 +228,7 @@ def round_vs_trl(folder: Path, args: argparse.Namespace, work: Path) -> dict[str
         processing_class=theirs.tokenizer,
         callbacks=[Interleave()],
     )
-    with (
-        mock.patch.object(loop, "questions_by_ids", lambda _ids: questions),
-        mock.patch.object(engine_module, "score", lambda text, *_, **__: reward_text(text)),
-    ):
-        trl_trainer.train()
+    trl_trainer.train()
 
     # Drop the warm-up step/round. Medians over the interleaved pairs: a burst of load from other jobs on a
     # shared machine hits one pair, and both sides of a pair run back to back.

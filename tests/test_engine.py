@@ -230,3 +230,21 @@ def test_raw_garbage_never_raises(chat, config, bad):
     )
     [t] = engine.rollout([q], group_size=1)
     assert t.num_tool_errors == 1 and "Error:" in t.text
+
+
+def test_reward_is_pluggable_and_defaults_to_the_questions_answer_check(chat, config):
+    qs = questions(1)
+    rng = random.Random(0)
+    scripts = {(q.question_id, 0): get_suite(q.suite).oracle(q, rng) for q in qs}
+    seen = []
+
+    def length_reward(text, question):
+        seen.append(question.question_id)
+        return float(len(text))
+
+    custom = RolloutEngine(
+        ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools, reward=length_reward
+    )
+    assert [t.reward for t in custom.rollout(qs, 1)] == [float(len(t.text)) for t in custom.rollout(qs, 1)]
+    assert sorted(set(seen)) == sorted(q.question_id for q in qs)
+    assert all(t.reward == 1.0 for t in oracle_rollouts(chat, config, qs))  # the oracles are correct

@@ -11,7 +11,7 @@ log-probs and images are copied as they are and prefilled once by the generator,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
@@ -21,6 +21,11 @@ from axpo_core.rewards import score
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.generator import GenerationRequest, Generator
 from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
+
+
+def verify_answer(text: str, question: Question) -> float:
+    """The default reward: the question's own answer check (`axpo_core.rewards.score`)."""
+    return score(text, question.answer, question.answer_type, question.choices)
 
 
 @dataclass
@@ -43,8 +48,10 @@ class RolloutEngine:
         rollout: RolloutConfig,
         tools: ToolsConfig,
         sampling: SamplingConfig | None = None,
+        reward: Callable[[str, Question], float] = verify_answer,
     ):
         self.generator = generator
+        self.reward = reward  # (the rollout's text after the prompt, its question) -> reward
         self.chat = chat
         self.config = rollout
         self.tools_config = tools
@@ -215,8 +222,7 @@ class RolloutEngine:
         trajectory = r.trajectory
         trajectory.truncated = truncated
         trajectory.text = self.chat.decode(trajectory.token_ids[trajectory.prompt_len :])
-        question = r.question
-        trajectory.reward = score(trajectory.text, question.answer, question.answer_type, question.choices)
+        trajectory.reward = self.reward(trajectory.text, r.question)
         r.done = True
 
     @staticmethod

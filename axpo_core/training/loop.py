@@ -17,6 +17,7 @@ from pathlib import Path
 
 from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import Config
+from axpo_core.envs.suites import Question
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.trajectory import Trajectory
@@ -55,9 +56,11 @@ class RLTrainer:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.special = SpecialTokens.from_tokenizer(policy.tokenizer)
 
-    def run_round(self, round_index: int) -> RoundResult:
+    def run_round(self, round_index: int, questions: list[Question] | None = None) -> RoundResult:
+        """One round on `questions` (default: this round's draw from the pool)."""
         config = self.config
-        questions = questions_by_ids(round_question_ids(self.pool_ids, config, round_index))
+        if questions is None:
+            questions = questions_by_ids(round_question_ids(self.pool_ids, config, round_index))
         originals = rollout_step(self.engine, config, questions, round_index)
         triggered, requests = detect_step(config, originals, len(questions), self.special, round_index)
         continuations = resample_step(self.engine, config, requests, questions, round_index)
