@@ -161,8 +161,8 @@ def test_one_shared_engine_per_architecture_and_settings_must_agree(two_checkpoi
 
     built = []
 
-    def fake_build(*args):
-        built.append(args)
+    def fake_build(policy, **settings):
+        built.append(settings)
         return FakeLLM()
 
     monkeypatch.setattr(backend.VLLMEngine, "_build", staticmethod(fake_build))

@@ -124,10 +124,7 @@ class VLLMEngine:
         self.entropy_top_k = entropy_top_k
         self.sleep_mode = sleep_mode
         self.lock = threading.Lock()  # vLLM's `LLM` is not thread-safe; weights must not change mid-call
-        self.llm = llm if llm is not None else self._build(
-            policy, gpu_memory_utilization, max_model_len, entropy_top_k, sleep_mode, seed,
-            enable_prefix_caching, max_images_per_prompt,
-        )  # fmt: skip
+        self.llm = llm if llm is not None else self._build(policy, **self.settings)
         if not hasattr(self.llm.llm_engine, "model_executor"):
             raise RuntimeError(
                 "vLLM started its engine in a separate process (VLLM_ENABLE_V1_MULTIPROCESSING was read "
@@ -262,9 +259,10 @@ def shared_engine(policy: Policy, **engine_kwargs) -> VLLMEngine:
         engine = _engines[key]
     differing = {k: v for k, v in engine_kwargs.items() if engine.settings.get(k) != v}
     if differing:
+        current = {k: engine.settings.get(k) for k in differing}
         raise ValueError(
-            f"the shared vLLM engine runs with { ({k: engine.settings[k] for k in differing}) }, "
-            f"asked for {differing}: close it first (close_engine) or pass an engine of its own"
+            f"the shared vLLM engine runs with {current}, asked for {differing}: close it first "
+            "(close_engine) or pass an engine of its own"
         )
     return engine
 
