@@ -334,14 +334,22 @@ def _same_marker(folder: Path, raw_marker: bytes) -> bool:
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder `tmp` to `dest`, moving an older `dest` aside first."""
-    if not dest.exists():
+    """Rename the finished folder `tmp` to `dest`, moving an older `dest` aside first (and always removing
+    it: another thread may put its own copy in place between the two renames, which then fails here)."""
+    old: Path | None = dest.with_name(f".{dest.name}{_TMP_TAG}old-{uuid.uuid4().hex}")
+    try:
+        os.replace(dest, old)
+    except FileNotFoundError:
+        old = None  # no earlier copy (or another thread just moved it aside)
+    try:
         os.replace(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}{_TMP_TAG}old-{uuid.uuid4().hex}")
-    os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        if old is not None and not dest.exists():
+            os.replace(old, dest)  # nothing replaced it: keep the earlier copy
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ local folder
