@@ -38,7 +38,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 AnswerType = Literal["exact", "numeric", "choice", "approx", "f1"]
 ANSWER_TYPES: tuple[str, ...] = ("exact", "numeric", "choice", "approx", "f1")
@@ -291,3 +291,9 @@ def score(text: str, gold: str, answer_type: AnswerType, choices: Sequence[str] 
     else:
         ok = match_choice(pred, gold, choices)
     return 1.0 if ok else 0.0
+
+
+def score_question(text: str, question: Any) -> float:
+    """`score` against a question's own gold answer, answer type and choices (any object with those
+    fields: a suite's or a benchmark's `Question`). The rollout engine's default reward."""
+    return score(text, question.answer, question.answer_type, question.choices)

@@ -161,7 +161,7 @@ class Suite(ABC):
 
     def verify(self, question: Question, response_text: str) -> float:
         """Binary reward of a full response to ``question``."""
-        return rewards.score(response_text, question.answer, question.answer_type, question.choices)
+        return rewards.score_question(response_text, question)
 
     # helpers shared by the suites below
     def _question_rng(self, seed: int, index: int) -> random.Random:

@@ -1,7 +1,7 @@
 """Pluggable answer judges for evaluation (DESIGN §6): rule-based by default, a local LLM by config.
 
 A judge maps ``(question, response_text)`` to a reward in [0, 1], on the same scale as the rollout
-engine's :func:`axpo_core.rewards.score`, so :func:`apply_judge` can overwrite trajectory rewards and
+engine's :func:`axpo_core.rewards.score_question`, so :func:`apply_judge` can overwrite trajectory rewards and
 :func:`axpo_core.evaluation.runner.score_samples` counts pass@k unchanged.
 
 - :class:`RuleJudge` is exactly the engine's reward: answer extraction, normalisation and the
@@ -40,10 +40,10 @@ class Judge(Protocol):
 
 
 class RuleJudge:
-    """The rollout engine's own reward (:func:`axpo_core.rewards.score`): deterministic and free."""
+    """The rollout engine's own reward (:func:`axpo_core.rewards.score_question`): deterministic and free."""
 
     def judge(self, question: Question, response_text: str) -> float:
-        return rewards.score(response_text, question.answer, question.answer_type, question.choices)
+        return rewards.score_question(response_text, question)
 
 
 @dataclass(frozen=True)

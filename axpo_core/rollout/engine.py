@@ -17,15 +17,10 @@ from dataclasses import dataclass
 from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
 from axpo_core.envs.suites import Question
 from axpo_core.envs.tools import ToolSession, system_prompt
-from axpo_core.rewards import score
+from axpo_core.rewards import score_question
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.generator import GenerationRequest, Generator
 from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
-
-
-def verify_answer(text: str, question: Question) -> float:
-    """The default reward: the question's own answer check (`axpo_core.rewards.score`)."""
-    return score(text, question.answer, question.answer_type, question.choices)
 
 
 @dataclass
@@ -48,7 +43,7 @@ class RolloutEngine:
         rollout: RolloutConfig,
         tools: ToolsConfig,
         sampling: SamplingConfig | None = None,
-        reward: Callable[[str, Question], float] = verify_answer,
+        reward: Callable[[str, Question], float] = score_question,
     ):
         self.generator = generator
         self.reward = reward  # (the rollout's text after the prompt, its question) -> reward
