@@ -105,9 +105,6 @@ class FakeLLM:
     def wake_up(self):
         self.calls.append("wake")
 
-    def shutdown(self):
-        self.calls.append("shutdown")
-
 
 @pytest.fixture
 def two_checkpoints(tiny_model_dir, config):

@@ -328,6 +328,20 @@ class Benchmark(ABC):
             **kw,
         )
 
+    def _choice_question(
+        self, qid: str, question: str, choices: Sequence[str], image: Image.Image, answer: str, meta: dict
+    ) -> Question:
+        """A multiple-choice question: the options listed in its text, the same options as `choices`."""
+        return self._question(
+            qid,
+            _choice_text(question, choices),
+            [image],
+            answer,
+            answer_type="choice",
+            choices=tuple(choices),
+            meta=meta,
+        )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -382,15 +396,7 @@ class MathVision(Benchmark):
         qid = ids(native, path, where)
         if options:
             _check_gold_choice(answer, options, path, where)
-            return self._question(
-                qid,
-                _choice_text(question, options),
-                [image],
-                answer,
-                answer_type="choice",
-                choices=tuple(options),
-                meta=meta,
-            )
+            return self._choice_question(qid, question, options, image, answer, meta)
         return self._question(qid, question, [image], answer, answer_type="numeric", meta=meta)
 
 
@@ -549,15 +555,7 @@ class VStar(Benchmark):
                     "target_object": row.get("target_object"),
                     "bbox": row.get("bbox"),
                 }
-                yield self._question(
-                    qid,
-                    _choice_text(question, choices),
-                    [image],
-                    options[0],
-                    answer_type="choice",
-                    choices=tuple(choices),
-                    meta=meta,
-                )
+                yield self._choice_question(qid, question, choices, image, options[0], meta)
 
 
 class VisualProbe(Benchmark):
@@ -679,15 +677,7 @@ class HRBench(Benchmark):
                 found = self._find_image(path, cell, where)
                 image = decoded[cell] = _b64_image(found, "image", path, where, max_image_pixels)
             meta = {"category": row.get("category"), "cycle_category": row.get("cycle_category")}
-            yield self._question(
-                qid,
-                _choice_text(question, choices),
-                [image],
-                answer,
-                answer_type="choice",
-                choices=tuple(choices),
-                meta=meta,
-            )
+            yield self._choice_question(qid, question, choices, image, answer, meta)
 
     def _rows(self, path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         """(where, row) per data row; ``where`` is the line the record starts on."""
