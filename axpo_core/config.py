@@ -53,6 +53,9 @@ class ToolsConfig(Section):
     search_index: str | None = (
         None  # a local document folder/file for `search`; None: the suites' built-in corpus
     )
+    # compact: one line per tool (the tiny scales: the JSON schemas would be ~85% of every rollout's
+    # tokens); full: the OpenAI-style JSON schemas real checkpoints' chat templates use.
+    descriptions: Literal["full", "compact"] = "compact"
     max_calls: int = Field(4, ge=0)
     max_image_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     python_timeout_s: float = Field(12.0, gt=0)
@@ -68,6 +71,12 @@ class AlgorithmConfig(Section):
     eps_high: float = Field(0.4, ge=0)
     kl_beta: float = Field(1e-3, ge=0)  # 0 skips loading the reference model
     aggregation: Literal["token-mean", "seq-mean-token-mean"] = "token-mean"
+    # How AXPO's extra streams enter the loss (DESIGN §4, training/update.py `token_weights`):
+    # batch_token_mean: one token mean over every rollout of the step, originals and continuations alike
+    #   (verl's token-mean over the appended batch, which the paper's implementation builds on);
+    # per_stream: Eq. 5 read literally: the GRPO term, each prefix term and each continuation term are
+    #   token means, summed. Under GRPO (no extra streams) the two are the same.
+    loss_normalization: Literal["batch_token_mean", "per_stream"] = "batch_token_mean"
     adv_eps: float = Field(1e-6, gt=0)
     # AXPO
     budget_ratio: float = Field(0.25, ge=0, le=1)  # r: extra continuations <= r * B * N
@@ -89,8 +98,12 @@ class TrainingConfig(Section):
     learning_rate: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(8, ge=1)
-    epochs_per_round: int = Field(1, ge=1)
+    micro_batch_size: int = Field(8, ge=1)  # sequences per forward/backward (memory bound)
+    # PPO-style updates per rollout batch (the verl/ProRL recipe): `ppo_epochs` passes over the batch, each
+    # split into mini-batches of `mini_batch_size` sequences with one optimizer step each, so the
+    # importance ratio departs from 1 after the first step and the clip acts.
+    ppo_epochs: int = Field(2, ge=1)
+    mini_batch_size: int = Field(16, ge=1)
     seed: int = 0
     suites: list[str] = ["zoom_detail", "python_count", "control_shapes"]
 

@@ -148,6 +148,7 @@ def update(
         requests,
         detected.triggered,
         reference=ref_model,
+        round_index=round_index,
     )
     layout = ctx.layout(policy.scale, arm.slug)
     with tempfile.TemporaryDirectory() as tmp:

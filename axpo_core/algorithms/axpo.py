@@ -33,12 +33,13 @@ class SpecialTokens:
     """The token ids AXPO cuts at; passed in so this module never loads a tokenizer."""
 
     think_end: int  # `</think>`: the cut for `resample_target="no_tool"`
-    tool_call_start: int  # `<tool_call>`: checked at tool_call_spans[0][0]
+    tool_call_start: int  # `<tool_call>`: checked at the first opened call's span start
+    tool_call_end: int | None = None  # `</tool_call>`: kept out of the ranking span
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> SpecialTokens:
-        ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>"])
-        return cls(think_end=ids[0], tool_call_start=ids[1])
+        ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>", "</tool_call>"])
+        return cls(think_end=ids[0], tool_call_start=ids[1], tool_call_end=ids[2])
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ class Candidate:
     """A failed rollout whose first `prefix_tokens` tokens may be resampled from.
 
     `score_span` [start, end) are the source tokens the ranking reads: the first action after the cut (for a
-    tool rollout, its first tool call's JSON and closing tag). `free_sample_id` is the first sample id no
-    original rollout of the question uses, so continuations never clash with originals.
+    tool rollout, the JSON of its first tool call, between the tags). `free_sample_id` is the first sample
+    id no original rollout of the question uses, so continuations never clash with originals.
     """
 
     source: Trajectory
@@ -132,8 +133,11 @@ def candidate_prefixes(
       first `</think>` (prompt + first-turn thinking); the continuation re-decides the action. A rollout whose
       thinking never closed falls back to the prompt alone.
     * `prefix_fixing=False` (ablation): the prefix is the prompt alone (`prompt_len`): whole fresh rollouts.
-    The ranking span is the source's first action after the cut: the first tool call's JSON + `</tool_call>`
-    (the tokens a continuation re-decodes first), or for no_tool the rest of the first turn after `</think>`.
+    The ranking span is the source's first action after the cut. For a tool rollout it is the paper's
+    "tool-call tokens" (§3.2): the action a₁ is "a tool call formatted as JSON … in <tool_call>…</tool_call>"
+    (§2.1), so the span is the JSON between the tags, both tags excluded: the opening tag is part of the
+    fixed prefix t₁ˢʳᶜ (never resampled) and the closing tag only delimits the call (for an unclosed call,
+    the span runs to the end of its turn). For no_tool it is the rest of the first turn after `</think>`.
     """
     triggered_set = set(triggered)
     free_id: dict[str, int] = defaultdict(int)
@@ -149,11 +153,15 @@ def candidate_prefixes(
         if t.group not in triggered_set or not _in_target(t, cfg) or t.correct:
             continue
         if cfg.resample_target == "tool":
-            start, end = t.tool_call_spans[0]
+            first = t.tool_call_opened.index(True)  # in T: it opened a call (a lone `</tool_call>` did not)
+            start, end = t.tool_call_spans[first]
             if special_tokens is not None and t.token_ids[start] != special_tokens.tool_call_start:
-                # A `</tool_call>` the policy never opened: there is no "just before the JSON" to cut at.
-                continue
-            cut, span = start + 1, (start + 1, end)
+                raise ValueError(
+                    f"{t.question_id}/{t.sample_id}: tool call {first} is marked opened but its span does "
+                    "not start at <tool_call>"
+                )
+            closed = special_tokens is not None and t.token_ids[end - 1] == special_tokens.tool_call_end
+            cut, span = start + 1, (start + 1, end - 1 if closed else end)
         else:
             assert special_tokens is not None
             cut = _think_end_cut(t, special_tokens.think_end)
@@ -293,7 +301,8 @@ def axpo_advantages(
     * Eq. 3–4, prefix credit: r^prefix = 1[any r_k = 1] replaces the source's reward inside its original group
       (only that one reward; each selected prefix is credited separately), Â^prefix is that entry of the
       modified group's advantages, applied to the source's prefix policy tokens only; the source's own
-      continuation is masked. `prefix_credit=False` (ablation): the source keeps its ordinary GRPO Scored.
+      continuation is masked. `prefix_credit=False` (ablation), and `prefix_fixing=False` (the kept
+      "prefix" is only the prompt, which has no policy tokens): the source keeps its ordinary GRPO Scored.
     * Everything else: `grpo_advantages(originals)` with the original rewards, untouched.
     Eq. 5 is then the clipped loss summed over these Scored rollouts.
     """
@@ -329,8 +338,9 @@ def axpo_advantages(
         for c, a in zip(members, advantages[len(baseline) :], strict=True):
             continuation_advantage[id(c)] = a
 
-    # Eq. 3–4: prefix credit on the source's prefix tokens; its continuation masked.
-    if cfg.prefix_credit:
+    # Eq. 3–4: prefix credit on the source's prefix tokens; its continuation masked. Without prefix fixing
+    # there is no kept prefix to credit (the "prefix" is the prompt): the source keeps its own GRPO loss.
+    if cfg.prefix_credit and cfg.prefix_fixing:
         for req in requests:
             src = req.source
             i = index[(src.group, src.sample_id)]
@@ -339,12 +349,13 @@ def axpo_advantages(
             modified = [r_prefix if j == i else originals[j].reward for j in members]
             a_prefix = group_advantages(modified, cfg.adv_eps)[members.index(i)]
             prefix_mask = [m if j < req.prefix_tokens else 0 for j, m in enumerate(originals[i].loss_mask)]
-            scored[i] = broadcast(originals[i], a_prefix, prefix_mask)
+            scored[i] = broadcast(originals[i], a_prefix, prefix_mask, stream=f"prefix:{req.group_id}")
 
     for c in continuations:
         p = request_of[c.group].prefix_tokens
         continuation_mask = [m if j >= p else 0 for j, m in enumerate(c.loss_mask)]
-        scored.append(broadcast(c, continuation_advantage[id(c)], continuation_mask))
+        stream = f"continuation:{c.group}/{c.sample_id}"
+        scored.append(broadcast(c, continuation_advantage[id(c)], continuation_mask, stream=stream))
     return scored
 
 

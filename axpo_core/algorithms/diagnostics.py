@@ -38,22 +38,30 @@ def step_diagnostics(
 ) -> dict[str, float]:
     """The step's diagnostics, each exactly as computed here.
 
-    Over the originals, grouped by `Trajectory.group` (T = tool-using subgroup, rollouts with ≥ 1 tool call):
-      tool_use_rate            rollouts with ≥ 1 tool call / rollouts
+    Over the originals, grouped by `Trajectory.group` (T = tool-using subgroup: rollouts that open ≥ 1
+    `<tool_call>` block; a lone `</tool_call>` is a format error, not tool use):
+      tool_use_rate            rollouts that open ≥ 1 `<tool_call>` / rollouts
       all_wrong_rate_tool      groups whose non-empty T has no correct rollout / groups with non-empty T
                                (`groups_with_tool`)
       all_wrong_rate_no_tool   the same for the no-tool subgroup (`groups_with_no_tool`)
-      tool_error_rate          tool calls that returned an error / tool calls (`tool_calls`)
+      tool_error_rate          tool-call attempts that returned an error / attempts (`tool_calls`: every
+                               opened block and every lone closing tag)
+      tool_format_error_rate, tool_execution_error_rate   the same split by outcome (envs/tools.py OUTCOMES):
+                               format = unparseable, unknown tool, schema-breaking arguments, an unopened or
+                               unclosed tag; execution = a well-formed call that failed or missed
       mean_turns, reward_mean  means over rollouts
       tokens_original          policy tokens (Σ loss_mask)
     Over AXPO's records (`triggered` defaults to AXPO's tool-target `trigger(originals)`; pass the step's own
     list, `AxpoStepResult.triggered`, for the no_tool ablation):
       triggered_groups, resampled_prefixes (= len(requests)), resampled_groups (triggered groups with ≥ 1
       request), continuations
-      all_wrong_rate_after_resample  triggered groups where no continuation is correct either (a triggered
-                               group that got no budget counts as still all wrong) / triggered_groups
-      flip_rate                triggered groups with ≥ 1 correct continuation / resampled_groups (only groups
-                               that were actually resampled can flip; the paper's ~12% per step)
+      all_wrong_rate_after_resample  the all-wrong rate of the tool-using subgroups on the post-resampling
+                               composition (each group's T plus the tool-using continuations of its prefixes),
+                               over the groups whose composed T is non-empty: under GRPO it equals
+                               all_wrong_rate_tool, so the two plot on one axis (a triggered group that got no
+                               budget stays all wrong)
+      flip_rate                triggered groups with ≥ 1 correct continuation / triggered_groups (the paper's
+                               recovery rate, ~12% per step; a triggered group that got no budget cannot flip)
       distinct_tool_calls_per_prefix  mean over requests of the number of distinct first tool calls among the
                                prefix's continuations (canonical JSON; continuations without a call add none)
       tokens_resampled         newly generated policy tokens of the continuations (Σ loss_mask after the
@@ -82,6 +90,12 @@ def step_diagnostics(
     resampled_groups = {r.source.group for r in requests} & triggered_set
     recovered_groups = {r.source.group for r in requests if any(c.correct for c in by_request[r.group_id])}
     recovered_groups &= triggered_set
+    # group -> whether its tool-using subgroup, tool-using continuations included, has a correct rollout
+    composed = dict(tool_groups)
+    for r in requests:
+        for c in by_request[r.group_id]:
+            if c.used_tool:
+                composed[r.source.group] = composed.get(r.source.group, False) or c.correct
     distinct = [
         len({_canonical_call(c.tool_calls[0]) for c in by_request[r.group_id] if c.tool_calls})
         for r in requests
@@ -97,11 +111,13 @@ def step_diagnostics(
         "tool_use_rate": _rate(sum(t.used_tool for t in originals), n),
         "all_wrong_rate_tool": _rate(sum(not ok for ok in tool_groups.values()), len(tool_groups)),
         "all_wrong_rate_no_tool": _rate(sum(not ok for ok in no_tool_groups.values()), len(no_tool_groups)),
-        "all_wrong_rate_after_resample": _rate(len(triggered_set - recovered_groups), len(triggered_set)),
-        "flip_rate": _rate(len(recovered_groups), len(resampled_groups)),
+        "all_wrong_rate_after_resample": _rate(sum(not ok for ok in composed.values()), len(composed)),
+        "flip_rate": _rate(len(recovered_groups), len(triggered_set)),
         "distinct_tool_calls_per_prefix": _rate(sum(distinct), len(distinct)),
         "zero_advantage_group_share": _rate(sum(zero_groups.values()), len(zero_groups)),
         "tool_error_rate": _rate(sum(t.num_tool_errors for t in originals), tool_calls),
+        "tool_format_error_rate": _rate(sum(t.num_outcome("format") for t in originals), tool_calls),
+        "tool_execution_error_rate": _rate(sum(t.num_outcome("execution") for t in originals), tool_calls),
         "tool_error_rate_resampled": _rate(
             sum(c.num_tool_errors for c in continuations), tool_calls_resampled
         ),

@@ -22,6 +22,8 @@ import torch
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import Trajectory
 
+GRPO_STREAM = "grpo"  # the ordinary GRPO term of the loss; AXPO adds one stream per prefix and continuation
+
 
 @dataclass
 class Scored:
@@ -29,11 +31,13 @@ class Scored:
 
     `advantages` and `mask` have the length of `trajectory.token_ids`; `mask` ⊆ `trajectory.loss_mask`
     (AXPO masks a source's continuation and a resample's prefix), and `advantages` is 0.0 off the mask.
+    `stream` names the loss term the tokens belong to (Eq. 5), for `algorithm.loss_normalization`.
     """
 
     trajectory: Trajectory
     advantages: list[float]
     mask: list[int]
+    stream: str = GRPO_STREAM
 
 
 def group_advantages(rewards: Sequence[float], eps: float) -> list[float]:
@@ -51,10 +55,12 @@ def group_advantages(rewards: Sequence[float], eps: float) -> list[float]:
     return [(r - mean) / (std + eps) for r in rewards]
 
 
-def broadcast(trajectory: Trajectory, advantage: float, mask: Sequence[int] | None = None) -> Scored:
+def broadcast(
+    trajectory: Trajectory, advantage: float, mask: Sequence[int] | None = None, stream: str = GRPO_STREAM
+) -> Scored:
     """Give every token in `mask` (default: the policy's tokens, `loss_mask`) the same advantage."""
     mask = list(trajectory.loss_mask if mask is None else mask)
-    return Scored(trajectory, [advantage if m else 0.0 for m in mask], mask)
+    return Scored(trajectory, [advantage if m else 0.0 for m in mask], mask, stream)
 
 
 def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) -> list[Scored]:
@@ -82,6 +88,7 @@ def clipped_policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     kl_beta: float = 0.0,
     aggregation: str = "token-mean",
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss to *minimize*: −L_clip of App. A (Eq. clip-app), per token, then aggregated over the batch.
 
@@ -93,6 +100,8 @@ def clipped_policy_loss(
       * "token-mean": Σ ℓ·mask / Σ mask over the whole batch (TRL `loss_type="bnpo"`, = "dapo" on one batch);
       * "seq-mean-token-mean": mean over the B rows of each row's token mean (TRL `loss_type="grpo"`; a row
         with an empty mask counts as 0, as in TRL).
+    `token_weights` [B, T] (zero off the mask) replaces the aggregation: the loss is Σ ℓ·w (the update
+    computes w from `algorithm.loss_normalization`, training/update.py `token_weights`).
     Masked-out positions never reach an exp, so padding garbage cannot turn into inf/NaN.
     Stats (detached): token-means over masked tokens of kl, ratio, the clip fractions (TRL's definitions:
     low = ρ < 1 − ε_low with Â < 0, high = ρ > 1 + ε_high with Â > 0), and the loss without the KL term.
@@ -116,6 +125,8 @@ def clipped_policy_loss(
         per_token = per_token + kl_beta * kl
 
     def aggregate(x: torch.Tensor) -> torch.Tensor:
+        if token_weights is not None:
+            return (x * token_weights).sum()
         if aggregation == "token-mean":
             return (x * mask_f).sum() / mask_f.sum().clamp(min=1.0)
         return ((x * mask_f).sum(-1) / mask_f.sum(-1).clamp(min=1.0)).mean()

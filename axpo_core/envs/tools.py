@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from axpo_core.envs.python_helpers import HELPER_DOCS, PRELOAD
 from axpo_core.envs.sandbox import Sandbox
 from axpo_core.envs.search import MAX_RESULTS, SearchIndex, builtin_index, load_index
 
@@ -75,7 +76,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "between calls. The images are preloaded as `_pil_images`, a list of PIL images numbered "
                 "like img_idx (zoomed crops included). The value of a final expression is shown too. There "
                 "is no network access, files can only be written in the current directory, and each call "
-                "has a time limit."
+                "has a time limit. Preloaded helpers: " + "; ".join(HELPER_DOCS) + "."
             ),
             "parameters": {
                 "type": "object",
@@ -124,9 +125,27 @@ def tool_schemas(names: Sequence[str] = TOOL_NAMES) -> list[dict]:
     return [json.loads(json.dumps(_SCHEMAS[n])) for n in _check_names(names)]  # deep copies
 
 
-def system_prompt(names: Sequence[str] = TOOL_NAMES) -> str:
+#: One line per tool for `system_prompt(compact=True)`: the same tools, arguments and helpers as the JSON
+#: schemas, in a few dozen tokens each. The tiny scales use it (`tools.descriptions: compact`): there the
+#: full schemas are ~1,000 of a rollout's ~1,150 tokens, and every SFT step, prefill and update pays for
+#: them. Real checkpoints keep the full schemas their chat template was trained on.
+_COMPACT: dict[str, str] = {
+    "image_zoom_in": (
+        "image_zoom_in(bbox_2d, label, img_idx=0): crop [x1, y1, x2, y2] (0-1000 relative coordinates, "
+        "(0, 0) top left) of the full-resolution image img_idx and see it as a new image"
+    ),
+    "python": (
+        "python(code): run Python and see what it prints; the images are `_pil_images`; helpers: "
+        + "; ".join(HELPER_DOCS)
+    ),
+    "search": "search(query, max_results=3): look facts up in an offline encyclopedia",
+}
+
+
+def system_prompt(names: Sequence[str] = TOOL_NAMES, compact: bool = False) -> str:
     """The system prompt: a role line, the Qwen-style tool block (one JSON schema per line) and the
-    answer format (think, then one tool call or the final boxed answer)."""
+    answer format (think, then one tool call or the final boxed answer). `compact`: one short line per tool
+    instead of the JSON schemas (see `_COMPACT`)."""
     names = _check_names(names)
     role = "You are a helpful assistant that answers questions about images.\n\n"
     if names:
@@ -143,6 +162,9 @@ def system_prompt(names: Sequence[str] = TOOL_NAMES) -> str:
     )
     if not names:
         return role + answer
+    if compact:
+        lines = "\n".join(f"- {_COMPACT[n]}" for n in names)
+        return role + f"# Tools\n\n{lines}\n\n" + answer
     tools = "\n".join(json.dumps(schema, ensure_ascii=False) for schema in tool_schemas(names))
     return (
         role + "# Tools\n\n"
@@ -163,12 +185,20 @@ class ToolCall:
     arguments: dict
 
 
+#: A tool call's outcome (DESIGN §4): "ok"; "format": the call itself is malformed (not parseable JSON,
+#: unknown or unavailable tool, arguments that break the schema, an unopened or unclosed tag); "execution":
+#: a well-formed call that failed or missed (empty crop, image index out of range, an exception or timeout
+#: in the code, the call budget spent).
+OUTCOMES = ("ok", "format", "execution")
+
+
 @dataclass
 class ToolResult:
     text: str  # what goes inside <tool_response>...</tool_response> (besides images)
     images: list[Image.Image] = field(default_factory=list)  # new images returned by the tool
     error: str | None = None  # None on success; a short error text on failure
     name: str | None = None  # the tool name, when the call named a known tool
+    outcome: str = "ok"  # one of OUTCOMES
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -336,9 +366,13 @@ def _clean(text: str) -> str:
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 3] + "..."
 
 
-def _failure(message: str, name: str | None) -> ToolResult:
+def _failure(message: str, name: str | None, outcome: str = "execution") -> ToolResult:
     return ToolResult(
-        text=message, images=[], error=message.removeprefix("Error: ").splitlines()[0], name=name
+        text=message,
+        images=[],
+        error=message.removeprefix("Error: ").splitlines()[0],
+        name=name,
+        outcome=outcome,
     )
 
 
@@ -390,12 +424,13 @@ class ToolSession:
                 )
             name, call = _parse(raw)
             if isinstance(call, str):
-                return _failure(call, name)
+                return _failure(call, name, "format")
             if call.name not in self.tools:
                 available = ", ".join(self.tools) if self.tools else "none"
                 return _failure(
                     f'Error: the tool "{call.name}" is not available here; available tools: {available}.',
                     name,
+                    "format",
                 )
             if call.name == "image_zoom_in":
                 return self._zoom(call.arguments)
@@ -447,8 +482,10 @@ class ToolSession:
     def _python(self, args: dict) -> ToolResult:
         if self._sandbox is None:
             self._sandbox = Sandbox(**self._python_options)
+            self._sandbox.run(PRELOAD, self.images)  # the documented helpers (python_helpers.py)
         result = self._sandbox.run(args["code"], self.images)
-        return ToolResult(text=result.text, images=[], error=result.error, name="python")
+        outcome = "ok" if result.error is None else "execution"
+        return ToolResult(text=result.text, images=[], error=result.error, name="python", outcome=outcome)
 
     def _index(self) -> SearchIndex:
         source = self._search_source

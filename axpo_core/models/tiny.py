@@ -104,7 +104,7 @@ def default_corpus(num_questions: int = 48, seed: int = 0) -> list[str]:
     from axpo_core.envs.tools import system_prompt
 
     rng = random.Random(seed)
-    corpus = [system_prompt()]
+    corpus = [system_prompt(), system_prompt(compact=True)]
     for suite in SUITES.values():
         for question in suite.generate(num_questions, seed):
             corpus.append(question.text)

@@ -51,7 +51,7 @@ class RolloutEngine:
         self.config = rollout
         self.tools_config = tools
         self.sampling = sampling or rollout.sampling
-        self.system = system_prompt(tools.enabled)
+        self.system = system_prompt(tools.enabled, compact=tools.descriptions == "compact")
         special = chat.special
         self.stop_ids = [special.tool_call_end, special.im_end, special.endoftext]
 
@@ -127,6 +127,8 @@ class RolloutEngine:
                     tool_call_spans=list(spans),
                     tool_calls=source.tool_calls[: len(spans)],
                     tool_errors=source.tool_errors[: len(spans)],
+                    tool_outcomes=source.tool_outcomes[: len(spans)],
+                    tool_call_opened=source.tool_call_opened[: len(spans)],
                     turns=turns_done,
                     parent=Parent(source.sample_id, cut),
                     prefix_text=prefix_text,
@@ -176,30 +178,29 @@ class RolloutEngine:
         special = self.chat.special
         trajectory = r.trajectory
         last = trajectory.token_ids[-1] if stopped else None
-        if last != special.tool_call_end:
-            # `<|im_end|>`/`<|endoftext|>`: the final answer; no stop id: the turn ran out of tokens.
-            self._finish(r, truncated=not stopped)
-            return
         turn = trajectory.token_ids[r.turn_start :]
         opening = len(turn) - 1 - turn[::-1].index(special.tool_call) if special.tool_call in turn else None
+        if last != special.tool_call_end:
+            # `<|im_end|>`/`<|endoftext|>`: the final answer; no stop id: the turn ran out of tokens. A
+            # `<tool_call>` the turn opened and never closed is a format error (and tool use).
+            if opening is not None:
+                start = r.turn_start + opening
+                self._record_call(
+                    trajectory, (start, len(trajectory.token_ids)), self.chat.decode(turn[opening + 1 :]),
+                    "unclosed", "format", opened=True,
+                )
+            self._finish(r, truncated=not stopped)
+            return
         end = len(trajectory.token_ids)
-        if opening is None:  # the whole turn stands for the malformed call
-            raw, start = None, r.turn_start
+        if opening is None:  # a lone `</tool_call>`: the whole turn stands for the malformed call
+            result_text, new_images = "Error: </tool_call> without an opening <tool_call>.", []
+            self._record_call(trajectory, (r.turn_start, end), "", "unopened", "format", opened=False)
         else:
             start = r.turn_start + opening
             raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])
-        trajectory.tool_call_spans.append((start, end))
-        if raw is None:
-            result_text, new_images, error = (
-                "Error: </tool_call> without an opening <tool_call>.",
-                [],
-                "unopened",
-            )
-        else:
             result = r.tools.execute(raw)
-            result_text, new_images, error = result.text, result.images, result.error
-        trajectory.tool_calls.append(raw if raw is not None else "")
-        trajectory.tool_errors.append(error)
+            result_text, new_images = result.text, result.images
+            self._record_call(trajectory, (start, end), raw, result.error, result.outcome, opened=True)
         if trajectory.turns >= self.config.max_turns:
             self._finish(r, truncated=True)  # a tool call on the last allowed turn: no answer will come
             return
@@ -212,6 +213,21 @@ class RolloutEngine:
         r.encoded.extend(encoded)
         self._append(r, response, None, None, policy=False)
         r.turn_start = len(trajectory.token_ids)
+
+    @staticmethod
+    def _record_call(
+        trajectory: Trajectory,
+        span: tuple[int, int],
+        raw: str,
+        error: str | None,
+        outcome: str,
+        opened: bool,
+    ) -> None:
+        trajectory.tool_call_spans.append(span)
+        trajectory.tool_calls.append(raw)
+        trajectory.tool_errors.append(error)
+        trajectory.tool_outcomes.append(outcome)
+        trajectory.tool_call_opened.append(opened)
 
     def _finish(self, r: _Live, truncated: bool) -> None:
         trajectory = r.trajectory

@@ -37,10 +37,15 @@ class Trajectory:
     loss_mask: list[int]
     prompt_len: int
     images: list[Image.Image] = field(default_factory=list, repr=False)
-    # Token spans [start, end) of each `<tool_call>…</tool_call>` block, both tags included.
+    # Per tool-call attempt, in order: every `<tool_call>` block the policy opened, and every lone
+    # `</tool_call>` (a format error that is not tool use, paper §2.2).
+    # Token spans [start, end): both tags included; an unopened call's span is its whole turn, an unclosed
+    # one's runs to the end of its turn.
     tool_call_spans: list[tuple[int, int]] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)  # the raw text between the tags, per call
     tool_errors: list[str | None] = field(default_factory=list)  # None for a call that succeeded
+    tool_outcomes: list[str] = field(default_factory=list)  # "ok" | "format" | "execution" (envs.tools)
+    tool_call_opened: list[bool] = field(default_factory=list)  # False: a lone `</tool_call>`
     turns: int = 0
     truncated: bool = False
     reward: float = 0.0
@@ -56,11 +61,16 @@ class Trajectory:
 
     @property
     def used_tool(self) -> bool:
-        return len(self.tool_calls) > 0
+        """The paper's tool use: the rollout opened at least one `<tool_call>` block."""
+        return any(self.tool_call_opened)
 
     @property
     def num_tool_calls(self) -> int:
+        """Tool-call attempts, lone closing tags included (each is a format error)."""
         return len(self.tool_calls)
+
+    def num_outcome(self, outcome: str) -> int:
+        return self.tool_outcomes.count(outcome)
 
     @property
     def num_tool_errors(self) -> int:
@@ -86,6 +96,8 @@ class Trajectory:
             "tool_calls": self.tool_calls,
             "tool_errors": self.num_tool_errors,
             "tool_error_messages": [e for e in self.tool_errors if e is not None],
+            "tool_outcomes": self.tool_outcomes,
+            "tool_call_opened": self.tool_call_opened,
             "turns": self.turns,
             "truncated": self.truncated,
             "text": self.text,

@@ -74,6 +74,7 @@ class RLTrainer:
             requests,
             triggered,
             reference=self.reference,
+            round_index=round_index,
         )
         self.engine.generator.sync_weights()
         return RoundResult(round_index, result.diagnostics, result.stats, originals, continuations)

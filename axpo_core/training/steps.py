@@ -85,6 +85,7 @@ def update_step(
     requests: Sequence[ContinuationRequest],
     triggered: Sequence[str],
     reference: torch.nn.Module | None = None,
+    round_index: int = 0,
 ) -> UpdateResult:
     """Advantages (GRPO, or AXPO's two streams when there are continuations), then one policy update."""
     if resampling_on(config.algorithm):
@@ -101,6 +102,7 @@ def update_step(
         chat,
         reference=reference,
         temperature=config.rollout.sampling.temperature,
+        seed=config.seed * 7919 + round_index,  # the mini-batch order
     )
     policy.model.eval()
     diagnostics = step_diagnostics(originals, continuations, requests, scored, list(triggered))

@@ -1,10 +1,20 @@
-"""One policy update from scored trajectories (GRPO and AXPO share it; they differ only in the advantages).
+"""The policy update from scored trajectories (GRPO and AXPO share it; they differ only in the advantages).
 
-Per micro-batch: recompute log-probs under the current policy (teacher-forced, images included), the
-clipped loss against the rollout log-probs with the reference KL, backward. Gradients accumulate over
-micro-batches so memory is bounded by `micro_batch_size`, with each micro-batch's loss weighted so the
-sum equals the loss over the whole batch. Then grad-norm clipping and one optimizer step, unless the
-loss or a gradient is NaN/inf, in which case the step is skipped and reported.
+PPO-style, as the verl/ProRL recipe the paper builds on: `training.ppo_epochs` passes over the rollout
+batch, each shuffled and split into mini-batches of `training.mini_batch_size` sequences, one optimizer step
+per mini-batch. The importance ratio is exactly 1 at the first step (the sampler's own log-probs) and
+departs from 1 afterwards, which is where the clip acts.
+
+Per micro-batch (`micro_batch_size` sequences, bounding memory): recompute log-probs under the current
+policy (teacher-forced, images included), the clipped loss against the rollout log-probs with the reference
+KL, backward. Gradients accumulate over a mini-batch's micro-batches exactly. Then grad-norm clipping and
+the optimizer step, unless the loss or a gradient is NaN/inf: that step is skipped and counted.
+
+How tokens are weighted (`token_weights`): every scored rollout gets one weight per token, from
+`algorithm.loss_normalization` (batch_token_mean or per_stream, see config.py) and `algorithm.aggregation`.
+The full-batch loss is Σ weight·ℓ over all masked tokens; a mini-batch's loss is its own weighted token mean
+scaled to the full batch's total weight, so for batch_token_mean it is that mini-batch's token mean (verl)
+and with one mini-batch it is the full-batch loss exactly.
 
 Plain torch: an `accelerate.Accelerator` can wrap the model and optimizer (FSDP/DeepSpeed) and drive
 the same function; only `backward` would go through `accelerator.backward`.
@@ -13,12 +23,14 @@ the same function; only `backward` would go through `accelerator.backward`.
 from __future__ import annotations
 
 import math
+import random
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
-from axpo_core.algorithms.grpo import Scored, clipped_policy_loss
+from axpo_core.algorithms.grpo import GRPO_STREAM, Scored, clipped_policy_loss
 from axpo_core.config import AlgorithmConfig, TrainingConfig
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.chat import ChatFormat
@@ -27,14 +39,20 @@ from axpo_core.rollout.logprobs import pack, sequence_logprobs
 
 @dataclass
 class UpdateStats:
-    loss: float
-    kl: float
+    loss: float  # mean over the optimizer steps of each step's loss
+    kl: float  # token means over all steps' tokens (the first step's are at the rollout policy)
     clip_fraction: float
-    grad_norm: float
+    ratio_max: float
+    grad_norm: float  # mean over the steps (before clipping)
     entropy: float
     policy_tokens: int
     sequences: int
-    skipped: bool  # True when a NaN/inf loss or gradient made the step a no-op
+    steps: int  # optimizer steps taken
+    skipped: bool  # True when every step was skipped (NaN/inf loss or gradient)
+    skipped_steps: int = 0
+    # The loss weight of an original (GRPO-stream) rollout's token relative to GRPO's 1/T over the same
+    # originals: 1.0 under GRPO; below 1 when AXPO's continuations share one token mean (batch_token_mean).
+    original_token_weight: float = 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -55,6 +73,28 @@ def _padded(
     return out.to(device)
 
 
+def token_weights(items: Sequence[Scored], algorithm: AlgorithmConfig) -> list[float]:
+    """One loss weight per item, shared by its masked tokens (the loss is Σ weight·ℓ over them).
+
+    * batch_token_mean: one normaliser for the whole batch: 1/T (token-mean), or 1/(n·T_i)
+      (seq-mean-token-mean: each row's token mean, averaged over the n rows).
+    * per_stream: the same within each `Scored.stream` (the GRPO term, each prefix term, each continuation
+      term), and the streams' losses summed (Eq. 5).
+    """
+    streams: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(items):
+        streams[s.stream if algorithm.loss_normalization == "per_stream" else "batch"].append(i)
+    weights = [0.0] * len(items)
+    for members in streams.values():
+        tokens = [sum(items[i].mask) for i in members]
+        for i, t in zip(members, tokens, strict=True):
+            if algorithm.aggregation == "token-mean":
+                weights[i] = 1.0 / sum(tokens)
+            else:
+                weights[i] = 1.0 / (len(members) * t)
+    return weights
+
+
 def policy_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -65,35 +105,96 @@ def policy_update(
     reference: torch.nn.Module | None = None,
     temperature: float = 1.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    seed: int = 0,
 ) -> UpdateStats:
-    """One optimizer step over `scored` (all of them), in micro-batches of `training.micro_batch_size`."""
+    """`training.ppo_epochs` × ⌈n / mini_batch_size⌉ optimizer steps over `scored` (shuffled per epoch by
+    `seed`), each accumulated over micro-batches of `training.micro_batch_size`."""
     items = [s for s in scored if any(s.mask)]
-    model = policy.model
-    device = policy.device
-    never = policy.special.never_sampled()
-    total_tokens = sum(sum(s.mask) for s in items)
     if not items:
-        return UpdateStats(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, skipped=True)
+        return UpdateStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, skipped=True)
+    weights = token_weights(items, algorithm)
+    total_weight = sum(w * sum(s.mask) for w, s in zip(weights, items, strict=True))
+    total_tokens = sum(sum(s.mask) for s in items)
+    original_tokens = sum(sum(s.trajectory.loss_mask) for s in items if s.stream == GRPO_STREAM)
+    grpo_items = [(w, s) for w, s in zip(weights, items, strict=True) if s.stream == GRPO_STREAM]
+    grpo_tokens = sum(sum(s.mask) for _, s in grpo_items)
+    original_weight = (
+        sum(w * sum(s.mask) for w, s in grpo_items) / grpo_tokens * original_tokens if grpo_tokens else 1.0
+    )
 
+    order = random.Random(f"update:{seed}")
+    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
+    ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
+    for _epoch in range(training.ppo_epochs):
+        indices = list(range(len(items)))
+        order.shuffle(indices)
+        for start in range(0, len(indices), training.mini_batch_size):
+            mini = indices[start : start + training.mini_batch_size]
+            # Scaled to the full batch's total weight: the mini-batch's own weighted token mean.
+            scale = total_weight / sum(weights[i] * sum(items[i].mask) for i in mini)
+            batch = [items[i] for i in mini]
+            step = _step(
+                policy, optimizer, batch, [weights[i] * scale for i in mini], algorithm, training, chat,
+                reference, temperature, backward,
+            )
+            if step is None:
+                skipped += 1
+                continue
+            steps += 1
+            sums["loss"] += step["loss"]
+            sums["grad_norm"] += step["grad_norm"]
+            for key in ("kl", "clip_fraction", "entropy"):
+                sums[key] += step[key]  # token sums
+            seen_tokens += step["tokens"]
+            ratio_max = max(ratio_max, step["ratio_max"])
     optimizer.zero_grad(set_to_none=True)
-    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
-    finite = True
+    per_token = max(seen_tokens, 1.0)
+    return UpdateStats(
+        loss=sums["loss"] / steps if steps else float("nan"),
+        kl=sums["kl"] / per_token,
+        clip_fraction=sums["clip_fraction"] / per_token,
+        ratio_max=ratio_max,
+        grad_norm=sums["grad_norm"] / steps if steps else float("nan"),
+        entropy=sums["entropy"] / per_token,
+        policy_tokens=int(total_tokens),
+        sequences=len(items),
+        steps=steps,
+        skipped=steps == 0,
+        skipped_steps=skipped,
+        original_token_weight=original_weight,
+    )
+
+
+def _step(
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    items: Sequence[Scored],
+    weights: Sequence[float],
+    algorithm: AlgorithmConfig,
+    training: TrainingConfig,
+    chat: ChatFormat,
+    reference: torch.nn.Module | None,
+    temperature: float,
+    backward: Callable[[torch.Tensor], None],
+) -> dict[str, float] | None:
+    """One optimizer step on a mini-batch (loss Σ weight·ℓ), or None when it was skipped (NaN/inf)."""
+    model, device = policy.model, policy.device
+    never = policy.special.never_sampled()
+    optimizer.zero_grad(set_to_none=True)
+    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0}
     for start in range(0, len(items), training.micro_batch_size):
         micro = items[start : start + training.micro_batch_size]
         trajectories = [s.trajectory for s in micro]
         images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
         batch = pack(
-            [t.token_ids for t in trajectories],
-            images,
-            policy.special.pad,
-            policy.special.image_pad,
-            "right",
-            device,
+            [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
+            "right", device,
         )
         width = batch.input_ids.shape[1]
         old = _padded([t.logprobs for t in trajectories], width, device)
         advantages = _padded([s.advantages for s in micro], width, device)
         mask = _padded([s.mask for s in micro], width, device)
+        row_weights = torch.tensor(list(weights[start : start + training.micro_batch_size]), device=device)
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
             with torch.no_grad():
@@ -108,34 +209,23 @@ def policy_update(
             eps_high=algorithm.eps_high,
             ref_logprobs=ref,
             kl_beta=algorithm.kl_beta if ref is not None else 0.0,
-            aggregation=algorithm.aggregation,
+            token_weights=row_weights.unsqueeze(1) * mask,
         )
-        # The loss is a mean over this micro-batch; weight it by its share of the whole batch.
-        tokens = mask.sum().item()
-        weight = tokens / total_tokens if algorithm.aggregation == "token-mean" else len(micro) / len(items)
         if not torch.isfinite(loss):
-            finite = False
-            break
-        backward(loss * weight)
-        sums["loss"] += loss.item() * weight
-        sums["kl"] += float(stats.get("kl", 0.0)) * tokens / total_tokens
-        sums["clip_fraction"] += float(stats.get("clip_fraction", 0.0)) * tokens / total_tokens
-        sums["entropy"] += (entropy.detach() * mask).sum().item() / total_tokens
-
-    grad_norm = float("nan")
-    if finite:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm))
-        finite = math.isfinite(grad_norm)
-    if finite:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return UpdateStats(
-        loss=sums["loss"] if finite else float("nan"),
-        kl=sums["kl"],
-        clip_fraction=sums["clip_fraction"],
-        grad_norm=grad_norm,
-        entropy=sums["entropy"],
-        policy_tokens=int(total_tokens),
-        sequences=len(items),
-        skipped=not finite,
-    )
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        backward(loss)
+        tokens = float(mask.sum().item())
+        out["loss"] += loss.item()
+        out["kl"] += float(stats["kl"]) * tokens
+        out["clip_fraction"] += float(stats["clip_fraction"]) * tokens
+        out["entropy"] += (entropy.detach() * mask).sum().item()
+        out["tokens"] += tokens
+        out["ratio_max"] = max(out["ratio_max"], float(stats["ratio_max"]))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm))
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    out["grad_norm"] = grad_norm
+    return out
