@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from axpo_core.evaluation.passk import mean_and_ci, pass_at_k
-from axpo_core.evaluation.run_dir import RunData, is_ablation, read_run, report_ks, run_folder
+from axpo_core.evaluation.run_dir import RunData, is_ablation, read_run, report_ks, run_folder, stage_key
+from axpo_core.evaluation.viewer import write_viewer
 
 if TYPE_CHECKING:
     from axpo_core.evaluation.plots import Plot
-
-STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+AXPO"]
 
 
 @dataclass(frozen=True)
@@ -32,16 +31,12 @@ class EvalRow:
 Table = list[dict[str, str | float]]  # one dict per row, column -> value (percentages as floats)
 
 
-def _stage_key(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
-
-
 def results_table(rows: Sequence[EvalRow], ks: Sequence[int]) -> list[dict[str, str | float]]:
     """One dict per (scale, stage): `<benchmark> pass@k` columns and `average pass@k` (over benchmarks)."""
     benchmarks = sorted({r.benchmark for r in rows})
     cells = {(r.scale, r.stage, r.benchmark): r.metrics for r in rows}
     table = []
-    for scale, stage in sorted({(r.scale, r.stage) for r in rows}, key=lambda s: (s[0], _stage_key(s[1]))):
+    for scale, stage in sorted({(r.scale, r.stage) for r in rows}, key=lambda s: (s[0], stage_key(s[1]))):
         row: dict[str, str | float] = {"scale": scale, "stage": stage}
         for k in ks:
             values = []
@@ -129,7 +124,7 @@ def tool_call_table(rows: Sequence[EvalRow]) -> Table:
     """Per (scale, stage): tool-call rate (%) per benchmark and overall, tool error rate, mean turns."""
     benchmarks = sorted({r.benchmark for r in rows})
     table = []
-    for scale, stage in sorted({(r.scale, r.stage) for r in rows}, key=lambda s: (s[0], _stage_key(s[1]))):
+    for scale, stage in sorted({(r.scale, r.stage) for r in rows}, key=lambda s: (s[0], stage_key(s[1]))):
         mine = {r.benchmark: r.metrics for r in rows if (r.scale, r.stage) == (scale, stage)}
         row: dict[str, str | float] = {"scale": scale, "stage": stage}
         for bench in benchmarks:
@@ -168,7 +163,7 @@ def diagnostics_summary(run: RunData) -> Table:
     """Per RL arm: each diagnostic averaged over rounds (rounds with an empty denominator left out)."""
     table = []
     for scale in run.scales:
-        for stage in sorted(scale.arms, key=_stage_key):
+        for stage in sorted(scale.arms, key=stage_key):
             metrics = scale.arms[stage].metrics
             if not metrics:
                 continue
@@ -187,7 +182,7 @@ def diagnostics_rows(run: RunData) -> Table:
     """Every round's stored metrics, one row per (scale, arm, round), for the CSV."""
     rows: Table = []
     for scale in run.scales:
-        for stage in sorted(scale.arms, key=_stage_key):
+        for stage in sorted(scale.arms, key=stage_key):
             for round_index, metrics in scale.arms[stage].metrics.items():
                 rows.append({"scale": scale.name, "arm": stage, "round": round_index, **metrics})
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -343,13 +338,11 @@ def build_report(
         for scale in run.scales
         for plot in plot_diagnostics(
             scale.name,
-            {stage: scale.arms[stage].metrics for stage in sorted(scale.arms, key=_stage_key)},
+            {stage: scale.arms[stage].metrics for stage in sorted(scale.arms, key=stage_key)},
             out_dir / "plots",
         )
     ]
     if viewer:
-        from axpo_core.evaluation.viewer import write_viewer
-
         write_viewer(run, out_dir / "rollouts.html")
     page = _Page(run, out_dir, tables, plots, ks, viewer, csvs)
     (out_dir / "report.md").write_text(page.markdown())

@@ -34,6 +34,15 @@ _KNOWN_STAGES = {
     "sft_grpo": "SFT+GRPO",
     "sft_axpo": "SFT+AXPO",
 }
+#: The paper's stage order (its results table's rows); other stages (ablations) sort after, by name.
+STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+AXPO"]
+
+
+def stage_key(stage: str) -> tuple[int, str]:
+    """Sort key putting stages in :data:`STAGE_ORDER`, unknown ones after it in name order."""
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
+
+
 _ROUND = re.compile(r"^round-(\d+)\.json$")
 _ROLLOUTS = re.compile(r"^round-(\d+)\.jsonl$")
 

@@ -24,8 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from axpo_core.evaluation.report import _stage_key  # the paper's stage order
-from axpo_core.evaluation.run_dir import Arm, RoundRollouts, RunData
+from axpo_core.evaluation.run_dir import Arm, RoundRollouts, RunData, stage_key
 from axpo_core.rollout.trajectory import Trajectory
 
 QUESTION_PX = 360  # longest side of the question image thumbnails
@@ -498,7 +497,7 @@ def render_viewer(run: RunData, max_rounds: int = 6, max_questions: int = 8, eva
     assets = _Assets()
     index, sections = [], []
     for scale in run.scales:
-        for stage in sorted(scale.arms, key=_stage_key):
+        for stage in sorted(scale.arms, key=stage_key):
             arm = scale.arms[stage]
             rounds = _spread(arm.rollout_rounds(), max_rounds)
             if not rounds:
@@ -519,7 +518,7 @@ def render_viewer(run: RunData, max_rounds: int = 6, max_questions: int = 8, eva
             )
     eval_sections = []
     for scale in run.scales:
-        for stage in sorted(scale.evals, key=_stage_key):
+        for stage in sorted(scale.evals, key=stage_key):
             for bench, records in scale.evals[stage].items():
                 anchor = _anchor("eval", scale.name, stage, bench)
                 eval_sections.append(
