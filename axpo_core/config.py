@@ -105,12 +105,17 @@ class TrainingConfig(Section):
     ppo_epochs: int = Field(2, ge=1)
     mini_batch_size: int = Field(16, ge=1)
     seed: int = 0
-    suites: list[str] = ["zoom_detail", "python_count", "control_shapes"]
+    # SFT and the RL pool draw from every evaluated suite (training seeds, disjoint from evaluation's), plus
+    # the no-tool control.
+    suites: list[str] = [*BENCHMARK_SUITES, "control_shapes"]
 
 
 class SFTConfig(Section):
     examples: int = Field(192, ge=1)
     tool_share: float = Field(0.25, ge=0, le=1)
+    # Of the no-tool examples: the share that are tool suites' lucky tool-free guesses (the rest: control
+    # suites' always-right oracles); see training/sft_data.py.
+    guess_share: float = Field(0.75, ge=0, le=1)
     epochs: float = Field(8.0, gt=0)  # 384 steps: fewer leave the tiny model writing word salad
     learning_rate: float = Field(1e-2, gt=0)
     batch_size: int = Field(4, ge=1)

@@ -129,10 +129,36 @@ def _flow_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
+PER_ROUND = [  # (column, metric): each RL arm's diagnostics per round, under the paper's definitions
+    ("tool use", "tool_use_rate"),
+    ("all-wrong T", "all_wrong_rate_tool"),
+    ("all-wrong no-T", "all_wrong_rate_no_tool"),
+    ("after resample", "all_wrong_rate_after_resample"),
+    ("flip", "flip_rate"),
+    ("triggered", "triggered_groups"),
+    ("format err", "tool_format_error_rate"),
+    ("reward", "reward_mean"),
+    ("KL", "update/kl"),
+    ("clip", "update/clip_fraction"),
+    ("orig. w", "update/original_token_weight"),
+]
+
+
 def _print_result(result) -> None:
     print()
     print(f"Results ({result.scale}, seed {result.seed}), Pass@k in %:")
     print(result.table_markdown)
+    if result.outcomes_markdown:
+        print("SFT tool calls per benchmark (evaluation; outcomes and accuracy with / without a tool, %):")
+        print(result.outcomes_markdown)
+    if result.tools_markdown:
+        print("Are tools necessary? Oracle with its tool, the no-tool oracle (chance), the SFT agent (%):")
+        print(result.tools_markdown)
+    for stage, rounds in result.round_metrics.items():
+        print(f"[{stage}] per round:")
+        print("  round  " + "  ".join(f"{c:>14s}" for c, _ in PER_ROUND))
+        for i, metrics in enumerate(rounds, 1):
+            print(f"  {i:5d}  " + "  ".join(f"{metrics.get(k, float('nan')):14.4g}" for _, k in PER_ROUND))
     for stage, metrics in result.final_metrics.items():
         shown = "  ".join(f"{k.removeprefix('update/')}={metrics[k]:.3g}" for k in SHOWN if k in metrics)
         print(f"[{stage}] last round: {shown}")

@@ -16,7 +16,7 @@ from flows.runtime import make_context
 from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef
-from tasks.evaluation import EvalRef, report
+from tasks.evaluation import EvalRef, report, tool_check
 from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
 from tasks.tracking import close_tracking_run, log_metrics, open_tracking_run
@@ -34,6 +34,9 @@ class PipelineResult(BaseModel):
     parent_run_id: str
     evaluations: list[EvalRef]
     final_metrics: dict[str, dict[str, float]]  # stage -> last round's diagnostics
+    round_metrics: dict[str, list[dict[str, float]]] = {}  # stage -> every round's diagnostics, in order
+    tools_markdown: str = ""  # are tools necessary (oracles vs the SFT agent)
+    outcomes_markdown: str = ""  # the SFT agent's tool-call outcomes per benchmark
 
 
 def arms(config: Config) -> list[Arm]:
@@ -58,10 +61,12 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
     needs_sft = any(s.startswith("SFT") for s in config.pipeline.stages) or any(
         a.stage.startswith("SFT") for a in rl_arms
     )
-    steps = Steps(f"pipeline {scale}", total=3 + needs_sft + bool(rl_arms) + len(rl_arms))
+    steps = Steps(f"pipeline {scale}", total=4 + needs_sft + bool(rl_arms) + len(rl_arms))
 
     with steps.step("base model"):
         base = build_model(ctx, scale)
+    with steps.step("tool check"):
+        tool_rows = tool_check(ctx, base)
     checkpoints: dict[str, CheckpointRef] = {"Base": base}
     if needs_sft:
         with steps.step("SFT"):
@@ -73,6 +78,7 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
 
     stage_runs: dict[str, str] = {}
     final_metrics: dict[str, dict[str, float]] = {}
+    round_metrics: dict[str, list[dict[str, float]]] = {}
     for arm in rl_arms:
         start = checkpoints["SFT"] if arm.stage.startswith("SFT") else base
         stage_runs[arm.stage] = open_tracking_run(
@@ -82,6 +88,7 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
             records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
         checkpoints[arm.stage] = records[-1].checkpoint
         final_metrics[arm.stage] = records[-1].metrics
+        round_metrics[arm.stage] = [r.metrics for r in records]
 
     evaluated = {
         stage: ckpt
@@ -104,7 +111,7 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
         }
         log_metrics(ctx, stage_runs[stage], metrics)
     with steps.step("report"):
-        summary = report(ctx, evaluations)
+        summary = report(ctx, evaluations, tool_rows)
     steps.close()
     for run_id in stage_runs.values():
         close_tracking_run(ctx, run_id)
@@ -120,6 +127,9 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
         parent_run_id=parent,
         evaluations=evaluations,
         final_metrics=final_metrics,
+        round_metrics=round_metrics,
+        tools_markdown=summary.tools_markdown,
+        outcomes_markdown=summary.outcomes_markdown,
     )
 
 

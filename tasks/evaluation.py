@@ -8,9 +8,18 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from axpo_core.evaluation.report import EvalRow, build_report, results_table, to_csv, to_markdown
+from axpo_core.evaluation.report import (
+    EvalRow,
+    build_report,
+    results_table,
+    to_csv,
+    to_markdown,
+    tool_outcome_table,
+)
 from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
 from axpo_core.evaluation.runner import evaluate as run_evaluation
+from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_table
+from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
 from axpo_core.storage import local_path
 from tasks.artifacts import artifact_key
@@ -29,6 +38,17 @@ class EvalRef(BaseModel):
 class ReportRef(BaseModel):
     uri: str
     markdown: str
+    tools_markdown: str = ""  # are tools necessary: oracles vs the SFT agent's tool-using / no-tool samples
+    outcomes_markdown: str = ""  # the SFT agent's tool-call outcomes per benchmark
+
+
+@task(name="tool_check", **RESUMABLE)
+def tool_check(ctx: RunContext, base: CheckpointRef) -> list[dict]:
+    """Oracle-with-tool and no-tool-oracle accuracy per tool suite (evaluation questions), to report/."""
+    policy = load_checkpoint(ctx, base.uri)  # only its tokenizer and image processor are used
+    rows = tools_necessary(ctx.config, ChatFormat(policy.tokenizer, policy.image_processor, policy.special))
+    ctx.store.put_json(ctx.layout().report("tool_check.json"), rows)
+    return rows
 
 
 @task(name="evaluate", **RESUMABLE)
@@ -50,10 +70,12 @@ def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: 
 
 
 @task(name="report", **RESUMABLE)
-def report(ctx: RunContext, evaluations: list[EvalRef]) -> ReportRef:
+def report(ctx: RunContext, evaluations: list[EvalRef], tool_rows: list[dict] | None = None) -> ReportRef:
     """The results table (Markdown, CSV, a Prefect table artifact) under report/."""
     rows = [EvalRow(e.scale, e.stage, e.benchmark, e.metrics) for e in evaluations]
     table = results_table(rows, ctx.config.evaluation.k)
+    outcomes = tool_outcome_table([r for r in rows if r.stage == "SFT"])
+    tools = tools_necessary_table(tool_rows or [], outcomes)
     markdown = to_markdown(table)
     layout = ctx.layout()
     store = ctx.store
@@ -66,4 +88,9 @@ def report(ctx: RunContext, evaluations: list[EvalRef]) -> ReportRef:
     )
     if not layout.base.startswith("s3://"):  # plots, tables and the rollout viewer from the run folder
         build_report(local_path(layout.base))
-    return ReportRef(uri=layout.report(), markdown=markdown)
+    return ReportRef(
+        uri=layout.report(),
+        markdown=markdown,
+        tools_markdown=to_markdown(tools) if tools else "",
+        outcomes_markdown=to_markdown(outcomes) if outcomes else "",
+    )

@@ -85,6 +85,8 @@ def rollout(
         tool_call_spans=spans,
         tool_calls=calls,
         tool_errors=errors,
+        tool_outcomes=["ok"] * len(calls),
+        tool_call_opened=[True] * len(calls),
         turns=turns,
         reward=reward,
     )
@@ -123,6 +125,8 @@ class FakeEngine:
                         tool_call_spans=[(p - 1, p + 2)],
                         tool_calls=[f'{{"name": "zoom", "arguments": {{"k": {k % 2}}}}}'],
                         tool_errors=[None if k % 2 else "bad bbox"],
+                        tool_outcomes=["ok" if k % 2 else "execution"],
+                        tool_call_opened=[True],
                         turns=2,
                         reward=self.rewards[(src.question_id, src.sample_id)][k],
                         parent=Parent(src.sample_id, p),
@@ -176,7 +180,9 @@ def test_candidate_prefix_is_prompt_thinking_and_opening_tag() -> None:
         assert c.prefix_tokens == t.tool_call_spans[0][0] + 1
         assert t.token_ids[c.prefix_tokens - 1] == TOOL_CALL
         assert t.token_ids[: c.prefix_tokens] == PROMPT + [THINK, WORD, WORD, THINK_END, TOOL_CALL]
-        assert c.score_span == (c.prefix_tokens, t.tool_call_spans[0][1])  # the call's JSON + closing tag
+        # the paper's "tool-call tokens": the call's JSON, both tags excluded
+        assert c.score_span == (c.prefix_tokens, t.tool_call_spans[0][1] - 1)
+        assert t.token_ids[c.score_span[1]] == TOOL_CALL_END
         assert c.free_sample_id == 4
     assert candidate_prefixes(batch, ["q0"], cfg_()) == candidates  # special tokens only validate here
 
@@ -194,12 +200,20 @@ def test_candidate_prefix_switches() -> None:
     with pytest.raises(ValueError, match="special_tokens"):
         candidate_prefixes(batch, ["q0"], cfg_(resample_target="no_tool"))
 
+    lone = q0()
+    lone[0].tool_call_opened = [False]  # a lone `</tool_call>`: a format error, not tool use
+    assert not lone[0].used_tool
+    assert [c.source.sample_id for c in candidate_prefixes(lone, ["q0"], cfg_(), SPECIAL)] == [1]
+
+    unclosed = q0()
+    unclosed[0].tool_errors = ["unclosed"]  # the engine's code for a `<tool_call>` never closed
+    (first, _) = candidate_prefixes(unclosed, ["q0"], cfg_(), SPECIAL)
+    assert first.score_span == (first.prefix_tokens, unclosed[0].tool_call_spans[0][1])  # to the turn's end
+
     broken = q0()
     broken[0].tool_call_spans = [(broken[0].tool_call_spans[0][0] - 1, broken[0].tool_call_spans[0][1])]
-    # A first call the policy never opened with `<tool_call>` gives no cut point: that source is skipped.
-    assert [c.source.sample_id for c in candidate_prefixes(broken, ["q0"], cfg_(), SPECIAL)] == [
-        t.sample_id for t in broken[1:] if t.used_tool and not t.correct
-    ]
+    with pytest.raises(ValueError, match="does not start at <tool_call>"):  # opened, but no tag there
+        candidate_prefixes(broken, ["q0"], cfg_(), SPECIAL)
 
 
 # 3. Ranking ---------------------------------------------------------------------------------------
@@ -383,15 +397,19 @@ def test_merge_into_source_group_pools_eq2_statistics() -> None:
     assert scored[:4] == unmerged[:4]  # originals and prefix credit unchanged
 
 
-def test_prefix_fixing_off_masks_the_whole_source() -> None:
-    """Prefix = prompt: the source has no prefix policy tokens, and its continuation masked (Eq. 4 rule)."""
+def test_prefix_fixing_off_keeps_the_source_in_its_grpo_loss() -> None:
+    """Prefix = prompt (whole fresh rollouts): there is no kept prefix to credit, so each source keeps its
+    own GRPO loss (it does not silently drop out), and the continuations train on all their tokens."""
     cfg = cfg_(continuations_per_prefix=2, budget_ratio=0.5, prefix_fixing=False)
     originals = q0()
     requests = crafted_requests(cfg, originals)
     assert [r.prefix_tokens for r in requests] == [len(PROMPT)] * 2
     continuations = resample(requests, FakeEngine({("q0", 1): [1, 0], ("q0", 0): [0, 0]}))
     scored = axpo_advantages(originals, continuations, requests, cfg)
-    assert sum(scored[0].mask) == sum(scored[1].mask) == 0
+    grpo = grpo_advantages(originals, cfg)
+    for i in (0, 1):  # the two sources
+        assert scored[i].mask == originals[i].loss_mask and sum(scored[i].mask) > 0
+        assert scored[i].advantages == grpo[i].advantages and scored[i].stream == "grpo"
     assert all(s.mask[len(PROMPT) :] == s.trajectory.loss_mask[len(PROMPT) :] for s in scored[4:])
 
 

@@ -31,6 +31,8 @@ def rollout(question: str, sample: int, reward: float, tool: bool) -> Trajectory
         tool_call_spans=[(7, 11)] if tool else [],
         tool_calls=['{"name": "zoom", "arguments": {"k": 0}}'] if tool else [],
         tool_errors=[None] if tool else [],
+        tool_outcomes=["ok"] if tool else [],
+        tool_call_opened=[True] if tool else [],
         turns=2 if tool else 1,
         reward=reward,
     )
@@ -55,6 +57,8 @@ def continuations_of(
                 tool_call_spans=[(p - 1, p + 2)],
                 tool_calls=[call],
                 tool_errors=["bad bbox" if k % 2 == 0 else None],
+                tool_outcomes=["execution" if k % 2 == 0 else "ok"],
+                tool_call_opened=[True],
                 turns=2,
                 reward=reward,
                 parent=Parent(src.sample_id, p),
@@ -79,6 +83,7 @@ def crafted():
     }
     originals = [rollout(q, i, r, bool(tool)) for q, rows in spec.items() for i, (tool, r) in enumerate(rows)]
     originals[12].tool_errors = ["bad bbox"]  # q3/s0
+    originals[12].tool_outcomes = ["execution"]
     requests = [
         ContinuationRequest(originals[1], 8, 4, "q0/axpo-4", 4),
         ContinuationRequest(originals[12], 8, 4, "q3/axpo-2", 2),
@@ -98,13 +103,16 @@ def test_step_diagnostics_crafted_batch() -> None:
         "tool_use_rate": 6 / 16,
         "all_wrong_rate_tool": 3 / 4,  # q0, q3, q4 of the 4 groups with T (q0, q2, q3, q4)
         "all_wrong_rate_no_tool": 2 / 5,  # q2, q3 of q0..q4
-        "all_wrong_rate_after_resample": 2
-        / 3,  # q3 (resampled, no flip) and q4 (not resampled) of 3 triggered
-        "flip_rate": 1 / 2,  # q0 of the 2 resampled triggered groups
+        # post-resampling composition, over the 4 groups with T: q0 flipped, q2 had a correct tool rollout;
+        # q3 (resampled, no flip) and q4 (triggered, no budget) stay all wrong
+        "all_wrong_rate_after_resample": 2 / 4,
+        "flip_rate": 1 / 3,  # q0 of the 3 triggered groups (q4 got no budget: it cannot flip)
         "distinct_tool_calls_per_prefix": (2 + 1) / 2,  # key order / whitespace do not make a call distinct
         # zero-advantage groups: q3 (all wrong, and r^prefix = 0) and q3/axpo-2 (all K wrong) of 7 groups
         "zero_advantage_group_share": 2 / 7,
         "tool_error_rate": 1 / 6,
+        "tool_format_error_rate": 0.0,
+        "tool_execution_error_rate": 1 / 6,  # q3/s0's failed call
         "tool_error_rate_resampled": 4 / 8,
         "mean_turns": (6 * 2 + 10 * 1) / 16,
         "tokens_original": 6 * 13 + 10 * 6,
@@ -128,7 +136,8 @@ def test_step_diagnostics_crafted_batch() -> None:
 def test_step_diagnostics_grpo_only_and_empty() -> None:
     originals, _, _ = crafted()
     d = step_diagnostics(originals, [], [], grpo_advantages(originals, CFG))
-    assert d["triggered_groups"] == 3 and d["all_wrong_rate_after_resample"] == 1.0
+    # nothing resampled: the after-resampling rate is GRPO's all-wrong rate, on the same axis
+    assert d["triggered_groups"] == 3 and d["all_wrong_rate_after_resample"] == d["all_wrong_rate_tool"] == 0.75
     assert (
         d["flip_rate"]
         == d["resampled_prefixes"]

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from axpo_core.algorithms.grpo import Scored, grpo_advantages
-from axpo_core.config import SamplingConfig
+from axpo_core.config import AlgorithmConfig, SamplingConfig
 from axpo_core.envs.suites import get_suite
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
+from axpo_core.rollout.trajectory import Trajectory
 from axpo_core.rollout.transformers_backend import TransformersGenerator
-from axpo_core.training.update import policy_update
+from axpo_core.training.update import policy_update, token_weights
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,47 @@ def test_updates_lower_the_loss_on_a_fixed_batch(policy, chat, config, batch):
     assert losses[-1] < losses[0] - 1e-3, losses
 
 
+def test_ppo_mini_batches_take_several_steps_and_the_clip_acts(policy, chat, config, batch):
+    """2 epochs x 8 rollouts / mini-batches of 4 = 4 optimizer steps: after the first, the ratio departs from
+    1 and (at a large learning rate) the clip acts; the first step alone is at ratio 1."""
+    local = fresh_policy(policy)
+    scored = grpo_advantages(batch, config.algorithm)
+    training = config.training.model_copy(
+        update={"learning_rate": 3e-2, "ppo_epochs": 2, "mini_batch_size": 4, "micro_batch_size": 4}
+    )
+    optimizer = torch.optim.AdamW(local.model.parameters(), lr=training.learning_rate)
+    stats = policy_update(local, optimizer, scored, config.algorithm, training, chat)
+    assert stats.steps == 4 and stats.skipped_steps == 0 and not stats.skipped
+    assert stats.ratio_max > 1.0 + 1e-3 and stats.clip_fraction > 0
+    one = config.training.model_copy(update={"ppo_epochs": 1, "mini_batch_size": 8})
+    first = policy_update(fresh_policy(policy), torch.optim.SGD(local.model.parameters(), lr=0.0), scored,
+                          config.algorithm, one, chat)
+    assert first.steps == 1 and first.clip_fraction == 0.0 and first.ratio_max == pytest.approx(1.0, abs=1e-4)
+
+
+def _scored(stream: str, tokens: int, prompt: int = 2) -> Scored:
+    t = Trajectory("q", 0, [0] * (prompt + tokens), [0.0] * (prompt + tokens), [0.0] * (prompt + tokens),
+                   [0] * prompt + [1] * tokens, prompt)
+    return Scored(t, [1.0] * (prompt + tokens), [0] * prompt + [1] * tokens, stream)
+
+
+def test_token_weights_for_both_normalisations():
+    """Two GRPO rollouts (6 + 2 tokens), a prefix stream (2 tokens) and two continuations (4 + 4)."""
+    items = [_scored("grpo", 6), _scored("grpo", 2), _scored("prefix:q/axpo-8", 2),
+             _scored("continuation:q/axpo-8/8", 4), _scored("continuation:q/axpo-8/9", 4)]
+    batch = token_weights(items, AlgorithmConfig(loss_normalization="batch_token_mean"))
+    assert batch == pytest.approx([1 / 18] * 5)  # one token mean over all 18 tokens
+    per_stream = token_weights(items, AlgorithmConfig(loss_normalization="per_stream"))
+    assert per_stream == pytest.approx([1 / 8, 1 / 8, 1 / 2, 1 / 4, 1 / 4])  # token means per stream, summed
+    seq = token_weights(items[:2], AlgorithmConfig(aggregation="seq-mean-token-mean"))
+    assert seq == pytest.approx([1 / (2 * 6), 1 / (2 * 2)])
+    # with GRPO streams only the two normalisations agree
+    only_grpo = items[:2]
+    assert token_weights(only_grpo, AlgorithmConfig(loss_normalization="per_stream")) == token_weights(
+        only_grpo, AlgorithmConfig(loss_normalization="batch_token_mean")
+    )
+
+
 def test_micro_batching_equals_one_big_batch(policy, chat, config, batch):
     scored = grpo_advantages(batch, config.algorithm)
     algorithm = config.algorithm.model_copy(update={"kl_beta": 0.0})
@@ -63,7 +105,10 @@ def test_kl_to_reference_is_reported(policy, chat, config, batch):
     local = fresh_policy(policy)
     reference = copy.deepcopy(policy.model).requires_grad_(False)
     scored = grpo_advantages(batch, config.algorithm)
-    training = config.training.model_copy(update={"learning_rate": 1e-2})
+    # one optimizer step per call: the first call's only step is at the reference
+    training = config.training.model_copy(
+        update={"learning_rate": 1e-2, "ppo_epochs": 1, "mini_batch_size": len(scored)}
+    )
     optimizer = torch.optim.AdamW(local.model.parameters(), lr=training.learning_rate)
     first = policy_update(local, optimizer, scored, config.algorithm, training, chat, reference=reference)
     second = policy_update(local, optimizer, scored, config.algorithm, training, chat, reference=reference)

@@ -23,7 +23,7 @@ from typing import Any
 
 from axpo_core.algorithms.grpo import Scored, broadcast, group_advantages, grpo_advantages
 from axpo_core.config import AlgorithmConfig
-from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
+from axpo_core.rollout.trajectory import UNCLOSED, ContinuationRequest, Parent, Trajectory
 
 ContinueFn = Callable[[list[ContinuationRequest]], list[Trajectory]]
 
@@ -34,12 +34,11 @@ class SpecialTokens:
 
     think_end: int  # `</think>`: the cut for `resample_target="no_tool"`
     tool_call_start: int  # `<tool_call>`: checked at the first opened call's span start
-    tool_call_end: int | None = None  # `</tool_call>`: kept out of the ranking span
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> SpecialTokens:
-        ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>", "</tool_call>"])
-        return cls(think_end=ids[0], tool_call_start=ids[1], tool_call_end=ids[2])
+        ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>"])
+        return cls(think_end=ids[0], tool_call_start=ids[1])
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def candidate_prefixes(
                     f"{t.question_id}/{t.sample_id}: tool call {first} is marked opened but its span does "
                     "not start at <tool_call>"
                 )
-            closed = special_tokens is not None and t.token_ids[end - 1] == special_tokens.tool_call_end
+            closed = t.tool_errors[first] != UNCLOSED  # a closed call's span ends with `</tool_call>`
             cut, span = start + 1, (start + 1, end - 1 if closed else end)
         else:
             assert special_tokens is not None

@@ -31,16 +31,18 @@ DIAGNOSTIC_PLOTS: list[tuple[str, str, str, str | None]] = [
         "groups whose no-tool part has no correct",
         "groups_with_no_tool",
     ),
-    ("flip_rate", "Recovery (flip) rate", "resampled groups with a correct continuation", "resampled_groups"),
+    ("flip_rate", "Recovery (flip) rate", "triggered groups with a correct continuation", "triggered_groups"),
     (
         "all_wrong_rate_after_resample",
         "All-wrong rate after resampling",
-        "triggered groups still all wrong",
-        "triggered_groups",
+        "groups whose T, continuations included, has no correct",
+        "groups_with_tool",
     ),
     ("reward_mean", "Reward mean", "mean reward of the round's rollouts", None),
     ("zero_advantage_group_share", "Zero-advantage groups", "share of advantage groups", "advantage_groups"),
     ("tool_error_rate", "Tool error rate", "tool calls that returned an error", "tool_calls"),
+    ("tool_format_error_rate", "Tool format error rate", "malformed tool calls", "tool_calls"),
+    ("update/clip_fraction", "Clip fraction", "tokens whose ratio was clipped", None),
     ("update/kl", "KL to the reference", "KL", None),
 ]
 RATE_KEYS = {key for key, *_ in DIAGNOSTIC_PLOTS if key not in ("update/kl",)}

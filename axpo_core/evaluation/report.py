@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from axpo_core.evaluation.passk import mean_and_ci, pass_at_k
 from axpo_core.evaluation.run_dir import RunData, is_ablation, read_run, report_ks, run_folder, stage_key
+from axpo_core.evaluation.runner import tool_metrics
+from axpo_core.evaluation.toolcheck import tools_necessary_table
 from axpo_core.evaluation.viewer import write_viewer
 
 if TYPE_CHECKING:
@@ -88,14 +91,9 @@ def record_metrics(records: Sequence[dict], ks: Sequence[int]) -> dict[str, floa
             continue
         per_question = [pass_at_k(len(hits), sum(hits), k) for hits in by_question.values()]
         metrics[f"pass@{k}"] = mean_and_ci(per_question)[0]
-    n = max(len(records), 1)
-    calls = sum(int(r.get("num_tool_calls", len(r.get("tool_calls", [])))) for r in records)
+    metrics.update(tool_metrics(records))
     errors = sum(int(r.get("tool_errors", 0)) for r in records)
-    metrics["tool_call_rate"] = sum(bool(r.get("used_tool")) for r in records) / n
-    metrics["tool_error_rate"] = errors / max(calls, 1)
-    metrics["mean_turns"] = sum(int(r.get("turns", 0)) for r in records) / n
-    metrics["truncated_rate"] = sum(bool(r.get("truncated")) for r in records) / n
-    metrics.update(samples=float(len(records)), tool_calls=float(calls), tool_errors=float(errors))
+    metrics.update(samples=float(len(records)), tool_errors=float(errors))
     return metrics
 
 
@@ -140,6 +138,28 @@ def tool_call_table(rows: Sequence[EvalRow]) -> Table:
     return table
 
 
+def tool_outcome_table(rows: Sequence[EvalRow]) -> Table:
+    """Per (scale, stage, benchmark): tool use and each tool-call outcome (%), and the accuracy of the
+    tool-using vs the no-tool samples: where a tool is necessary, only the first can beat chance."""
+    table = []
+    for r in sorted(rows, key=lambda r: (r.scale, stage_key(r.stage), r.benchmark)):
+        m = r.metrics
+        table.append(
+            {
+                "scale": r.scale,
+                "stage": r.stage,
+                "benchmark": r.benchmark,
+                "tool-call %": 100.0 * m["tool_call_rate"],
+                "calls": int(m["tool_calls"]),
+                "format error %": 100.0 * m["tool_format_error_rate"],
+                "execution error %": 100.0 * m["tool_execution_error_rate"],
+                "acc. tool-using %": 100.0 * m["accuracy_tool"],
+                "acc. no-tool %": 100.0 * m["accuracy_no_tool"],
+            }
+        )
+    return table
+
+
 def _mean_measured(metrics: dict[int, dict[str, float]], key: str, denominator: str | None) -> float:
     """Mean of a per-round rate over the rounds that had something to measure (NaN if none had)."""
     values = [
@@ -152,8 +172,9 @@ _SUMMARY = [  # column, metric key, denominator, as a percentage
     ("tool-use %", "tool_use_rate", None, True),
     ("all-wrong T %", "all_wrong_rate_tool", "groups_with_tool", True),
     ("all-wrong no-T %", "all_wrong_rate_no_tool", "groups_with_no_tool", True),
-    ("flip %", "flip_rate", "resampled_groups", True),
-    ("all-wrong after resample %", "all_wrong_rate_after_resample", "triggered_groups", True),
+    ("flip %", "flip_rate", "triggered_groups", True),
+    ("all-wrong after resample %", "all_wrong_rate_after_resample", "groups_with_tool", True),
+    ("format error %", "tool_format_error_rate", "tool_calls", True),
     ("zero-adv groups %", "zero_advantage_group_share", "advantage_groups", True),
     ("reward mean", "reward_mean", None, False),
 ]
@@ -174,6 +195,8 @@ def diagnostics_summary(run: RunData) -> Table:
             row["resampled prefixes"] = int(sum(m.get("resampled_prefixes", 0.0) for m in metrics.values()))
             last = metrics[max(metrics)]
             row["last KL"] = last.get("update/kl", math.nan)
+            row["last clip %"] = 100.0 * last.get("update/clip_fraction", math.nan)
+            row["orig. token weight"] = _mean_measured(metrics, "update/original_token_weight", None)
             table.append(row)
     return table
 
@@ -210,7 +233,7 @@ def ablation_table(rows: Sequence[EvalRow], run: RunData, ks: Sequence[int]) -> 
             row[f"Δ pass@{ks[0]} vs SFT+AXPO"] = delta
             metrics = scale.arms[stage].metrics if stage in scale.arms else {}
             row["tool-use %"] = 100.0 * _mean_measured(metrics, "tool_use_rate", None)
-            row["flip %"] = 100.0 * _mean_measured(metrics, "flip_rate", "resampled_groups")
+            row["flip %"] = 100.0 * _mean_measured(metrics, "flip_rate", "triggered_groups")
             table.append(row)
     return table
 
@@ -270,13 +293,28 @@ def _html_table(table: Table, css: str, grouped: bool = False) -> str:
 _DEFINITIONS = [
     ("Pass@1", "mean accuracy over a question's samples, averaged over questions (percent)."),
     ("Pass@k", "unbiased estimator 1 − C(n−c, k)/C(n, k) per question, averaged (for n = k: any correct)."),
-    ("tool-call %", "evaluation samples with at least one tool call."),
-    ("tool-use rate", "RL rollouts of the round with at least one tool call."),
+    ("tool-call %", "evaluation samples that open at least one <tool_call> (a lone </tool_call> does not)."),
+    ("tool-use rate", "RL rollouts of the round that open at least one <tool_call> block."),
     (
         "all-wrong T",
         "groups whose tool-using subgroup T is non-empty and has no correct rollout / groups with T.",
     ),
-    ("flip", "triggered groups that got a correct resampled continuation / resampled groups (AXPO only)."),
+    ("flip", "triggered groups that got a correct resampled continuation / triggered groups (AXPO only)."),
+    (
+        "all-wrong after resample",
+        "all-wrong T on the post-resampling composition (T plus its tool-using continuations), over the "
+        "groups with T; equals all-wrong T under GRPO.",
+    ),
+    (
+        "format / execution error",
+        "tool-call attempts that were malformed (unparseable, unknown tool, schema-breaking arguments, an "
+        "unopened or unclosed tag) / well-formed but failed or missed (empty crop, exception, timeout).",
+    ),
+    (
+        "orig. token weight",
+        "loss weight of an original rollout's token relative to GRPO's 1/T (1.0 under GRPO; below 1 when "
+        "AXPO's continuations share one token mean, algorithm.loss_normalization=batch_token_mean).",
+    ),
     ("empty denominators", "rounds with nothing to measure are gaps in the plots and left out of the means."),
 ]
 
@@ -321,10 +359,15 @@ def build_report(
     run = read_run(run_dir)
     ks = list(ks or report_ks(run_dir) or default_ks(run))
     rows = eval_rows(run, ks)
+    outcomes = tool_outcome_table(rows)
+    oracle_file = out_dir / "tool_check.json"  # written by the pipeline's tool_check task
+    oracle_rows = json.loads(oracle_file.read_text()) if oracle_file.is_file() else []
     tables: dict[str, Table] = {  # name -> table, written to <name>.csv when not empty
         "pass_at_k": results_table([r for r in rows if not is_ablation(r.stage)], ks),
         "ablations": ablation_table(rows, run, ks),
         "tool_calls": tool_call_table(rows),
+        "tool_outcomes": outcomes,
+        "tools_necessary": tools_necessary_table(oracle_rows, outcomes),
         "diagnostics_summary": diagnostics_summary(run),
         "diagnostics": diagnostics_rows(run),
     }
@@ -354,6 +397,8 @@ _SECTIONS = {  # table name -> heading (the per-round diagnostics CSV has no sec
     "pass_at_k": "Results: Pass@{ks} per benchmark and average (%)",
     "ablations": "Ablations: SFT+AXPO and its variants (average over benchmarks, %)",
     "tool_calls": "Tool-call rate per benchmark in evaluation (%)",
+    "tool_outcomes": "Tool-call outcomes and accuracy with / without a tool, per benchmark (evaluation, %)",
+    "tools_necessary": "Are tools necessary? The oracle with its tool, the no-tool oracle, the SFT agent (%)",
     "diagnostics_summary": "Training diagnostics, mean over rounds",
 }
 _PLOTS_HEADING = "Diagnostics per round (GRPO dashed, AXPO solid)"
@@ -380,7 +425,7 @@ class _Page:
         return [
             (name, heading.format(ks=ks))
             for name, heading in _SECTIONS.items()
-            if name != "ablations" or self.tables[name]
+            if name not in ("ablations", "tools_necessary") or self.tables[name]
         ]
 
     def markdown(self) -> str:

@@ -32,15 +32,36 @@ def score_samples(benchmark: str, trajectories: Sequence[Trajectory], ks: Sequen
         mean, half_width = mean_and_ci(per_question)
         metrics[f"pass@{k}"] = mean
         metrics[f"pass@{k}_ci95"] = half_width
-    n = max(len(trajectories), 1)
-    metrics["tool_call_rate"] = sum(t.used_tool for t in trajectories) / n
-    metrics["tool_error_rate"] = sum(t.num_tool_errors for t in trajectories) / max(
-        sum(t.num_tool_calls for t in trajectories), 1
-    )
-    metrics["mean_turns"] = sum(t.turns for t in trajectories) / n
-    metrics["truncated_rate"] = sum(t.truncated for t in trajectories) / n
     records = [{"benchmark": benchmark, **t.record()} for t in trajectories]
+    metrics.update(tool_metrics(records))
     return EvalResult(benchmark, metrics, records)
+
+
+def tool_metrics(records: Sequence[dict]) -> dict[str, float]:
+    """Tool use and tool-call outcomes of evaluation samples (their stored records), as fractions.
+
+    tool_call_rate       samples that open ≥ 1 `<tool_call>` (the paper's tool use)
+    tool_error_rate      tool-call attempts that failed / attempts (every opened block and lone closing tag)
+    tool_format_error_rate, tool_execution_error_rate   the same split by outcome (envs/tools.py OUTCOMES)
+    accuracy_tool, accuracy_no_tool   mean reward of the tool-using / the other samples (NaN when none)
+    """
+    n = max(len(records), 1)
+    outcomes = [o for r in records for o in r.get("tool_outcomes", [])]
+    calls = max(len(outcomes), 1)
+    tool = [float(r.get("reward", 0.0)) for r in records if r.get("used_tool")]
+    no_tool = [float(r.get("reward", 0.0)) for r in records if not r.get("used_tool")]
+    return {
+        "tool_call_rate": len(tool) / n,
+        "tool_error_rate": sum(int(r.get("tool_errors", 0)) for r in records) / calls,
+        "tool_format_error_rate": outcomes.count("format") / calls,
+        "tool_execution_error_rate": outcomes.count("execution") / calls,
+        "accuracy_tool": sum(tool) / len(tool) if tool else float("nan"),
+        "accuracy_no_tool": sum(no_tool) / len(no_tool) if no_tool else float("nan"),
+        "tool_samples": float(len(tool)),
+        "tool_calls": float(len(outcomes)),
+        "mean_turns": sum(int(r.get("turns", 0)) for r in records) / n,
+        "truncated_rate": sum(bool(r.get("truncated")) for r in records) / n,
+    }
 
 
 def evaluate(

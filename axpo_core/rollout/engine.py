@@ -20,7 +20,7 @@ from axpo_core.envs.tools import ToolSession, system_prompt
 from axpo_core.rewards import score_question
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.generator import GenerationRequest, Generator
-from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
+from axpo_core.rollout.trajectory import UNCLOSED, UNOPENED, ContinuationRequest, Parent, Trajectory
 
 
 @dataclass
@@ -187,14 +187,14 @@ class RolloutEngine:
                 start = r.turn_start + opening
                 self._record_call(
                     trajectory, (start, len(trajectory.token_ids)), self.chat.decode(turn[opening + 1 :]),
-                    "unclosed", "format", opened=True,
+                    UNCLOSED, "format", opened=True,
                 )
             self._finish(r, truncated=not stopped)
             return
         end = len(trajectory.token_ids)
         if opening is None:  # a lone `</tool_call>`: the whole turn stands for the malformed call
             result_text, new_images = "Error: </tool_call> without an opening <tool_call>.", []
-            self._record_call(trajectory, (r.turn_start, end), "", "unopened", "format", opened=False)
+            self._record_call(trajectory, (r.turn_start, end), "", UNOPENED, "format", opened=False)
         else:
             start = r.turn_start + opening
             raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])

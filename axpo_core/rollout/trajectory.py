@@ -12,6 +12,10 @@ from typing import Any
 
 from PIL import Image
 
+# The error codes the engine records for a call whose tags are malformed (both are "format" outcomes).
+UNOPENED = "unopened"  # a lone `</tool_call>`: not tool use
+UNCLOSED = "unclosed"  # a `<tool_call>` whose turn ended without `</tool_call>`: tool use
+
 
 @dataclass(frozen=True)
 class Parent:

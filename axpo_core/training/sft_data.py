@@ -11,10 +11,11 @@ Recipe for `examples` = n trajectories, each from a different question:
   (zoom: swapped bbox corners → error, or a region that misses the frame; python: code that raises), read
   the response, then make the right call and answer: the SFT policy starts RL with an imperfect tool-call
   rate, as a real teacher's trajectories give it (suites without such a script get perfect ones only).
-- **no tool** — the rest, pure reasoning. A `guess_share` (default 0.1) of them are a tool suite's
+- **no tool** — the rest, pure reasoning. A `guess_share` (`sft.guess_share`) of them are a tool suite's
   `no_tool_oracle` (a guess), kept only when it happens to be right (a teacher's lucky tool-free attempt);
   the others are control suites' oracles (tool-free and always right). Without a control suite, all
-  no-tool examples are guesses.
+  no-tool examples are guesses. The guesses are on the same suites as the tool examples, so whether to
+  call a tool is a real decision per question (as in the paper's SFT set), not a property of the suite.
 
 Seed scheme: SFT questions come from suite seed `SFT_SEED_OFFSET + config.seed` (10⁹ + seed). The RL pool
 uses 1000 + seed (training/data.py) and evaluation 2000 + seed (evaluation/runner.py), so for any seed
@@ -76,38 +77,33 @@ def _imperfect_zoom(suite: ZoomDetail, question: Question, rng: random.Random) -
     where = question.meta["where"]
     if rng.random() < 0.5:
         bad = [x1, y1, x0, y0]
-        after = "The zoom failed: the box corners were in the wrong order. I put the top-left corner first."
+        after = "The zoom failed. I put the top-left corner first."
     else:  # a box of the same size beside the frame, on its roomier side: a valid crop without the frame
         bw, bh = x1 - x0, y1 - y0
         bx = rng.randint(0, x0 - bw - 5) if x0 >= 1000 - x1 else rng.randint(x1 + 5, 1000 - bw)
         by = rng.randint(0, 1000 - bh)
         bad = [bx, by, bx + bw, by + bh]
-        after = f"This crop does not show the black frame; I zoomed on the wrong spot. It is in the {where}."
+        after = "The crop missed the frame."
     first = tool_call_turn(
-        f"The square in the black frame is too small to see here, so I zoom in on the frame in the {where}.",
-        "image_zoom_in",
-        {"bbox_2d": bad, "label": "frame", "img_idx": 0},
+        suite._ZOOM_THINK[0].format(where=where), "image_zoom_in", {"bbox_2d": bad, "label": "frame"}
     )
     return [first, zoom.replace("<think>", f"<think>{after} ", 1), final]
 
 
 def _imperfect_python(suite: PythonCount, question: Question, rng: random.Random) -> list[str]:
-    """A first call whose code raises (wrong image index, a typo, a bad call), then the fix and the answer."""
+    """A first call whose code raises (a typo, a wrong image index), then the fix and the answer."""
     call, final = suite.oracle(question, rng)
     code = suite.code(question)
     target = question.meta["targets"][0]
-    old, new, after = rng.choice(
+    right = f"count_dots({target!r})"
+    new, after = rng.choice(
         [
-            ("_pil_images[0]", "_pil_images[1]", "The code failed: there is only one image, _pil_images[0]."),
-            (f"{target} = count_dots(", f"{target} = count_dot(", "The code failed on a typo: count_dots."),
-            ("todo.remove(p)", "todo.discard(p, 0)", "The code failed: set.discard takes one argument."),
+            (f"count_dot({target!r})", "The code failed on a typo."),
+            (f"count_dots({target!r}, 1)", "The code failed: there is only image 0."),
         ]
     )
-    first = tool_call_turn(
-        f"There are many small dots; I count the {target} dots with code.",
-        "python",
-        {"code": code.replace(old, new, 1)},
-    )
+    think = suite._CODE_THINK[0].format(what=suite._what(question))
+    first = tool_call_turn(think, "python", {"code": code.replace(right, new, 1)})
     return [first, call.replace("<think>", f"<think>{after} ", 1), final]
 
 
@@ -171,7 +167,7 @@ def build_sft_data(
     examples: int | None = None,
     tool_share: float | None = None,
     imperfect_share: float = 0.1,
-    guess_share: float = 0.1,
+    guess_share: float | None = None,
 ) -> SFTData:
     """`examples` correct trajectories (default `config.sft.examples`) in the engine's token format.
 
@@ -180,6 +176,7 @@ def build_sft_data(
     """
     n = config.sft.examples if examples is None else examples
     share = config.sft.tool_share if tool_share is None else tool_share
+    guess_share = config.sft.guess_share if guess_share is None else guess_share
     seed = sft_seed(config.seed)
     suites = [get_suite(name) for name in config.training.suites]
     quotas = _quotas(suites, config, n, share, imperfect_share, guess_share)

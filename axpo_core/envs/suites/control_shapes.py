@@ -59,11 +59,7 @@ class ControlShapes(Suite):
             meta={"asked": asked, "colour": colour, "shape": shape, "image_size": [w, h]},
         )
 
-    _THINK = (
-        "The image shows one large {colour} {shape}, so the {asked} is {answer}.",
-        "There is a single big {shape} in the image, coloured {colour}. The answer is {answer}.",
-        "I see one {colour} {shape} filling much of the image; its {asked} is {answer}, option ({letter}).",
-    )
+    _THINK = ("The shape is a {colour} {shape}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

@@ -12,19 +12,7 @@ from axpo_core.envs.suites.base import COLOURS, Colour, Question, Suite, answer_
 from axpo_core.envs.suites.drawing import _font
 
 # Reads the bars off the pixels. Kept short: the policy must be able to write it within one turn.
-_CHART_CODE = """p = _pil_images[0].convert("RGB").load()
-W, H = _pil_images[0].size
-top, base = [y for y in range(H) if sum(p[2, y]) < 100]
-bar = lambda x, y: max(p[x, y]) - min(p[x, y]) > 80
-v, x = [], 0
-while x < W:
-    if bar(x, base - 1):
-        v.append(round({ymax} * sum(bar(x + 3, y) for y in range(top, base)) / (base - top)))
-        while bar(x, base - 1):
-            x += 1
-    x += 1
-print({expression})
-"""
+
 
 
 class DynaChart(Suite):
@@ -100,25 +88,12 @@ class DynaChart(Suite):
     @staticmethod
     def code(question: Question) -> str:
         """Python that prints the answer, computed from ``_pil_images[0]`` alone."""
-        return _CHART_CODE.format(ymax=question.meta["ymax"], expression=question.meta["expression"])
+        # One line (`;`), so the call's JSON needs no escapes.
+        return f"v = bar_values({question.meta['ymax']}); print({question.meta['expression']})"
 
-    _CODE_THINK = (
-        "The bars' exact values are hard to read at this resolution: one unit is only a pixel or two. "
-        "I measure the bar heights in pixels with code.",
-        "Reading the bar values by eye would be error-prone, so I let Python measure each bar against the "
-        "axis lines.",
-        "I need exact bar values. I will scan the image in Python: the two black lines give the scale, the "
-        "coloured columns the bars.",
-    )
-    _ANSWER_THINK = (
-        "The script measured the bars and printed {value}, so the answer is {value}.",
-        "The code printed {value}.",
-        "According to the program's output the answer is {value}.",
-    )
-    _GUESS_THINK = (
-        "Estimating the bar heights by eye, the answer is about {value}.",
-        "Reading the chart roughly, I get {value}.",
-    )
+    _CODE_THINK = ("The bars are too fine to read by eye, so I measure them with code.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _GUESS_THINK = ("The bars are too fine to read. I guess {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

@@ -113,23 +113,9 @@ class HRText(RenderedSuite):
             draw.text(((x0 + x1) / 2, (y0 + y1) / 2), answer if i == 0 else text, self.INK, font, "mm")
         return image
 
-    _ZOOM_THINK = (
-        "The red-framed sign is in the {where} of the image, but its text is far too small to read at "
-        "this resolution, so I zoom in on it.",
-        "I can make out a small sign with a red frame in the {where}. Its text is only a pixel or two "
-        "tall here; zooming in should make it readable.",
-        "Several small signs are scattered around; the red-framed one is in the {where}. Let me zoom in "
-        "on it.",
-    )
-    _ANSWER_THINK = (
-        'Zoomed in, the sign in the red frame clearly reads "{text}".',
-        'The crop shows the red-framed sign: it says "{text}", option ({letter}).',
-        'In the zoomed view the text on the sign is "{text}".',
-    )
-    _GUESS_THINK = (
-        "The text on the red-framed sign is too small to read at this resolution; my best guess is {text}.",
-        "I cannot read the tiny sign, so I guess {text}.",
-    )
+    _ZOOM_THINK = ("The red sign is in the {where}. Its text is too small to read, so I zoom in.",)
+    _ANSWER_THINK = ("The sign says {text}.",)
+    _GUESS_THINK = ("The sign is too small to read. I guess {text}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
@@ -138,7 +124,7 @@ class HRText(RenderedSuite):
         zoom = tool_call_turn(
             rng.choice(self._ZOOM_THINK).format(where=question.meta["where"]),
             "image_zoom_in",
-            {"bbox_2d": _to_bbox_1000(box, w, h), "label": rng.choice(("red sign", "sign")), "img_idx": 0},
+            {"bbox_2d": _to_bbox_1000(box, w, h), "label": "sign"},
         )
         letter = _letter(question.choices or (), question.answer)
         final = rng.choice(self._ANSWER_THINK).format(text=question.answer, letter=letter)

@@ -111,18 +111,9 @@ class MathDiagram(Suite):
             code = f"{a} * {b} // 2" if asked == "area" else f"{a} + {b} + {c}"
         return given, code, code.replace("//", "/").replace("*", "×")
 
-    _CODE_THINK = (
-        "{given} The {asked} is {words}; I compute it with Python to avoid an arithmetic slip.",
-        "{given} So the {asked} is {words}. Let me calculate that in Python.",
-    )
-    _ANSWER_THINK = (
-        "Python printed {value}, so the {asked} is {value}.",
-        "The computation gives {value}.",
-    )
-    _MENTAL_THINK = (
-        "{given} The {asked} is {words} = {value}.",
-        "{given} Computing the {asked}: {words} = {value}.",
-    )
+    _CODE_THINK = ("{given} I compute the {asked} with code.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _MENTAL_THINK = ("{given} The {asked} is {words} = {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

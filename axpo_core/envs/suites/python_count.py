@@ -13,23 +13,7 @@ from axpo_core.envs.suites.base import COLOURS, Colour, Question, Suite, answer_
 from axpo_core.envs.suites.drawing import _jitter
 
 # Kept short on purpose: the policy writes this code token by token, within a turn's token budget.
-_COUNT_CODE = """px = _pil_images[0].convert("RGB").load()
-W, H = _pil_images[0].size
 
-def count_dots(c):
-    todo = {(x, y) for y in range(H) for x in range(W) if max(abs(a - b) for a, b in zip(px[x, y], c)) < 40}
-    n = 0
-    while todo:
-        n += 1
-        stack = [todo.pop()]
-        while stack:
-            x, y = stack.pop()
-            for p in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
-                if p in todo:
-                    todo.remove(p)
-                    stack.append(p)
-    return n
-"""
 
 
 class PythonCount(Suite):
@@ -100,36 +84,20 @@ class PythonCount(Suite):
 
     @staticmethod
     def code(question: Question) -> str:
-        """Python that prints the answer, computed from ``_pil_images[0]`` alone (no numpy)."""
-        targets = question.meta["targets"]
-        lines = [_COUNT_CODE]
-        for t in targets:
-            lines.append(f"{t} = count_dots({COLOURS[t]})")
+        """One line of Python that prints the answer with the sandbox's preloaded ``count_dots``
+        (envs/python_helpers.py): the arguments (which colours, which operation) are what the agent
+        chooses. Single quotes, so the call's JSON needs no escapes."""
         op = {"count": "", "sum": " + ", "diff": " - "}[question.meta["kind"]]
-        lines.append(f"print({op.join(targets)})")
-        return "\n".join(lines) + "\n"
+        return f"print({op.join(f'count_dots({t!r})' for t in question.meta['targets'])})"
 
     @staticmethod
     def _what(question: Question) -> str:
         targets = question.meta["targets"]
         return f"the {targets[0]} dots" if len(targets) == 1 else f"the {targets[0]} and {targets[1]} dots"
 
-    _CODE_THINK = (
-        "There are many small dots of several colours, too many to count reliably by eye at this "
-        "resolution, so I count {what} with code.",
-        "Counting {what} by eye is error-prone here; I will count them as connected blobs of colour "
-        "in Python.",
-        "The dots are tiny at this resolution. I'll let code count {what} as connected components.",
-    )
-    _ANSWER_THINK = (
-        "The script printed {value}, so the answer is {value}.",
-        "The code counted the blobs and printed {value}.",
-        "According to the program's output the answer is {value}.",
-    )
-    _GUESS_THINK = (
-        "Counting {what} by eye at this resolution, I estimate the answer is about {value}.",
-        "The dots are small, but looking at {what} my best estimate is {value}.",
-    )
+    _CODE_THINK = ("The dots are too small to count by eye, so I count {what} with code.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _GUESS_THINK = ("The dots are too small to count. I guess {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
@@ -145,5 +113,5 @@ class PythonCount(Suite):
         guess = int(question.answer) + rng.randint(-3, 3)
         if question.meta["kind"] != "diff":
             guess = max(0, guess)
-        think = rng.choice(self._GUESS_THINK).format(what=self._what(question), value=guess)
+        think = rng.choice(self._GUESS_THINK).format(value=guess)
         return [answer_turn(think, str(guess))]

@@ -210,21 +210,14 @@ class _SearchSuite(Suite):
         "founder": "it was founded by {founder}",
         "mascot": "its mascot is the {mascot}",
     }
-    _ANSWER_THINK = (
-        "The first result is the {name}: {sentence}. So the answer is {answer}.",
-        "The search found the {name}, and {sentence}.",
-        "According to the top result, the {name}, {sentence}.",
-    )
-    _GUESS_THINK = (
-        "I do not know this organisation; my best guess is {answer}.",
-        "Without looking it up I can only guess: {answer}.",
-    )
+    _ANSWER_THINK = ("The result says {sentence}.",)
+    _GUESS_THINK = ("I do not know it. I guess {answer}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
         entity = self.entity(question)
-        think = rng.choice(self._SEARCH_THINK).format(emblem=_a(entity.emblem))
-        call = tool_call_turn(think, "search", {"query": self.query(question, rng), "max_results": 3})
+        think = rng.choice(self._SEARCH_THINK).format(name=entity.name)
+        call = tool_call_turn(think, "search", {"query": self.query(question, rng)})
         sentence = self._FACT_SENTENCE[question.meta["fact"]].format(**vars(entity))
         final = rng.choice(self._ANSWER_THINK).format(
             name=entity.name, sentence=sentence, answer=question.answer
@@ -270,11 +263,7 @@ class SearchEntity(_SearchSuite):
         "founder": "The image shows the emblem of an organisation. Who founded it? Answer with the "
         "founder's full name.",
     }
-    _SEARCH_THINK = (
-        "I do not recognise this emblem, so I search for its description.",
-        "The emblem is {emblem}. I do not know whose it is; let me search for it.",
-        "To find out whose emblem this is, I search for what it shows.",
-    )
+    _SEARCH_THINK = ("I do not know this emblem, so I search for it.",)
 
     @staticmethod
     def _answer_type(fact: str) -> AnswerType:
@@ -313,7 +302,7 @@ class SearchEntity(_SearchSuite):
 
     def query(self, question: Question, rng: random.Random) -> str:
         emblem = self.entity(question).emblem
-        return rng.choice((f"emblem {emblem}", f"{emblem} emblem", f"organisation with emblem {emblem}"))
+        return f"{emblem} emblem"
 
 
 # --------------------------------------------------------------------------- search_fact
@@ -336,11 +325,7 @@ class SearchFact(_SearchSuite):
         "mascot": "What animal is the mascot of the {name}? Answer with the animal's name.",
     }
     _QUERY = {"year": "founded", "town": "town", "founder": "founded by", "mascot": "mascot"}
-    _SEARCH_THINK = (
-        "I do not know this organisation, so I look it up.",
-        "This is not something I know; let me search for it.",
-        "I need a fact about a specific organisation. I search the documents for it.",
-    )
+    _SEARCH_THINK = ("I do not know the {name}, so I search for it.",)
 
     def _make(self, seed: int, index: int) -> Question:
         rng = self._question_rng(seed, index)
@@ -358,4 +343,4 @@ class SearchFact(_SearchSuite):
 
     def query(self, question: Question, rng: random.Random) -> str:
         name = self.entity(question).name
-        return f"{name} {self._QUERY[question.meta['fact']]}" if rng.random() < 0.7 else name
+        return f"{name} {self._QUERY[question.meta['fact']]}"

@@ -108,22 +108,9 @@ class VisualProbe(RenderedSuite):
             _draw_shape(draw, answer, x, y, r * _EQUAL_AREA[answer], self.INK)
         return image
 
-    _ZOOM_THINK = (
-        "The thin cyan ring is in the {where} of the image; the object inside it is only a speck at this "
-        "resolution, so I zoom in on the circle.",
-        "I see a thin cyan ring in the {where}. Whatever is inside it is far too small to recognise here. "
-        "Let me zoom in.",
-        "There are many tiny specks; the one I need is inside the cyan ring at the {where}. I zoom in on it.",
-    )
-    _ANSWER_THINK = (
-        "Zoomed in, the object inside the cyan circle is clearly a {shape}.",
-        "The crop shows the inside of the ring: a small dark {shape}, option ({letter}).",
-        "In the zoomed view the shape in the circle is a {shape}.",
-    )
-    _GUESS_THINK = (
-        "The object inside the cyan circle is just a speck at this resolution; my best guess is a {shape}.",
-        "I cannot make out the tiny shape in the ring, so I guess {shape}.",
-    )
+    _ZOOM_THINK = ("The cyan ring is in the {where}. The shape in it is too small to see, so I zoom in.",)
+    _ANSWER_THINK = ("The shape is a {shape}.",)
+    _GUESS_THINK = ("The shape is too small to see. I guess {shape}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
@@ -134,8 +121,7 @@ class VisualProbe(RenderedSuite):
             "image_zoom_in",
             {
                 "bbox_2d": _to_bbox_1000(box, w, h),
-                "label": rng.choice(("cyan circle", "circle")),
-                "img_idx": 0,
+                "label": "ring",
             },
         )
         letter = _letter(question.choices or (), question.answer)

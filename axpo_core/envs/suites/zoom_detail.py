@@ -119,35 +119,20 @@ class ZoomDetail(Suite):
             meta=meta,
         )
 
-    _ZOOM_THINK = (
-        "The black frame is in the {where} of the image, but the square inside it is too small to make "
-        "out at this resolution, so I zoom in on the frame.",
-        "I can see a black frame in the {where}. Its contents are only a few pixels wide here; zooming "
-        "in on it should show the square's colour.",
-        "The detail I need sits inside the black frame at the {where} and is far too small to see. "
-        "Let me zoom in on the frame.",
-    )
-    _ANSWER_THINK = (
-        "Zoomed in, the small square inside the frame is clearly {colour}.",
-        "The crop shows the tiny square inside the frame: it is {colour}, option ({letter}).",
-        "In the zoomed view the square in the frame is {colour}.",
-    )
-    _GUESS_THINK = (
-        "The square inside the black frame is too small to make out at this resolution; my best guess "
-        "is {colour}.",
-        "I cannot resolve the tiny square in the frame, so I guess {colour}.",
-    )
+    # One short template per turn: a tiny policy learns a regular format; what varies is the call's arguments.
+    _ZOOM_THINK = ("The frame is in the {where}. The square in it is too small to see, so I zoom in.",)
+    _ANSWER_THINK = ("The square is {colour}.",)
+    _GUESS_THINK = ("The square is too small to see. I guess {colour}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
         w, h = question.meta["image_size"]
         margin = rng.randint(4, 10)  # varied crops: all contain the frame and no distractor mark
         bbox = _to_bbox_1000(_grow(tuple(question.meta["frame_px"]), margin), w, h)  # type: ignore[arg-type]
-        label = rng.choice(("frame", "black frame", "square in the frame"))
         zoom = tool_call_turn(
             rng.choice(self._ZOOM_THINK).format(where=question.meta["where"]),
             "image_zoom_in",
-            {"bbox_2d": bbox, "label": label, "img_idx": 0},
+            {"bbox_2d": bbox, "label": "frame"},
         )
         letter = _letter(question.choices or (), question.answer)
         final = rng.choice(self._ANSWER_THINK).format(colour=question.answer, letter=letter)
