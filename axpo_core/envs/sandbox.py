@@ -15,8 +15,8 @@ user prints never mix with the protocol. Every request carries an id that its re
 What is enforced, layer by layer. The kernel layers (1-3) hold on their own, even against code that
 disarms the audit hook (which deliberately adversarial code can do, e.g. through a traceback frame):
 
-1. bubblewrap (Debian's ``bwrap``; ``make setup``/``make test`` install it as root): new user, pid,
-   network, ipc, uts and cgroup namespaces (no network interfaces but a down loopback, no view of or
+1. bubblewrap (Debian's ``bwrap``; ``make test`` and ``make run`` install it as root): new user, pid,
+   network, ipc, uts and cgroup namespaces (no network but a private loopback, no view of or
    signals to host processes, a private /proc), no capabilities, ``no_new_privs``, and a new root
    filesystem that holds only /usr (and the /bin, /lib links), the interpreter's prefix, the given
    site-packages and the image folder, all read-only, /dev/null, zero, random and urandom, and the
@@ -691,8 +691,8 @@ def _probe_isolation(executable: str, bwrap: str | None) -> _Isolation:
     ready: dict | None = None
     if bwrap is None:
         missing.append(
-            "filesystem and namespace isolation: bubblewrap (bwrap) is not installed; `make setup` "
-            "installs it when run as root, or run `apt-get install bubblewrap`"
+            "filesystem and namespace isolation: bubblewrap (bwrap) is not installed; `make test` "
+            "and `make run` install it when run as root, or run `apt-get install bubblewrap`"
         )
     else:
         ready, problem = _probe_worker(interpreter, bwrap)
