@@ -30,10 +30,10 @@ MARK = "HOOK-DISARMED"
 # locals lead to its handler table and to `deny`; make `deny` a no-op and empty the table.
 DISARM = f'''
 def _disarm():
+    if globals().get("_HOOK_DISARMED"):  # by an earlier call of this session
+        return True
     try:
         open("/etc/hostname")
-    except FileNotFoundError:  # disarmed by an earlier call: the hook let the kernel answer
-        return True
     except PermissionError as exc:
         tb = exc.__traceback__
         while tb is not None:
@@ -49,6 +49,7 @@ def _disarm():
                             return quiet
                         cell.cell_contents.__code__ = outer().__code__
                 handlers.clear()
+                globals()["_HOOK_DISARMED"] = True
                 return True
             tb = tb.tb_next
     return False
