@@ -52,9 +52,12 @@ replies onto later calls.
 Where the host refuses bubblewrap or the seccomp filter, ``Sandbox.isolation`` says so and the sandbox
 refuses to start (every call returns an error) unless it was made with ``allow_weaker=True``.
 
-Known limits: no disk quota beyond RLIMIT_FSIZE per file; no threads at all (libraries that insist on
-a thread pool fail; BLAS is set to one thread). Linux only (x86_64 and aarch64 for seccomp). A Sandbox
-is not thread-safe; use one per rollout.
+Known limits: the audit hook is a tripwire, not a boundary (tests/test_sandbox_escapes.py disarms it and
+shows the kernel layers hold); no disk quota beyond RLIMIT_FSIZE per file; no threads at all (libraries
+that insist on a thread pool fail; BLAS is set to one thread); the worker runs as uid 0 (without
+capabilities) when the trainer is root, since what it can see is bounded by the filesystem view rather
+than by file permissions. Linux only (x86_64 and aarch64 for seccomp). A Sandbox is not thread-safe; use
+one per rollout.
 """
 
 from __future__ import annotations
