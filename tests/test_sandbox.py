@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from axpo_core.envs.sandbox import _DENIED_SYSCALLS, Sandbox, _seccomp_program
+from axpo_core.envs.sandbox import _DENIED_SYSCALLS, Sandbox, _bwrap_prefix, _seccomp_program
 
 
 @pytest.fixture
@@ -262,3 +262,15 @@ def test_seccomp_program_denies_exactly_its_list(machine, arch):
         assert _run_bpf(program, arch, 0x40000000 + 57) == eperm  # x32 calls
     assert {"fork", "clone", "clone3", "execve", "socket", "ptrace"} <= set(_DENIED_SYSCALLS)
     assert _seccomp_program("riscv64") is None
+
+
+def test_bwrap_binds_only_what_it_is_given(tmp_path):
+    scratch = tmp_path / "work"
+    scratch.mkdir()
+    wanted = ["/", "/usr/lib", str(tmp_path / "missing"), str(tmp_path)]
+    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch))
+    read_only = [args[i + 1] for i, arg in enumerate(args) if arg == "--ro-bind"]
+    assert "/" not in read_only and "/usr" in read_only and "/usr/lib" not in read_only  # nested: covered
+    assert str(tmp_path) in read_only and str(tmp_path / "missing") not in read_only
+    assert args[args.index("--bind") + 1 : args.index("--bind") + 3] == [str(scratch), str(scratch)]
+    assert args[-4:] == ["--remount-ro", "/", "--chdir", str(scratch)]  # the root goes read-only last

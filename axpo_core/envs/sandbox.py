@@ -760,10 +760,11 @@ def _make_base() -> Path:
 
 
 def _outermost(paths: Sequence[str]) -> list[str]:
-    """The resolved paths that are not inside another one of them (binding those covers the rest)."""
+    """The resolved paths that are not inside another one of them (binding those covers the rest); never
+    "/" itself, which would bind the whole host."""
     kept: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+        if path != "/" and not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
             kept.append(path)
     return kept
 
