@@ -649,6 +649,7 @@ class _Isolation:
 _ISOLATION: dict[tuple[str, str | None], _Isolation] = {}
 _ISOLATION_LOCK = threading.Lock()
 _LIVE: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+_REFUSALS_LOGGED: set[str] = set()
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 _ENV = {
     "PATH": "/usr/bin:/bin",
@@ -988,7 +989,6 @@ class Sandbox:
         self._worker_images = 0  # how many of them the current worker has loaded
         self._worker_uid: int | None = None
         self._calls = 0  # request ids
-        self._refusal_logged = False
         self._closed = False
         _LIVE.add(self)
 
@@ -1044,9 +1044,9 @@ class Sandbox:
             if self._proc is None:
                 self._start()
         except _Refused as exc:
-            if not self._refusal_logged:
+            if str(exc) not in _REFUSALS_LOGGED:  # once per process, not once per rollout
+                _REFUSALS_LOGGED.add(str(exc))
                 logger.error("%s", exc)
-                self._refusal_logged = True
             return _error(
                 "python sandbox refused: weaker isolation than required",
                 "Error: the python tool is unavailable on this machine (its sandbox lacks required "
