@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean browser
+.PHONY: setup run test lint bench clean browser bwrap
 
 setup: $(STAMP)
 
@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-run: setup
+run: setup bwrap
 	$(BIN)/axpo run
 
-test: setup browser
+test: setup browser bwrap
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -25,6 +25,13 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	    else echo "note: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; }
+
+# The python tool's sandbox runs in bubblewrap (Debian's bubblewrap); without it the sandbox refuses to
+# start unless tools.python_allow_weak_isolation is set.
+bwrap:
+	@command -v bwrap >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	    else echo "note: bubblewrap missing and not root: the python sandbox will refuse to start"; fi; }
 
 lint: setup
 	$(BIN)/ruff check .

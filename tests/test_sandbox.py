@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import struct
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from axpo_core.envs.sandbox import Sandbox
+from axpo_core.envs.sandbox import _DENIED_SYSCALLS, Sandbox, _bwrap_prefix, _seccomp_program
 
 
 @pytest.fixture
 def sandbox():
-    sb = Sandbox(timeout_s=2.0, memory_mb=1024, max_output_chars=500)
+    sb = Sandbox(timeout_s=2.0, memory_mb=1024, max_output_chars=500, allow_weaker=True)
     yield sb
     sb.close()
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of live processes in process group `pgid` (field 5 of /proc/<pid>/stat)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
+def sandbox_processes(pid: int) -> list[int]:
+    """`pid` and all its live descendants (Linux /proc): the sandbox's whole process tree."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            if Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry))
-    return members
+            for task in os.listdir(f"/proc/{current}/task"):
+                pending += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except (OSError, IndexError):
+            continue
+        found.append(current)
+    return found
 
 
 def test_state_persists_and_last_expression_is_shown(sandbox):
@@ -84,32 +85,19 @@ def test_starting_processes_is_blocked(sandbox):
     assert result.error is not None and "starting or signalling processes is not allowed" in result.text
 
 
-def test_fork_bomb_is_stopped(sandbox):
-    assert sandbox.run("x = 1").error is None
-    pgid = sandbox.pid
-    before = group_members(pgid)
-    started = time.monotonic()
-    result = sandbox.run("import os\nwhile True:\n    os.fork()")
-    assert result.error is not None and result.text.startswith("Error:")
-    assert "os.fork" in result.text
-    assert time.monotonic() - started < 2.0
-    assert sorted(group_members(pgid)) == sorted(before)  # no child survived
-    assert sandbox.run("print(x)").text == "1\n"  # the machine (and the session) are fine
-
-
 def test_infinite_loop_times_out_and_restarts(sandbox):
     sandbox.run("x = 1")
     first_pid = sandbox.pid
-    started = time.monotonic()
+    assert first_pid is not None
+    first_tree = sandbox_processes(first_pid)
     result = sandbox.run("while True:\n    pass")
-    elapsed = time.monotonic() - started
     assert result.error is not None and "timed out after 2s" in result.text
     assert "variables from earlier calls are lost" in result.text
-    assert 2.0 <= elapsed < 4.0
-    assert group_members(first_pid) == []  # the whole process group was killed
+    assert [p for p in first_tree if p in sandbox_processes(p)] == []  # the whole tree was killed
     result = sandbox.run("print(x)")
     assert result.error is not None and "NameError" in result.text  # fresh worker: state lost
     assert sandbox.run("print('alive')").text == "alive\n"
+    assert sandbox.pid != first_pid
 
 
 def test_huge_output_is_truncated(sandbox):
@@ -147,8 +135,10 @@ def test_close_leaves_nothing_behind(sandbox):
     assert sandbox.run("open('f.txt', 'w').write('x')").error is None
     pid, scratch = sandbox.pid, sandbox.scratch_dir
     assert pid is not None and scratch is not None and scratch.is_dir()
+    tree = sandbox_processes(pid)
+    assert len(tree) >= 1
     sandbox.close()
-    assert group_members(pid) == []
+    assert [p for p in tree if sandbox_processes(p)] == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not scratch.parent.exists()
@@ -156,28 +146,131 @@ def test_close_leaves_nothing_behind(sandbox):
     assert sandbox.run("print(1)").text.startswith("Error:")
 
 
-def test_worker_starts_fast():
-    Sandbox().isolation  # noqa: B018 - the one-time host probe is not part of a worker start
+def test_isolation_is_complete_where_the_project_set_up_bubblewrap():
+    """`make test` installs bubblewrap when run as root (as CI does): there the report must name every
+    layer and nothing missing. Elsewhere the report must name what is missing."""
     with Sandbox() as sb:
-        started = time.monotonic()
-        assert sb.run("pass").error is None
-        assert time.monotonic() - started < 1.0
+        report = sb.isolation
+        if os.geteuid() == 0 and shutil.which("bwrap"):
+            assert sb.refusal is None, report
+            assert "bubblewrap" in report and "seccomp" in report and "missing" not in report
+            assert sb.run("import os\nos.getuid()").text == "0\n"
+            assert "uid 0 without capabilities" in report
+        else:
+            assert (sb.refusal is None) == ("missing" not in report), report
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("setpriv") or not Path("/usr/bin/python3").exists(),
-    reason="needs root, setpriv and a system python that nobody can run",
-)
-def test_drops_to_nobody_when_the_interpreter_allows_it():
-    """The venv's interpreter lives under /root here, so the sandbox stays uid 0 without capabilities;
-    the system interpreter is readable by nobody, so that path is exercised with it."""
-    with Sandbox(python_executable="/usr/bin/python3", timeout_s=5) as sb:
-        if "uid nobody" not in sb.isolation:
-            pytest.skip(f"this host refuses the drop to nobody ({sb.isolation})")
-        result = sb.run(
-            "import os\nopen('a.txt', 'w').write('x')\nprint(os.getuid(), open('a.txt').read())",
-            [Image.new("RGB", (4, 3))],
+@pytest.fixture
+def no_bwrap(monkeypatch, tmp_path):
+    """A PATH on which bwrap cannot be found (the isolation probe is keyed by bwrap's path)."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert shutil.which("bwrap") is None
+
+
+def test_refuses_to_start_without_bubblewrap_unless_allowed(no_bwrap):
+    with Sandbox() as strict:
+        assert "missing: filesystem and namespace isolation: bubblewrap (bwrap) is not installed" in (
+            strict.isolation
         )
-        assert result.text == "65534 x\n", result.text
-        assert sb.worker_uid == 65534
-        assert "not allowed" in sb.run("open('/etc/passwd').read()").text
+        assert strict.refusal is not None and "allow_weaker=True" in strict.refusal
+        result = strict.run("print('ran')")
+        assert result.error is not None and result.error.startswith("python sandbox refused")
+        assert "ran" not in result.text and strict.pid is None  # no worker was started
+    with Sandbox(allow_weaker=True) as weaker:
+        assert weaker.refusal is None
+        assert weaker.run("print('ran')").text == "ran\n"
+        if "seccomp: no fork" in weaker.isolation:  # the kernel layer that holds without bubblewrap
+            disarmed_fork = weaker.run(
+                "import os, sys\nfrom importlib import machinery, util\nerr_r, err_w = os.pipe()\n"
+                "origin = sys.modules['_posixsubprocess'].__spec__.origin\n"
+                "loader = machinery.ExtensionFileLoader('x._posixsubprocess', origin)\n"
+                "m = util.module_from_spec(util.spec_from_file_location('x._posixsubprocess', origin, "
+                "loader=loader))\n"
+                "m.fork_exec([b'/bin/true'], [b'/bin/true'], True, (err_w,), None, None, -1, -1, -1, -1, -1, "
+                "-1, err_r, err_w, True, False, -1, None, None, None, -1, None, False)"
+            )
+            assert disarmed_fork.error == "PermissionError: [Errno 1] Operation not permitted", disarmed_fork
+        assert "WEAKER" in weaker.isolation
+
+
+def test_preloaded_helpers_are_callable_and_come_back_after_a_restart():
+    preload = (
+        "def mean_gray(i):\n"
+        "    \"\"\"Mean gray level of _pil_images[i].\"\"\"\n"
+        "    im = _pil_images[i].convert('L')\n"
+        "    return sum(im.histogram()[v] * v for v in range(256)) / (im.width * im.height)\n"
+        "PRELOAD_RUNS = globals().get('PRELOAD_RUNS', 0) + 1\n"
+    )
+    with Sandbox(timeout_s=2.0, preload=preload, allow_weaker=True) as sb:
+        image = Image.new("L", (4, 2), 10)
+        assert sb.run("mean_gray(0)", [image]).text == "10.0\n"
+        assert sb.run("PRELOAD_RUNS").text == "1\n"  # once per worker, not per call
+        assert sb.run("def mean_gray(i):\n    return 'mine'\nmean_gray(0)").text == "'mine'\n"
+        assert "timed out" in sb.run("while True: pass").text
+        assert sb.run("mean_gray(0), PRELOAD_RUNS").text == "(10.0, 1)\n"  # fresh worker, preload again
+        traceback = sb.run("mean_gray(5)").text
+        assert "IndexError" in traceback and 'File "<preload>", line 3, in mean_gray' in traceback
+
+
+def test_preload_runs_under_the_same_restrictions(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    helper = f"def read_it(path={str(secret)!r}):\n    return open(path).read()\n"
+    with Sandbox(preload=helper, allow_weaker=True) as sb:
+        result = sb.run("read_it()")
+        assert result.error is not None and "is not allowed" in result.text and "s3cret" not in result.text
+        assert sb.run("open('mine.txt', 'w').write('ok')\nread_it('mine.txt')").text == "'ok'\n"
+    with Sandbox(preload=f"open({str(secret)!r}).read()\n", allow_weaker=True) as sb:
+        result = sb.run("print(1)")  # a preload that breaks a rule keeps the sandbox from starting
+        assert result.error == "python sandbox failed to start", result
+    with Sandbox(preload="def broken(:\n", allow_weaker=True) as sb:
+        assert sb.run("print(1)").error == "python sandbox failed to start"
+    with pytest.raises(TypeError, match="preload"):
+        Sandbox(preload=b"x = 1")  # type: ignore[arg-type]
+
+
+def _run_bpf(program: bytes, arch: int, nr: int) -> int:
+    """A classic-BPF interpreter for the few instructions the seccomp program uses."""
+    data = struct.pack("=iI", nr, arch) + bytes(56)
+    ops = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    acc, pc = 0, 0
+    while True:
+        code, jump_true, jump_false, k = ops[pc]
+        if code == 0x20:
+            acc = struct.unpack("=I", data[k : k + 4])[0]
+        elif code in (0x15, 0x35):
+            taken = acc == k if code == 0x15 else acc >= k
+            pc += jump_true if taken else jump_false
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+        pc += 1
+
+
+@pytest.mark.parametrize(("machine", "arch"), [("x86_64", 0xC000003E), ("aarch64", 0xC00000B7)])
+def test_seccomp_program_denies_exactly_its_list(machine, arch):
+    program = _seccomp_program(machine)
+    assert program is not None and len(program) % 8 == 0
+    column = 0 if machine == "x86_64" else 1
+    denied = {nrs[column] for nrs in _DENIED_SYSCALLS.values() if nrs[column] is not None}
+    eperm, allow, kill = 0x00050001, 0x7FFF0000, 0x80000000
+    for nr in range(460):
+        assert _run_bpf(program, arch, nr) == (eperm if nr in denied else allow), nr
+    assert _run_bpf(program, 0x40000003, 2) == kill  # i386 calls on an x86_64 kernel, say
+    if machine == "x86_64":
+        assert _run_bpf(program, arch, 0x40000000 + 57) == eperm  # x32 calls
+    assert {"fork", "clone", "clone3", "execve", "socket", "ptrace"} <= set(_DENIED_SYSCALLS)
+    assert _seccomp_program("riscv64") is None
+
+
+def test_bwrap_binds_only_what_it_is_given(tmp_path):
+    scratch = tmp_path / "work"
+    scratch.mkdir()
+    wanted = ["/", "/usr/lib", str(tmp_path / "missing"), str(tmp_path)]
+    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch))
+    read_only = [args[i + 1] for i, arg in enumerate(args) if arg == "--ro-bind"]
+    assert "/" not in read_only and "/usr" in read_only and "/usr/lib" not in read_only  # nested: covered
+    assert str(tmp_path) in read_only and str(tmp_path / "missing") not in read_only
+    assert args[args.index("--bind") + 1 : args.index("--bind") + 3] == [str(scratch), str(scratch)]
+    assert args[-4:] == ["--remount-ro", "/", "--chdir", str(scratch)]  # the root goes read-only last

@@ -4,61 +4,60 @@ Why a subprocess: the model's code must not be able to hang, crash or exhaust th
 a separate interpreter (one per rollout) that we can kill at any time. The worker is a small
 self-contained script run with ``python -I -S -B`` (no site, no user environment, no .pyc writes); it
 does not import torch or transformers, so it starts in a few tens of milliseconds. Variables persist
-across calls; the rollout's images are written as PNG files and loaded as ``_pil_images``.
+across calls; the rollout's images are written as PNG files and loaded as ``_pil_images``; an optional
+``preload`` source (documented helper functions) runs in the same namespace before the first call.
 
 Protocol: 4-byte big-endian length + UTF-8 JSON, parent -> worker on the worker's stdin, worker ->
 parent on its stdout. The worker moves both pipes to private descriptors and points fds 0 and 1 at
 /dev/null before running user code; ``sys.stdout``/``sys.stderr`` are captured in memory (bounded), so
-user prints never mix with the protocol. The parent treats any malformed reply as a crashed worker.
+user prints never mix with the protocol. Every request carries an id that its reply must repeat.
 
-What is enforced, layer by layer (each holds on its own where it applies):
+What is enforced, layer by layer. The kernel layers (1-3) hold on their own, even against code that
+disarms the audit hook (which deliberately adversarial code can do, e.g. through a traceback frame):
 
-1. rlimits, set by the worker before any user code and with soft == hard so they cannot be raised:
-   RLIMIT_AS (``memory_mb``: large allocations raise MemoryError), RLIMIT_CPU (lifetime CPU seconds;
-   SIGXCPU/SIGKILL), RLIMIT_FSIZE (per file; SIGXFSZ ignored so writes fail with EFBIG), RLIMIT_NOFILE,
-   RLIMIT_CORE = 0 and RLIMIT_NPROC = 0 (no new processes or threads; the kernel enforces it for every
-   uid except 0).
-2. An audit hook (``sys.addaudithook``; cannot be removed), installed before user code, which
-   raises PermissionError for: all ``socket.*`` events (no network, including DNS); process creation
-   and signalling (``os.fork``/``forkpty``/``exec``/``posix_spawn``/``system``, ``subprocess.Popen``,
-   ``os.kill``/``killpg``; ``_posixsubprocess.fork_exec`` is replaced by a stub and re-importing the
-   module is refused); ctypes foreign calls, raw-memory access and dlopen of libraries (importing
-   ctypes still works, so numpy/pandas import); ``open``/``os.open`` of paths outside the allowed roots
-   (read: scratch dir, the interpreter's prefixes, the given site-packages, the image folder and
-   /dev/null, /dev/zero, /dev/(u)random; write: the scratch dir and /dev/null only); mkdir, remove,
-   rename, link, chmod, chown, utime, truncate, xattr and rmtree outside the scratch dir; symlinks;
-   directory listing and chdir outside the readable roots; opening device nodes, FIFOs or sockets;
-   ``dir_fd`` arguments; sqlite databases outside the scratch dir; ``resource.setrlimit``,
-   ``sys.settrace``/``setprofile``, ``gc.get_referrers`` and friends. Paths are resolved with the
-   hook's own realpath built from captured C functions, so monkeypatching ``os``/``builtins`` does not
-   change its decisions.
-3. OS isolation when the parent runs as root, probed once per interpreter (``_isolation_for``) and
-   left out silently where the host refuses it:
-   ``unshare --net --pid --ipc --mount --fork --kill-child``: no network interfaces at all, no view of
-   or signals to host processes, the worker dies with its unshare parent; inside the new mount
-   namespace a small sh script remounts every mount read-only and bind-mounts only the scratch dir back
-   read-write, so even native code (e.g. pyarrow's C++ file writers) cannot write anywhere else. Then
-   ``setpriv``: run as ``nobody`` when nobody can run this very interpreter (same version and base
-   prefix; the scratch dir is chowned to it), otherwise stay uid 0 with an empty capability bounding set
-   and ``no_new_privs`` (no CAP_DAC_OVERRIDE, CAP_MKNOD, CAP_KILL, CAP_SYS_RESOURCE, CAP_SYS_ADMIN, so
-   the read-only remounts cannot be undone). On the development box (root in a container, interpreter
-   under /root with mode 0700) the result is "namespaces with a read-only filesystem + uid 0 without
-   capabilities"; ``Sandbox.isolation`` says what a given host got. As a non-root user there is no OS
-   layer, but RLIMIT_NPROC then applies.
-4. Wall-clock timeout per call: the parent SIGKILLs the worker's whole process group (the worker is
-   started in a new session) and the next call starts a fresh worker; the worker also arms
+1. bubblewrap (Debian's ``bwrap``; ``make test`` and ``make run`` install it as root): new user, pid,
+   network, ipc, uts and cgroup namespaces (no network but a private loopback, no view of or
+   signals to host processes, a private /proc), no capabilities, ``no_new_privs``, and a new root
+   filesystem that holds only /usr (and the /bin, /lib links), the interpreter's prefix, the given
+   site-packages and the image folder, all read-only, /dev/null, zero, random and urandom, and the
+   scratch dir, the only writable place. The trainer's files (home, project, credentials, /etc, /tmp)
+   do not exist in it, whatever uid the worker has.
+2. A seccomp filter the worker installs on itself before any user code (a BPF program built here):
+   fork, vfork, clone, clone3, execve and execveat fail with EPERM, so no process and no thread can
+   ever start, by any route (``_posixsubprocess``, ctypes, native code); also socket, ptrace,
+   process_vm_*, mount and namespace calls, bpf, perf_event_open, userfaultfd, io_uring, keyrings,
+   kernel modules, kexec and the like. Other architectures than the filter's are killed.
+3. rlimits with soft == hard: RLIMIT_AS (``memory_mb``: large allocations raise MemoryError),
+   RLIMIT_CPU (lifetime CPU seconds), RLIMIT_FSIZE (per file; SIGXFSZ ignored so writes fail with
+   EFBIG), RLIMIT_NOFILE, RLIMIT_CORE = 0, RLIMIT_NPROC = 0.
+4. An audit hook (``sys.addaudithook``), installed before user code: a tripwire that turns the usual
+   attempts (sockets, processes, ``os.kill``, ctypes calls and dlopen, paths outside the scratch dir
+   and the read-only roots, symlinks, special files, ``dir_fd``, sqlite files elsewhere, setrlimit,
+   settrace, gc introspection, further audit hooks) into clear PermissionErrors for the model.
+5. Wall-clock timeout per call: the parent SIGKILLs the sandbox's init (the kernel then kills
+   everything in its pid namespace) and the next call starts a fresh worker; the worker also arms
    ``alarm(timeout + 5)`` as a backstop in case the parent died mid-call. A worker whose parent dies
-   while idle sees EOF on its request pipe and exits.
-5. A private scratch directory (the worker's cwd, HOME and TMPDIR), removed by ``close()``; a scrubbed
-   environment (single-threaded BLAS).
+   while idle sees EOF on its request pipe and exits. After each call the worker cancels interval
+   timers and restores signal handlers, so no user code runs between calls.
+6. A private scratch directory (the worker's cwd, HOME and TMPDIR), removed by ``close()``; an
+   environment built from nothing (no trainer variables, single-threaded BLAS).
 
-Known limits: CPython audit hooks are a tripwire, not a security boundary against deliberately
-adversarial code (introspection can reach unaudited primitives), and native extensions bypass them:
-they can still *read* files outside the roots (the read-only mounts stop their writes). The OS layers
-are what hold against that, and they are strongest when the worker can run as nobody. As uid 0 the
-kernel does not apply RLIMIT_NPROC, so forking is stopped by the hook (and contained by the pid
-namespace), and user threads are allowed. There is no disk quota beyond RLIMIT_FSIZE per file. Linux
-only. A Sandbox is not thread-safe; use one per rollout.
+The reply channel: user code runs in the worker's own interpreter, so it can write whatever the worker
+can, including the reply pipe. The parent therefore trusts no reply further than its shape: a reply is
+accepted only as the answer to the one outstanding request (same id, bounded size, typed fields), and
+a worker that writes anything else, or anything between calls, is killed and restarted. A forged reply
+can thus only replace the current call's text, which the code could print anyway; it cannot shift
+replies onto later calls.
+
+Where the host refuses bubblewrap or the seccomp filter, ``Sandbox.isolation`` says so and the sandbox
+refuses to start (every call returns an error) unless it was made with ``allow_weaker=True``.
+
+Known limits: the audit hook is a tripwire, not a boundary (tests/test_sandbox_escapes.py disarms it and
+shows the kernel layers hold); no disk quota beyond RLIMIT_FSIZE per file; no threads at all (libraries
+that insist on a thread pool fail; BLAS is set to one thread); the worker runs as uid 0 (without
+capabilities) when the trainer is root, since what it can see is bounded by the filesystem view rather
+than by file permissions. Linux only (x86_64 and aarch64 for seccomp). A Sandbox is not thread-safe; use
+one per rollout.
 """
 
 from __future__ import annotations
@@ -68,11 +67,11 @@ import json
 import logging
 import math
 import os
-import pwd
 import select
 import shutil
 import signal
 import site
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -170,6 +169,64 @@ def set_limits(cfg):
         if old_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, old_hard), min(hard, old_hard)
         resource.setrlimit(which, (soft, hard))
+
+
+def install_seccomp(program_hex):
+    """Install the parent's BPF program on this process; "on" once fork() is seen to fail, else why not."""
+    if not program_hex:
+        return "no filter for this machine architecture"
+    try:
+        import ctypes
+
+        program = bytes.fromhex(program_hex)
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        buffer = ctypes.create_string_buffer(program, len(program))
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
+        PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return "prctl(PR_SET_NO_NEW_PRIVS) failed: " + os.strerror(ctypes.get_errno())
+        if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+            return "prctl(PR_SET_SECCOMP) failed: " + os.strerror(ctypes.get_errno())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:  # the filter is only trusted once seen to work
+        pid = os.fork()
+    except PermissionError:
+        return "on"
+    except OSError as exc:
+        return f"fork() failed with {exc} instead of EPERM"
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "the filter was installed but fork() still works"
+
+
+def saved_signal_handlers():
+    handlers = {}
+    for sig in signal.valid_signals():
+        try:
+            handlers[sig] = signal.getsignal(sig)
+        except (OSError, ValueError):
+            pass
+    return handlers
+
+
+def reset_between_calls(handlers):
+    """Leave nothing of the call able to run before the next one: no interval timer, no user handler."""
+    for which in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+        signal.setitimer(which, 0)
+    for sig, handler in handlers.items():
+        try:
+            if signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        except (OSError, ValueError, TypeError):
+            pass
 
 
 def neuter(module, name, message):
@@ -374,7 +431,7 @@ def install_audit_hook(scratch, read_roots, path_types):
                   "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sqlite3.enable_load_extension",
                   "sqlite3.load_extension", "webbrowser.open", "ctypes.call_function", "ctypes.cdata",
                   "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.string_at", "ctypes.wstring_at",
-                  "ctypes.PyObj_FromPtr"):
+                  "ctypes.PyObj_FromPtr", "sys.addaudithook"):
         handlers[event] = blocked
     get_handler = handlers.get
 
@@ -457,6 +514,7 @@ def main():
     os.chdir(cfg["scratch"])
     set_limits(cfg)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    seccomp = install_seccomp(cfg["seccomp"])
     neuter_unaudited_primitives()
     import pathlib
 
@@ -467,7 +525,18 @@ def main():
                        (pathlib.PosixPath, pathlib.PurePosixPath, os.DirEntry))
     images = []
     ns = {"__name__": "__main__", "__builtins__": builtins, "_pil_images": images}
-    send(resp_fd, {"ready": True, "uid": os.getuid(), "pid": os.getpid()})
+    handlers = saved_signal_handlers()
+    preload_error = None
+    if cfg["preload"]:
+        source = cfg["preload"]
+        linecache.cache["<preload>"] = (len(source), None, source.splitlines(True), "<preload>")
+        try:
+            exec(compile(source, "<preload>", "exec"), ns)
+        except BaseException as exc:
+            preload_error = describe(exc)[1]
+        reset_between_calls(handlers)
+    send(resp_fd, {"ready": True, "uid": os.getuid(), "pid": os.getpid(), "seccomp": seccomp,
+                   "preload_error": preload_error})
     count = 0
     while True:
         request = recv(req_fd)
@@ -477,12 +546,15 @@ def main():
         signal.alarm(cfg["alarm_s"])
         reply = run(request, ns, images, count, cfg["max_output_chars"])
         signal.alarm(0)
+        reset_between_calls(handlers)
+        reply["id"] = request.get("id")
         send(resp_fd, reply)
 
 
 main()
 '''
 _WORKER_BOOT = "import sys; exec(compile(sys.argv[1], '<sandbox-worker>', 'exec'))"
+_MAX_PRELOAD_BYTES = 100_000  # it travels in argv, where one argument may hold at most 128 KiB
 
 
 @dataclass(frozen=True)
@@ -494,135 +566,228 @@ class RunResult:
     error: str | None = None
 
 
+# ---------------------------------------------------------------------- seccomp
+
+# Syscalls the worker may never make: (x86_64 number, aarch64 number); None where the call does not exist.
+_DENIED_SYSCALLS: dict[str, tuple[int | None, int | None]] = {
+    # new processes and threads, and running other programs
+    "fork": (57, None), "vfork": (58, None), "clone": (56, 220), "clone3": (435, 435),
+    "execve": (59, 221), "execveat": (322, 281),
+    # other processes' memory, and the network (the audit hook reports socket attempts more clearly)
+    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "pidfd_getfd": (438, 438), "kcmp": (312, 272), "socket": (41, 198),
+    # mounts and namespaces
+    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
+    "pivot_root": (155, 41), "chroot": (161, 51), "open_tree": (428, 428), "move_mount": (429, 429),
+    "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433),
+    "mount_setattr": (442, 442), "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265),
+    # kernel attack surface nothing in a Python tool needs
+    "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282), "keyctl": (250, 219),
+    "add_key": (248, 217), "request_key": (249, 218), "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426), "io_uring_register": (427, 427), "personality": (135, 92),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294), "reboot": (169, 142), "swapon": (167, 224),
+    "swapoff": (168, 225), "acct": (163, 89), "quotactl": (179, 60), "vhangup": (153, 58),
+    "syslog": (103, 116), "mknod": (133, None), "mknodat": (259, 33), "uselib": (134, None),
+    "iopl": (172, None), "ioperm": (173, None),
+}
+_AUDIT_ARCH = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}  # AUDIT_ARCH_*, column above
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+_SECCOMP_RET_KILL_PROCESS, _SECCOMP_RET_ERRNO, _SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+_EPERM = 1
+
+
+def _seccomp_program(machine: str) -> bytes | None:
+    """The worker's seccomp filter as a classic BPF program (struct sock_filter[]), or None for a machine
+    this module has no syscall table for. Wrong-architecture calls kill the process; denied calls (and
+    x32 calls on x86_64) fail with EPERM; everything else is allowed."""
+    if machine not in _AUDIT_ARCH:
+        return None
+    arch, column = _AUDIT_ARCH[machine]
+    numbers = sorted({nrs[column] for nrs in _DENIED_SYSCALLS.values() if nrs[column] is not None})
+
+    def op(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jump_true, jump_false, k)
+
+    # seccomp_data: int nr at offset 0, u32 arch at offset 4. The last two instructions are ALLOW, DENY.
+    checks = [(_BPF_JGE_K, _X32_SYSCALL_BIT)] if machine == "x86_64" else []
+    checks += [(_BPF_JEQ_K, nr) for nr in numbers]
+    program = [
+        op(_BPF_LD_W_ABS, 4),
+        op(_BPF_JEQ_K, arch, jump_true=1),
+        op(_BPF_RET_K, _SECCOMP_RET_KILL_PROCESS),
+        op(_BPF_LD_W_ABS, 0),
+    ]
+    for i, (code, k) in enumerate(checks):
+        program.append(op(code, k, jump_true=len(checks) - i))  # to DENY, past the rest and ALLOW
+    program += [op(_BPF_RET_K, _SECCOMP_RET_ALLOW), op(_BPF_RET_K, _SECCOMP_RET_ERRNO | _EPERM)]
+    return b"".join(program)
+
+
+_SECCOMP_PROGRAM = _seccomp_program(os.uname().machine)
+
+
+# ---------------------------------------------------------------------- OS isolation (probed once)
+
+
+@dataclass(frozen=True)
+class _Interpreter:
+    executable: str  # resolved: a venv's link need not resolve inside the sandbox's filesystem
+    roots: tuple[str, ...]  # its prefixes and standard library, bound read-only
+
+
 @dataclass(frozen=True)
 class _Isolation:
-    prefix: tuple[str, ...]  # launcher (unshare/sh/setpriv) put in front of the interpreter; see _SCRATCH
-    run_as: tuple[int, int] | None  # (uid, gid) the worker runs as; None: the parent's user
+    interpreter: _Interpreter
+    bwrap: str | None  # bubblewrap, when it works on this host
+    seccomp: bool  # whether the worker's seccomp filter takes hold here
     description: str
+    missing: tuple[str, ...]  # what this host refused, each with the reason
 
 
-# In _Isolation.prefix, this argument stands for the sandbox's scratch dir (NUL cannot occur in argv).
-_SCRATCH = "\0scratch"
-
-# sh runs as pid 1 of the new pid namespace and the worker as its child: the kernel ignores default-action
-# signals such as SIGXCPU or SIGALRM sent to a namespace's init, and sh reports how its child died.
-_RUN_AS_CHILD = '"$@"; exit $?'
-
-# The same, after making every mount read-only in the new mount namespace and bind-mounting the scratch
-# dir ($1) back read-write, so not even native code can write elsewhere.
-_READ_ONLY_MOUNTS = r"""
-scratch="$1"; shift
-while read -r _ mount_point _ options _; do
-  case ",$options," in *,ro,*) continue ;; esac
-  mount -o remount,bind,ro "$mount_point" 2>/dev/null
-done < /proc/self/mounts
-mount --bind "$scratch" "$scratch" && mount -o remount,bind,rw "$scratch" || exit 125
-"$@"; exit $?
-"""
-
-_ISOLATION: dict[str, _Isolation] = {}
+_ISOLATION: dict[tuple[str, str | None], _Isolation] = {}
 _ISOLATION_LOCK = threading.Lock()
 _LIVE: weakref.WeakSet[Sandbox] = weakref.WeakSet()
-
-
-def _probe(cmd: Sequence[str], timeout_s: float = 20.0) -> str | None:
-    """Run a short command; its stdout if it succeeded, else None."""
-    try:
-        done = subprocess.run(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd="/",
-            timeout=timeout_s,
-            check=False,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.decode(errors="replace") if done.returncode == 0 else None
-
-
-def _fill(prefix: Sequence[str], scratch: str) -> list[str]:
-    return [scratch if part == _SCRATCH else part for part in prefix]
+_REFUSALS_LOGGED: set[str] = set()
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OMP_NUM_THREADS": "1",  # no threads can start in the sandbox: libraries must not try
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",  # jemalloc would try to start a background thread
+}
 
 
 def _isolation_for(executable: str) -> _Isolation:
-    """Pick the strongest OS isolation this host allows for `executable` (probed once, then cached)."""
+    """What isolation workers of `executable` get on this host (probed once per interpreter and bwrap)."""
+    key = (executable, shutil.which("bwrap"))
     with _ISOLATION_LOCK:
-        if executable not in _ISOLATION:
-            probe_dir = tempfile.mkdtemp(prefix="axpo-sandbox-probe-")
-            try:
-                _ISOLATION[executable] = _probe_isolation(executable, probe_dir)
-            finally:
-                shutil.rmtree(probe_dir, ignore_errors=True)
-            logger.info("python sandbox isolation: %s", _ISOLATION[executable].description)
-        return _ISOLATION[executable]
+        if key not in _ISOLATION:
+            _ISOLATION[key] = _probe_isolation(executable, key[1])
+            logger.info("python sandbox isolation: %s", _ISOLATION[key].description)
+        return _ISOLATION[key]
 
 
-_LAYERS = "rlimits, audit hook"
-
-
-def _probe_isolation(executable: str, probe_dir: str) -> _Isolation:
-    if os.geteuid() != 0:
-        return _Isolation((), None, f"same user as the trainer (RLIMIT_NPROC applies), {_LAYERS}")
-    prefix, parts = _probe_namespaces(probe_dir)
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        no_caps = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
-        as_nobody = _probe_nobody(executable, prefix, no_caps, probe_dir)
-        if as_nobody is not None:
-            launcher, ids = as_nobody
-            return _Isolation(tuple(launcher), ids, ", ".join([*parts, "uid nobody", _LAYERS]))
-        launcher = [*prefix, *no_caps, "--"]
-        if _probe(_fill(launcher, probe_dir) + [executable, "-I", "-S", "-c", "pass"]) is not None:
-            prefix, parts = launcher, [*parts, "uid 0 without capabilities"]
-    return _Isolation(tuple(prefix), None, ", ".join([*parts, _LAYERS]))
-
-
-def _probe_namespaces(probe_dir: str) -> tuple[list[str], list[str]]:
-    """unshare with a read-only mount namespace if the host allows it, else without; else nothing."""
-    unshare, sh = shutil.which("unshare"), shutil.which("sh")
-    if not unshare:
-        return [], []
-    namespaces = [unshare, "--net", "--pid", "--ipc", "--fork", "--kill-child"]
-    if sh:
-        read_only = [*namespaces, "--mount", "--", sh, "-c", _READ_ONLY_MOUNTS, "sh", _SCRATCH]
-        outside = os.path.join(tempfile.gettempdir(), f".axpo-sandbox-probe-{os.getpid()}")
-        check = [sh, "-c", 'touch "$1/ok" && ! (: > "$2") 2>/dev/null', "sh", probe_dir, outside]
-        works = _probe(_fill(read_only, probe_dir) + check) is not None
-        if os.path.lexists(outside):
-            os.unlink(outside)
-        if works:
-            return read_only, ["network/pid/ipc/mount namespaces with a read-only filesystem"]
-    launcher = [*namespaces, "--", sh, "-c", _RUN_AS_CHILD, "sh"] if sh else [*namespaces, "--"]
-    if _probe([*launcher, "true"]) is not None:
-        return launcher, ["network/pid/ipc namespaces"]
-    return [], []
-
-
-def _probe_nobody(
-    executable: str, prefix: list[str], no_caps: list[str], probe_dir: str
-) -> tuple[list[str], tuple[int, int]] | None:
-    """(launcher, (uid, gid)) to run as nobody, if nobody sees this very interpreter (a fallback to
-    another stdlib would be fragile) and can reach the temp dir that holds the scratch dirs."""
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-    uid, gid = nobody.pw_uid, nobody.pw_gid
-    launcher = [*prefix, no_caps[0], f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *no_caps[1:], "--"]
+def _interpreter(executable: str) -> _Interpreter:
     code = (
-        "import json, os, sys; print(json.dumps([sys.version, os.path.realpath(sys.base_prefix), "
-        f"os.access({tempfile.gettempdir()!r}, os.X_OK)]))"
+        "import json, os, sys; print(json.dumps([sys.executable, sys.base_prefix, sys.base_exec_prefix, "
+        "os.path.dirname(os.__file__)]))"
     )
-    expected = _probe([executable, "-I", "-S", "-c", code])
-    if expected is None or not json.loads(expected)[2]:
-        return None
-    os.chown(probe_dir, uid, gid)
-    if _probe(_fill(launcher, probe_dir) + [executable, "-I", "-S", "-c", code]) != expected:
-        return None
-    return launcher, (uid, gid)
+    try:
+        done = subprocess.run(
+            [executable, "-I", "-S", "-c", code], capture_output=True, timeout=_STARTUP_TIMEOUT_S,
+            check=True, env=_ENV, cwd="/",
+        )
+        found = json.loads(done.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"the python sandbox cannot run the interpreter {executable!r}: {exc}") from None
+    roots = tuple(sorted({os.path.realpath(p) for p in found[1:]}))
+    return _Interpreter(os.path.realpath(found[0] or executable), roots)
+
+
+def _probe_isolation(executable: str, bwrap: str | None) -> _Isolation:
+    interpreter = _interpreter(executable)
+    missing: list[str] = []
+    ready: dict | None = None
+    if bwrap is None:
+        missing.append(
+            "filesystem and namespace isolation: bubblewrap (bwrap) is not installed; `make test` "
+            "and `make run` install it when run as root, or run `apt-get install bubblewrap`"
+        )
+    else:
+        ready, problem = _probe_worker(interpreter, bwrap)
+        if ready is None:
+            missing.append(f"filesystem and namespace isolation: bubblewrap fails on this host ({problem})")
+            bwrap = None
+    if ready is None:
+        ready, problem = _probe_worker(interpreter, None)
+        if ready is None:
+            raise RuntimeError(f"the python sandbox worker does not start: {problem}")
+    seccomp = ready.get("seccomp") == "on"
+    if not seccomp:
+        missing.append(f"seccomp filter (no process or thread creation): {ready.get('seccomp')}")
+    parts = []
+    if bwrap:
+        parts.append(
+            "bubblewrap: user/pid/network/ipc/uts/cgroup namespaces, no capabilities, a read-only root "
+            "of only /usr, the interpreter, its packages and the images, the scratch dir writable"
+        )
+    if seccomp:
+        parts.append("seccomp: no fork/exec/threads/sockets/ptrace/mounts")
+    uid = ready.get("uid")
+    if uid == 0:
+        parts.append("uid 0 without capabilities" if bwrap else "uid 0 WITH the trainer's capabilities")
+    else:
+        parts.append(f"uid {uid}")
+    parts += ["rlimits", "audit hook"]
+    description = ", ".join(parts)
+    if missing:
+        description += "; WEAKER than required, missing: " + "; ".join(missing)
+    return _Isolation(interpreter, bwrap, seccomp, description, tuple(missing))
+
+
+def _probe_worker(interpreter: _Interpreter, bwrap: str | None) -> tuple[dict | None, str]:
+    """Start one worker as a sandbox would and return its ready message (or None and why not)."""
+    base = _make_base()
+    proc = None
+    try:
+        proc = _spawn(interpreter, bwrap, base, _probe_config(base))
+        return _await_ready(proc, base), ""
+    except RuntimeError as exc:
+        return None, str(exc)
+    finally:
+        if proc is not None:
+            _kill_worker(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _probe_config(base: Path) -> dict:
+    return {
+        "scratch": str(base / "work"), "read_roots": [str(base / "images")], "memory_mb": 1024,
+        "cpu_time_s": 30, "max_file_mb": 1, "max_output_chars": 100, "alarm_s": 30, "preload": "",
+    }
+
+
+def _make_base() -> Path:
+    """A fresh folder holding the scratch dir (``work``) and the images (``images``)."""
+    base = Path(tempfile.mkdtemp(prefix="axpo-sandbox-"))
+    (base / "work").mkdir()
+    (base / "images").mkdir()
+    return base
+
+
+def _outermost(paths: Sequence[str]) -> list[str]:
+    """The resolved paths that are not inside another one of them (binding those covers the rest); never
+    "/" itself, which would bind the whole host."""
+    kept: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
+        if path != "/" and not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _bwrap_prefix(bwrap: str, read_only: Sequence[str], scratch: str) -> list[str]:
+    """bwrap's arguments: fresh namespaces and a root filesystem of `read_only` (plus /usr and its
+    companions) read-only and `scratch` read-write; nothing else of the host is visible."""
+    args = [bwrap, "--unshare-all", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    system = ["/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):  # merged /usr: keep the link, its target is bound
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            system.append(top)
+    for path in _outermost([*system, *read_only]):
+        args += ["--ro-bind", path, path]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--bind", scratch, scratch]
+    for device in _DEVICES:
+        if os.path.exists(device):
+            args += ["--dev-bind", device, device]
+    # the root itself (a tmpfs holding the mount points) read-only last, so nothing but scratch is writable
+    return [*args, "--proc", "/proc", "--remount-ro", "/", "--chdir", scratch]
 
 
 def _site_dirs() -> list[str]:
@@ -632,9 +797,80 @@ def _site_dirs() -> list[str]:
     dirs = [os.path.dirname(os.path.dirname(Image.__file__)), *site.getsitepackages(), paths["purelib"]]
     out: list[str] = []
     for d in [*dirs, paths["platlib"]]:
+        d = os.path.realpath(d)
         if os.path.isdir(d) and d not in out:
             out.append(d)
     return out
+
+
+def _spawn(interpreter: _Interpreter, bwrap: str | None, base: Path, config: dict) -> subprocess.Popen[bytes]:
+    """Start a worker (under bubblewrap when given) in a new session; it still has to say it is ready."""
+    scratch = config["scratch"]
+    config = {
+        **config,
+        "site_dirs": _site_dirs(),
+        "seccomp": _SECCOMP_PROGRAM.hex() if _SECCOMP_PROGRAM else "",
+    }
+    env = {**_ENV, "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}
+    prefix: list[str] = []
+    if bwrap is not None:
+        read_only = [*interpreter.roots, *config["site_dirs"], *config["read_roots"]]
+        prefix = _bwrap_prefix(bwrap, read_only, scratch)
+    cmd = [*prefix, interpreter.executable, "-I", "-S", "-B", "-c", _WORKER_BOOT, _WORKER_SOURCE,
+           json.dumps(config)]
+    with open(base / "worker.log", "ab") as log:
+        return subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=scratch, env=env,
+            start_new_session=True, bufsize=0,
+        )
+
+
+def _await_ready(proc: subprocess.Popen[bytes], base: Path) -> dict:
+    assert proc.stdout is not None
+    try:
+        ready = _receive(proc.stdout.fileno(), time.monotonic() + _STARTUP_TIMEOUT_S)
+    except (_Timeout, _WorkerGone) as exc:
+        _kill_worker(proc)
+        log_tail = (base / "worker.log").read_bytes()[-2000:].decode(errors="replace").strip()
+        raise RuntimeError(f"worker did not start ({type(exc).__name__}): {log_tail}") from None
+    if ready.get("ready") is not True:
+        raise RuntimeError(f"unexpected first message from the worker: {str(ready)[:200]}")
+    return ready
+
+
+def _kill_worker(proc: subprocess.Popen[bytes]) -> int | None:
+    """Kill the worker and everything started with it, reap it; the exit status of the top process."""
+    if proc.poll() is None:
+        # With bwrap on top, kill its child (the pid namespace's init) first: the kernel then kills and
+        # reaps everything in the namespace and bwrap exits, so nothing is left to the host's init to reap.
+        children = _children(proc.pid)
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        if children:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+    try:
+        returncode = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+        logger.error("python sandbox worker %d did not die", proc.pid)
+        returncode = None
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+    return returncode
+
+
+# ---------------------------------------------------------------------- protocol
 
 
 class _WorkerGone(Exception):
@@ -645,8 +881,81 @@ class _Timeout(Exception):
     pass
 
 
+def _send(fd: int, message: dict, deadline: float) -> None:
+    data = json.dumps(message).encode("utf-8")
+    data = len(data).to_bytes(_HEADER_BYTES, "big") + data
+    os.set_blocking(fd, False)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        events = poller.poll(max(1, int(remaining * 1000)))
+        if not events:
+            continue
+        if events[0][1] & (select.POLLERR | select.POLLHUP):
+            raise _WorkerGone
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+        except OSError as exc:  # EPIPE: the worker is gone
+            raise _WorkerGone from exc
+
+
+def _receive(fd: int, deadline: float) -> dict:
+    size = int.from_bytes(_read_exact(fd, _HEADER_BYTES, deadline), "big")
+    if size > _MAX_REPLY_BYTES:
+        raise _WorkerGone
+    try:
+        message = json.loads(_read_exact(fd, size, deadline))
+    except ValueError as exc:
+        raise _WorkerGone from exc
+    if not isinstance(message, dict):
+        raise _WorkerGone
+    return message
+
+
+def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = bytearray()
+    while len(buf) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        if not poller.poll(max(1, int(remaining * 1000))):
+            continue
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise _WorkerGone
+        buf += chunk
+    return bytes(buf)
+
+
+def _has_pending_data(fd: int) -> bool:
+    """Whether the worker has written something nobody asked for (checked between calls)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(event & select.POLLIN for _, event in poller.poll(0))
+
+
+class _Refused(Exception):
+    """The host lacks a required isolation mechanism and the sandbox was not allowed to run weaker."""
+
+
+_RESTARTED = "The Python session was restarted: variables from earlier calls are lost."
+
+
 class Sandbox:
-    """A persistent sandboxed Python interpreter, started lazily and restarted after a timeout or crash."""
+    """A persistent sandboxed Python interpreter, started lazily and restarted after a timeout or crash.
+
+    ``allow_weaker``: start even where the host refuses bubblewrap or the seccomp filter (the isolation
+    report then lists what is missing); by default such a sandbox refuses to run code. ``preload``:
+    Python source run once in the user namespace of every worker (again after a restart), after
+    ``_pil_images`` is set up and before the first user code, under the same restrictions."""
 
     def __init__(
         self,
@@ -657,7 +966,13 @@ class Sandbox:
         cpu_time_s: int | None = None,
         max_file_mb: int = 64,
         python_executable: str | None = None,
+        allow_weaker: bool = False,
+        preload: str = "",
     ):
+        if not isinstance(preload, str):
+            raise TypeError(f"Sandbox(preload=...) must be Python source (str), not {type(preload).__name__}")
+        if len(preload.encode("utf-8", "surrogatepass")) > _MAX_PRELOAD_BYTES:
+            raise ValueError(f"Sandbox(preload=...) is longer than {_MAX_PRELOAD_BYTES} bytes")
         self.timeout_s = float(timeout_s)
         self.memory_mb = int(memory_mb)
         self.max_output_chars = int(max_output_chars)
@@ -666,11 +981,14 @@ class Sandbox:
         )
         self.max_file_mb = int(max_file_mb)
         self.python_executable = python_executable or sys.executable
+        self.allow_weaker = bool(allow_weaker)
+        self.preload = preload
         self._proc: subprocess.Popen[bytes] | None = None
         self._base: Path | None = None
         self._image_paths: list[str] = []  # PNG files written so far, one per image, in order
         self._worker_images = 0  # how many of them the current worker has loaded
         self._worker_uid: int | None = None
+        self._calls = 0  # request ids
         self._closed = False
         _LIVE.add(self)
 
@@ -678,12 +996,13 @@ class Sandbox:
 
     @property
     def pid(self) -> int | None:
-        """Pid (and process-group id) of the running worker's top process; None when none runs."""
+        """Pid (and process-group id) of the running worker's top process (bwrap, or the interpreter
+        itself without it); None when none runs."""
         return self._proc.pid if self._proc is not None else None
 
     @property
     def worker_uid(self) -> int | None:
-        """The uid the current worker runs as (65534 when it could be dropped to nobody)."""
+        """The uid the current worker runs as (as seen inside its namespaces)."""
         return self._worker_uid if self._proc is not None else None
 
     @property
@@ -692,8 +1011,21 @@ class Sandbox:
 
     @property
     def isolation(self) -> str:
-        """A description of the OS-level isolation workers get on this host."""
+        """A description of the OS-level isolation workers get on this host, naming what it refuses."""
         return _isolation_for(self.python_executable).description
+
+    @property
+    def refusal(self) -> str | None:
+        """Why this sandbox will not run code on this host (a required mechanism is refused and
+        ``allow_weaker`` is False); None when it will."""
+        missing = _isolation_for(self.python_executable).missing
+        if not missing or self.allow_weaker:
+            return None
+        return (
+            "the python sandbox refuses to start with weaker isolation than required; this host lacks: "
+            + "; ".join(missing)
+            + " (allow_weaker=True, i.e. tools.python_allow_weak_isolation, runs it anyway)"
+        )
 
     def run(self, code: str, images: Sequence[Image.Image] = ()) -> RunResult:
         """Run `code` in the persistent interpreter. `images` is the rollout's full image list; images
@@ -701,10 +1033,25 @@ class Sandbox:
         code does; worker problems come back as error results."""
         if self._closed:
             return _error("python sandbox is closed", "Error: the python sandbox is closed.")
+        if self._proc is not None and self._proc.stdout and _has_pending_data(self._proc.stdout.fileno()):
+            self._kill()
+            return _error(
+                "python sandbox protocol error",
+                f"Error: the python process wrote outside its protocol and was restarted. {_RESTARTED}",
+            )
         try:
             self._write_images(images)
             if self._proc is None:
                 self._start()
+        except _Refused as exc:
+            if str(exc) not in _REFUSALS_LOGGED:  # once per process, not once per rollout
+                _REFUSALS_LOGGED.add(str(exc))
+                logger.error("%s", exc)
+            return _error(
+                "python sandbox refused: weaker isolation than required",
+                "Error: the python tool is unavailable on this machine (its sandbox lacks required "
+                "isolation).",
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the model, logged for us
             logger.warning("python sandbox failed to start: %s", exc)
             self._kill()
@@ -712,22 +1059,23 @@ class Sandbox:
                 "python sandbox failed to start",
                 "Error: the python tool is unavailable right now (the sandbox failed to start).",
             )
-        request = {"code": code, "images": self._image_paths[self._worker_images :]}
+        self._calls += 1
+        request = {"id": self._calls, "code": code, "images": self._image_paths[self._worker_images :]}
         self._worker_images = len(self._image_paths)
         deadline = time.monotonic() + self.timeout_s
+        assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
         try:
-            self._send(request, deadline)
-            reply = self._receive(deadline)
+            _send(self._proc.stdin.fileno(), request, deadline)
+            reply = _receive(self._proc.stdout.fileno(), deadline)
         except _Timeout:
             self._kill()
             return _error(
                 f"python timed out after {self.timeout_s:g}s",
-                f"Error: python timed out after {self.timeout_s:g}s. The Python session was "
-                "restarted: variables from earlier calls are lost.",
+                f"Error: python timed out after {self.timeout_s:g}s. {_RESTARTED}",
             )
         except _WorkerGone:
             return self._report_crash()
-        return self._format_reply(reply)
+        return self._format_reply(reply, self._calls)
 
     def close(self) -> None:
         """Kill the worker and delete the scratch directory. Idempotent."""
@@ -752,125 +1100,55 @@ class Sandbox:
 
     # ------------------------------------------------------------------ worker lifecycle
 
-    def _make_dirs(self, isolation: _Isolation) -> Path:
+    def _make_dirs(self) -> Path:
         if self._base is None:
-            base = Path(tempfile.mkdtemp(prefix="axpo-sandbox-"))
-            (base / "work").mkdir()
-            (base / "images").mkdir()
-            base.chmod(0o711)  # the worker may run as nobody, or as root without CAP_DAC_OVERRIDE
-            if isolation.run_as is not None:
-                (base / "images").chmod(0o755)
-                os.chown(base / "work", *isolation.run_as)
-            self._base = base
+            self._base = _make_base()
         return self._base
 
     def _write_images(self, images: Sequence[Image.Image]) -> None:
         if len(images) <= len(self._image_paths):
             return
-        base = self._make_dirs(_isolation_for(self.python_executable))
+        base = self._make_dirs()
         for i in range(len(self._image_paths), len(images)):
             img = images[i]
             if img.mode not in _PNG_MODES:
                 img = img.convert("RGB")
             path = base / "images" / f"{i}.png"
             img.save(path, format="PNG", compress_level=1)
-            path.chmod(0o644)
             self._image_paths.append(str(path))
 
     def _start(self) -> None:
         isolation = _isolation_for(self.python_executable)
-        base = self._make_dirs(isolation)
-        scratch = base / "work"
+        refusal = self.refusal
+        if refusal is not None:
+            raise _Refused(refusal)
+        base = self._make_dirs()
         config = {
-            "scratch": str(scratch),
-            "site_dirs": _site_dirs(),
+            "scratch": str(base / "work"),
             "read_roots": [str(base / "images")],
             "memory_mb": self.memory_mb,
             "cpu_time_s": self.cpu_time_s,
             "max_file_mb": self.max_file_mb,
             "max_output_chars": self.max_output_chars,
             "alarm_s": math.ceil(self.timeout_s) + 5,
+            "preload": self.preload,
         }
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(scratch),
-            "TMPDIR": str(scratch),
-            "LANG": "C.UTF-8",
-            "MPLCONFIGDIR": str(scratch),
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "NUMEXPR_NUM_THREADS": "1",
-        }
-        cmd = [
-            *_fill(isolation.prefix, str(scratch)),
-            self.python_executable,
-            "-I",
-            "-S",
-            "-B",
-            "-c",
-            _WORKER_BOOT,
-            _WORKER_SOURCE,
-            json.dumps(config),
-        ]
-        with open(base / "worker.log", "ab") as log:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=scratch,
-                env=env,
-                start_new_session=True,
-                bufsize=0,
-            )
+        self._proc = _spawn(isolation.interpreter, isolation.bwrap, base, config)
         self._worker_images = 0
-        try:
-            ready = self._receive(time.monotonic() + _STARTUP_TIMEOUT_S)
-        except (_Timeout, _WorkerGone) as exc:
+        ready = _await_ready(self._proc, base)
+        if isolation.seccomp and ready.get("seccomp") != "on":
             self._kill()
-            log_tail = (base / "worker.log").read_bytes()[-2000:].decode(errors="replace")
-            raise RuntimeError(f"worker did not start ({type(exc).__name__}): {log_tail}") from None
-        if ready.get("ready") is not True:
+            raise RuntimeError(f"the seccomp filter did not take hold in this worker: {ready.get('seccomp')}")
+        if ready.get("preload_error") is not None:
             self._kill()
-            raise RuntimeError(f"unexpected first message from the worker: {ready!r}")
+            raise RuntimeError(f"the sandbox's preload code failed: {ready['preload_error']}")
         self._worker_uid = ready.get("uid")
 
     def _kill(self) -> int | None:
-        """Kill the worker and everything in its process group, reap it; returns the exit status of the
-        top process (None if none ran)."""
+        """Kill the worker and everything it started, reap it; the exit status of its top process (None if
+        none ran)."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            # With unshare on top, kill its child (the pid namespace's init) first: the kernel then kills
-            # and reaps everything in the namespace and unshare reaps its child and exits, so nothing is
-            # left to the host's init to reap.
-            children = _children(proc.pid)
-            for child in children:
-                try:
-                    os.kill(child, signal.SIGKILL)
-                except OSError:
-                    pass
-            if children:
-                try:
-                    proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    pass
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    proc.kill()
-        try:
-            returncode = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-            logger.error("python sandbox worker %d did not die", proc.pid)
-            returncode = None
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        return returncode
+        return _kill_worker(proc) if proc is not None else None
 
     def _report_crash(self) -> RunResult:
         proc = self._proc
@@ -883,74 +1161,15 @@ class Sandbox:
         self._kill()
         reason = _death_reason(returncode)
         return _error(
-            f"python process died: {reason}",
-            f"Error: the python process died ({reason}). The Python session was restarted: "
-            "variables from earlier calls are lost.",
+            f"python process died: {reason}", f"Error: the python process died ({reason}). {_RESTARTED}"
         )
 
-    # ------------------------------------------------------------------ protocol
-
-    def _send(self, message: dict, deadline: float) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        data = json.dumps(message).encode("utf-8")
-        data = len(data).to_bytes(_HEADER_BYTES, "big") + data
-        fd = self._proc.stdin.fileno()
-        os.set_blocking(fd, False)
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        view = memoryview(data)
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Timeout
-            events = poller.poll(max(1, int(remaining * 1000)))
-            if not events:
-                continue
-            if events[0][1] & (select.POLLERR | select.POLLHUP):
-                raise _WorkerGone
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                continue
-            except OSError as exc:  # EPIPE: the worker is gone
-                raise _WorkerGone from exc
-
-    def _receive(self, deadline: float) -> dict:
-        header = self._read_exact(_HEADER_BYTES, deadline)
-        size = int.from_bytes(header, "big")
-        if size > _MAX_REPLY_BYTES:
-            raise _WorkerGone
-        try:
-            message = json.loads(self._read_exact(size, deadline))
-        except ValueError as exc:
-            raise _WorkerGone from exc
-        if not isinstance(message, dict):
-            raise _WorkerGone
-        return message
-
-    def _read_exact(self, n: int, deadline: float) -> bytes:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        buf = bytearray()
-        while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Timeout
-            if not poller.poll(max(1, int(remaining * 1000))):
-                continue
-            chunk = os.read(fd, min(n - len(buf), 1 << 20))
-            if not chunk:
-                raise _WorkerGone
-            buf += chunk
-        return bytes(buf)
-
-    def _format_reply(self, reply: dict) -> RunResult:
+    def _format_reply(self, reply: dict, request_id: int) -> RunResult:
         output, total = reply.get("output"), reply.get("total")
         error, tb = reply.get("error"), reply.get("traceback")
         if not (
-            isinstance(output, str)
+            reply.get("id") == request_id
+            and isinstance(output, str)
             and isinstance(total, int)
             and isinstance(error, (str, type(None)))
             and isinstance(tb, (str, type(None)))
@@ -958,8 +1177,7 @@ class Sandbox:
             self._kill()
             return _error(
                 "python sandbox protocol error",
-                "Error: the python process misbehaved and was restarted: variables from earlier "
-                "calls are lost.",
+                f"Error: the python process misbehaved and was restarted. {_RESTARTED}",
             )
         output = _clean(output[: self.max_output_chars])
         if total > len(output):
@@ -972,6 +1190,8 @@ class Sandbox:
             tb_lines.pop()  # the traceback ends with the error line, which goes on top
         if error.startswith("MemoryError"):
             error += f" (the python sandbox is limited to {self.memory_mb} MB)"
+        elif error.startswith("RuntimeError: can't start new thread"):
+            error += " (threads are not available in the python sandbox)"
         text = f"Error: {error}"
         tb = "\n".join(tb_lines)
         if tb.strip():
