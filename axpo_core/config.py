@@ -61,6 +61,9 @@ class ToolsConfig(Section):
     python_timeout_s: float = Field(12.0, gt=0)
     python_memory_mb: int = Field(1024, ge=64)
     python_max_output_chars: int = Field(2000, ge=16)
+    # The python sandbox refuses to run when the host lacks bubblewrap or seccomp (envs/sandbox.py), unless
+    # this allows the weaker isolation it reports.
+    python_allow_weak_isolation: bool = False
 
 
 class AlgorithmConfig(Section):

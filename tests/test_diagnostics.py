@@ -137,7 +137,8 @@ def test_step_diagnostics_grpo_only_and_empty() -> None:
     originals, _, _ = crafted()
     d = step_diagnostics(originals, [], [], grpo_advantages(originals, CFG))
     # nothing resampled: the after-resampling rate is GRPO's all-wrong rate, on the same axis
-    assert d["triggered_groups"] == 3 and d["all_wrong_rate_after_resample"] == d["all_wrong_rate_tool"] == 0.75
+    assert d["triggered_groups"] == 3
+    assert d["all_wrong_rate_after_resample"] == d["all_wrong_rate_tool"] == 0.75
     assert (
         d["flip_rate"]
         == d["resampled_prefixes"]
@@ -151,3 +152,15 @@ def test_step_diagnostics_grpo_only_and_empty() -> None:
 
     empty = step_diagnostics([], [], [], [])
     assert all(v == 0.0 for v in empty.values())
+
+
+def test_a_lone_closing_tag_is_a_format_error_not_tool_use() -> None:
+    """q: s0 wrote only `</tool_call>` (unopened), s1 no tool; neither is tool use, so q has no T and
+    cannot trigger; the lone tag still counts as a tool-call attempt with a format outcome."""
+    lone = rollout("q", 0, 0, True)
+    lone.tool_call_opened, lone.tool_outcomes, lone.tool_errors = [False], ["format"], ["unopened"]
+    originals = [lone, rollout("q", 1, 0, False)]
+    d = step_diagnostics(originals, [], [], grpo_advantages(originals, CFG))
+    assert d["tool_use_rate"] == 0.0 and d["groups_with_tool"] == 0.0 and d["triggered_groups"] == 0.0
+    assert d["tool_calls"] == 1.0 and d["tool_format_error_rate"] == 1.0
+    assert d["tool_execution_error_rate"] == 0.0 and d["groups_with_no_tool"] == 1.0

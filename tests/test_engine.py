@@ -206,6 +206,37 @@ def test_unopened_tool_call_and_turn_limit_truncate_cleanly(chat, config):
     [t] = engine.rollout([q], group_size=1)
     assert t.truncated and t.turns == 2 and t.reward == 0.0
     assert t.tool_errors[0] == "unopened" and t.tool_errors[1]
+    # the paper's definitions: a lone `</tool_call>` is a format error, not tool use; `{}` breaks the schema
+    assert t.tool_call_opened == [False, True] and t.tool_outcomes == ["format", "format"]
+
+
+def test_tool_call_outcomes_and_tool_use(chat, config):
+    """ok / format / execution per call, as the rollout and eval records carry them; only an opened
+    `<tool_call>` is tool use (a lone closing tag is not); an unclosed one is tool use and a format error."""
+    q = get_suite("zoom_detail").generate(1, 0)[0]
+    zoom = '{"name": "image_zoom_in", "arguments": {"bbox_2d": %s, "label": "frame"}}'
+    scripts = {
+        (q.question_id, 0): [  # a lone closing tag only: no tool use
+            "<think>x</think></tool_call>",
+            "<think>y</think>\n<answer>\\boxed{red}</answer>",
+        ],
+        (q.question_id, 1): [  # a well-formed zoom on a 0-pixel region (execution), then a good one (ok)
+            f"<think>x</think>\n<tool_call>\n{zoom % '[0, 0, 0.01, 0.01]'}\n</tool_call>",
+            f"<think>x</think>\n<tool_call>\n{zoom % '[100, 100, 900, 900]'}\n</tool_call>",
+            "<think>y</think>\n<answer>\\boxed{red}</answer>",
+        ],
+        (q.question_id, 2): ["<think>x</think>\n<tool_call>\n{\"name\": \"image_zo"],  # never closed
+    }
+    rollout = config.rollout.model_copy(update={"max_turns": 4})
+    engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, rollout, config.tools)
+    lone, good, unclosed = engine.rollout([q], group_size=3)
+    assert not lone.used_tool and lone.tool_outcomes == ["format"] and lone.tool_call_opened == [False]
+    assert good.used_tool and good.tool_outcomes == ["execution", "ok"] and good.num_tool_errors == 1
+    assert unclosed.used_tool and unclosed.tool_outcomes == ["format"]
+    assert unclosed.tool_errors == ["unclosed"]
+    assert unclosed.token_ids[unclosed.tool_call_spans[0][0]] == chat.special.tool_call
+    record = good.record()
+    assert record["tool_outcomes"] == ["execution", "ok"] and record["tool_call_opened"] == [True, True]
 
 
 def test_token_budget_truncates(policy, chat, config):

@@ -19,6 +19,7 @@ import time
 import pytest
 from PIL import Image, ImageChops, ImageFont
 
+from axpo_core.envs.python_helpers import PRELOAD
 from axpo_core.envs.suites import (
     BENCHMARK_SUITES,
     COLOURS,
@@ -197,10 +198,16 @@ def test_oracle_is_correct_and_well_formed(name: str, questions: dict[str, list[
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
-def test_oracle_thinking_varies(name: str, questions: dict[str, list[Question]]) -> None:
-    q = questions[name][0]
-    thoughts = {SUITES[name].oracle(q, random.Random(s))[0].split("</think>")[0] for s in range(20)}
-    assert len(thoughts) >= 2
+def test_oracle_thinking_is_short_and_regular(name: str, questions: dict[str, list[Question]]) -> None:
+    """One template per turn (a tiny policy learns a regular format); what varies between questions is the
+    content (where, which colour, the values), and each thinking is a sentence or two."""
+    suite = SUITES[name]
+    for q in questions[name][:3]:
+        thoughts = {suite.oracle(q, random.Random(s))[0].split("</think>")[0] for s in range(20)}
+        assert len(thoughts) == 1
+        assert all(len(turn.split("</think>")[0]) <= 140 for turn in suite.oracle(q))
+    firsts = {suite.oracle(q)[0].split("</think>")[0] for q in questions[name]}
+    assert len(firsts) >= 2 or name in ("python_count", "dyna_chart", "search_entity")  # content varies
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
@@ -328,7 +335,7 @@ def test_zoom_oracle_bbox_contains_frame() -> None:
     w, h = q.meta["image_size"]
     x0, y0, x1, y1 = parse_call(ZoomDetail().oracle(q)[0])["arguments"]["bbox_2d"]
     args = parse_call(ZoomDetail().oracle(q)[0])["arguments"]
-    assert list(args) == ["bbox_2d", "label", "img_idx"] and args["img_idx"] == 0 and args["label"]
+    assert list(args) == ["bbox_2d", "label"] and args["label"] == "frame"  # img_idx defaults to 0
     fx0, fy0, fx1, fy1 = q.meta["frame_px"]
     assert 0 <= x0 < x1 <= 1000 and 0 <= y0 < y1 <= 1000
     assert x0 * w / 1000 <= fx0 and x1 * w / 1000 >= fx1 and y0 * h / 1000 <= fy0 and y1 * h / 1000 >= fy1
@@ -353,11 +360,8 @@ def test_python_oracle_code_prints_the_answer() -> None:
     for i, q in enumerate(qs):
         code = parse_call(suite.oracle(q, random.Random(i))[0])["arguments"]["code"]
         assert list(parse_call(suite.oracle(q)[0])["arguments"]) == ["code"]
-        assert "numpy" not in code
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(code, {"_pil_images": list(q.images)})  # noqa: S102 - the oracle's own code
-        assert out.getvalue().strip() == q.answer, q.question_id
+        assert "numpy" not in code and "\n" not in code and len(code) < 60  # one short line
+        assert run_code(code, q.images) == q.answer, q.question_id
 
 
 def test_python_count_answers_follow_the_counts() -> None:
@@ -476,7 +480,9 @@ def test_hr_text_8k_detail_is_half_of_4k() -> None:
 def run_code(code: str, images: tuple[Image.Image, ...]) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(code, {"_pil_images": list(images)})  # noqa: S102 - the oracle's own code
+        namespace = {"_pil_images": list(images)}
+        exec(PRELOAD, namespace)  # noqa: S102 - the sandbox's documented helpers
+        exec(code, namespace)  # noqa: S102 - the oracle's own code
     return out.getvalue().strip()
 
 

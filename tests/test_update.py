@@ -127,3 +127,22 @@ def test_non_finite_step_is_skipped_and_reported(policy, chat, config, batch):
     stats = policy_update(local, optimizer, scored, config.algorithm, config.training, chat)
     assert stats.skipped
     assert all(torch.equal(a, b) for a, b in zip(before, local.model.parameters()))
+
+
+def test_original_token_weight_is_logged_for_both_normalisations(policy, chat, config, batch):
+    """Half the batch relabelled as AXPO continuations: with one token mean over everything an original
+    token weighs T_orig / T_all of what it weighs in GRPO; per stream it weighs exactly as in GRPO."""
+    scored = grpo_advantages(batch, config.algorithm)
+    for i, s in enumerate(scored[4:]):
+        s.stream = f"continuation:q/axpo-8/{8 + i}"
+    originals = sum(sum(s.mask) for s in scored[:4])
+    total = sum(sum(s.mask) for s in scored)
+    one_step = config.training.model_copy(update={"ppo_epochs": 1, "mini_batch_size": len(scored)})
+    for normalization, expected in (("batch_token_mean", originals / total), ("per_stream", 1.0)):
+        algorithm = config.algorithm.model_copy(update={"kl_beta": 0.0, "loss_normalization": normalization})
+        optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
+        stats = policy_update(fresh_policy(policy), optimizer, scored, algorithm, one_step, chat)
+        assert stats.original_token_weight == pytest.approx(expected)
+    grpo = policy_update(fresh_policy(policy), torch.optim.SGD(policy.model.parameters(), lr=0.0),
+                         grpo_advantages(batch, config.algorithm), config.algorithm, one_step, chat)
+    assert grpo.original_token_weight == pytest.approx(1.0)

@@ -17,6 +17,12 @@ HELPER_DOCS = (
     "runs from 0 at the black baseline to `top` at the black top line",
 )
 
+#: The same, in a few words each, for the compact tool descriptions of the tiny scales.
+HELPER_SHORT = (
+    "count_dots(colour, img_idx=0) counts the dots of a colour",
+    "bar_values(top, img_idx=0) reads the bars of a chart whose axis runs from 0 to top",
+)
+
 #: Named colours, as the suites draw them (axpo_core.envs.suites.COLOURS; repeated here because this
 #: source runs inside the sandbox, which imports nothing of the project).
 PRELOAD = '''

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from axpo_core.envs.python_helpers import HELPER_DOCS, PRELOAD
+from axpo_core.envs.python_helpers import HELPER_DOCS, HELPER_SHORT, PRELOAD
 from axpo_core.envs.sandbox import Sandbox
 from axpo_core.envs.search import MAX_RESULTS, SearchIndex, builtin_index, load_index
 
@@ -131,13 +131,10 @@ def tool_schemas(names: Sequence[str] = TOOL_NAMES) -> list[dict]:
 #: them. Real checkpoints keep the full schemas their chat template was trained on.
 _COMPACT: dict[str, str] = {
     "image_zoom_in": (
-        "image_zoom_in(bbox_2d, label, img_idx=0): crop [x1, y1, x2, y2] (0-1000 relative coordinates, "
-        "(0, 0) top left) of the full-resolution image img_idx and see it as a new image"
+        "image_zoom_in(bbox_2d, label, img_idx=0): see the crop [x1, y1, x2, y2] (0-1000, top left 0, 0) of "
+        "the full-resolution image"
     ),
-    "python": (
-        "python(code): run Python and see what it prints; the images are `_pil_images`; helpers: "
-        + "; ".join(HELPER_DOCS)
-    ),
+    "python": "python(code): run code; `_pil_images` are the images; " + "; ".join(HELPER_SHORT),
     "search": "search(query, max_results=3): look facts up in an offline encyclopedia",
 }
 
@@ -162,9 +159,13 @@ def system_prompt(names: Sequence[str] = TOOL_NAMES, compact: bool = False) -> s
     )
     if not names:
         return role + answer
-    if compact:
+    if compact:  # the same contract in a fraction of the tokens
         lines = "\n".join(f"- {_COMPACT[n]}" for n in names)
-        return role + f"# Tools\n\n{lines}\n\n" + answer
+        return (
+            "You answer questions about images.\nTools:\n" + lines + "\n"
+            'Think in <think></think>, then call one tool as <tool_call>{"name": ..., "arguments": {...}}'
+            "</tool_call> or answer as <answer>\\boxed{...}</answer>."
+        )
     tools = "\n".join(json.dumps(schema, ensure_ascii=False) for schema in tool_schemas(names))
     return (
         role + "# Tools\n\n"
@@ -392,6 +393,7 @@ class ToolSession:
         python_timeout_s: float = 12.0,
         python_memory_mb: int = 1024,
         python_max_output_chars: int = 2000,
+        python_allow_weak_isolation: bool = False,
         search_index: str | PathLike | SearchIndex | None = None,
     ):
         self.tools = tuple(_check_names(tools))
@@ -403,6 +405,8 @@ class ToolSession:
             "timeout_s": python_timeout_s,
             "memory_mb": python_memory_mb,
             "max_output_chars": python_max_output_chars,
+            "allow_weaker": python_allow_weak_isolation,
+            "preload": PRELOAD,  # the documented helpers (python_helpers.py)
         }
         self._sandbox: Sandbox | None = None
         self._search_source = search_index
@@ -482,7 +486,6 @@ class ToolSession:
     def _python(self, args: dict) -> ToolResult:
         if self._sandbox is None:
             self._sandbox = Sandbox(**self._python_options)
-            self._sandbox.run(PRELOAD, self.images)  # the documented helpers (python_helpers.py)
         result = self._sandbox.run(args["code"], self.images)
         outcome = "ok" if result.error is None else "execution"
         return ToolResult(text=result.text, images=[], error=result.error, name="python", outcome=outcome)

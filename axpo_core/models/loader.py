@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,19 @@ def load_policy(
     return Policy(model, tokenizer, image_processor, SpecialIds.from_tokenizer(tokenizer), folder)
 
 
+def recipe_digest() -> str:
+    """A digest of the source a tiny model is built from (its sizes, and the tokenizer's training corpus:
+    the suites' questions and oracle turns, the system prompts): a cached build from other code is never
+    reused (the corpus changes with the oracles' wording)."""
+    root = Path(__file__).resolve().parent.parent
+    files = [root / "models" / "tiny.py", root / "envs" / "tools.py", root / "envs" / "python_helpers.py"]
+    files += sorted((root / "envs" / "suites").glob("*.py"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int = 0) -> Path:
     """The model folder for a config: `path` when given, else the tiny scale built once into `cache_dir`."""
     if path is not None:
@@ -139,7 +153,7 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
             f"model.scale {scale!r} is not a tiny scale ({', '.join(TINY_SCALES)}); real scales "
             f"({', '.join(REAL_SCALES)}) need model.path pointing at a local checkpoint"
         )
-    folder = Path(cache_dir) / f"{scale}-seed{seed}"
+    folder = Path(cache_dir) / f"{scale}-seed{seed}-{recipe_digest()}"
     if not (folder / "config.json").is_file():
         tmp = folder.with_name(folder.name + ".partial")
         build_tiny(scale, tmp, seed=seed)

@@ -268,5 +268,6 @@ class RolloutEngine:
             python_timeout_s=t.python_timeout_s,
             python_memory_mb=t.python_memory_mb,
             python_max_output_chars=t.python_max_output_chars,
+            python_allow_weak_isolation=t.python_allow_weak_isolation,
             search_index=t.search_index,
         )

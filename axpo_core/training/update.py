@@ -95,6 +95,18 @@ def token_weights(items: Sequence[Scored], algorithm: AlgorithmConfig) -> list[f
     return weights
 
 
+def _original_token_weight(items: Sequence[Scored], weights: Sequence[float]) -> float:
+    """Mean loss weight of a GRPO-stream token × the originals' policy tokens (GRPO's 1/T normaliser), so
+    1.0 means "as in GRPO". Originals are every rollout that is not a continuation (a source's prefix
+    stream included: under GRPO its whole rollout would be in the token mean)."""
+    grpo = [(w, s) for w, s in zip(weights, items, strict=True) if s.stream == GRPO_STREAM]
+    grpo_tokens = sum(sum(s.mask) for _, s in grpo)
+    if not grpo_tokens:
+        return 1.0
+    originals = sum(sum(s.trajectory.loss_mask) for s in items if not s.stream.startswith("continuation:"))
+    return sum(w * sum(s.mask) for w, s in grpo) / grpo_tokens * originals
+
+
 def policy_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -115,12 +127,7 @@ def policy_update(
     weights = token_weights(items, algorithm)
     total_weight = sum(w * sum(s.mask) for w, s in zip(weights, items, strict=True))
     total_tokens = sum(sum(s.mask) for s in items)
-    original_tokens = sum(sum(s.trajectory.loss_mask) for s in items if s.stream == GRPO_STREAM)
-    grpo_items = [(w, s) for w, s in zip(weights, items, strict=True) if s.stream == GRPO_STREAM]
-    grpo_tokens = sum(sum(s.mask) for _, s in grpo_items)
-    original_weight = (
-        sum(w * sum(s.mask) for w, s in grpo_items) / grpo_tokens * original_tokens if grpo_tokens else 1.0
-    )
+    original_weight = _original_token_weight(items, weights)
 
     order = random.Random(f"update:{seed}")
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
