@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from axpo_core.envs.sandbox import Sandbox
 from axpo_core.envs.search import MAX_RESULTS, SearchIndex, builtin_index, load_index
@@ -174,10 +175,21 @@ class ToolResult:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate (JSON's "\\ud800": UTF-8 cannot encode it, so neither the tokenizer
+    nor a UTF-8 JSONL file takes it) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _show(value: Any) -> str:
-    """A short JSON rendering of a model-provided value for error messages."""
+    """A short JSON rendering of a model-provided value for error messages (control characters escaped
+    by JSON, lone surrogates replaced)."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        text = valid_text(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
         text = type(value).__name__
     return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
@@ -301,42 +313,89 @@ def parse_tool_call(raw: str) -> ToolCall | str:
 
 
 def check_image(img: Image.Image, max_pixels: int) -> None:
-    """Decompression-bomb guard: raise ValueError if the image has more than `max_pixels` pixels."""
+    """Raise ValueError if the image has no pixels, more than `max_pixels` pixels (decompression-bomb
+    guard), or an aspect ratio above MAX_CROP_ASPECT_RATIO (the Qwen-VL processors refuse those)."""
     width, height = img.size
+    if width < 1 or height < 1:
+        raise ValueError(f"image of {width}x{height} pixels is empty")
     if width * height > max_pixels:
         raise ValueError(
             f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
         )
+    if max(width, height) > MAX_CROP_ASPECT_RATIO * min(width, height):
+        raise ValueError(
+            f"image of {width}x{height} pixels has an aspect ratio above {MAX_CROP_ASPECT_RATIO}:1, "
+            "which the vision processor refuses"
+        )
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB, with 16-bit and 32-bit grey scaled down rather than clipped (PIL's own conversion
+    turns every value above 255 white); float images in [0, 1] are scaled to [0, 255]."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):  # I;16, I;16B, ... and I (32-bit; 16-bit PNGs decode to it too)
+        img = img.convert("I")
+        if img.getextrema()[1] > 255:
+            img = img.point(lambda v: v * (1 / 256))
+        img = img.convert("L")
+    elif img.mode == "F":
+        low, high = img.getextrema()
+        if 0 <= low and high <= 1:
+            img = img.point(lambda v: v * 255)
+        img = img.convert("L")
+    return img.convert("RGB")
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (cameras store it sideways); unchanged when the
+    EXIF data is broken (as viewers do)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make an image unreadable
+        return img
 
 
 def load_image(path_or_bytes: str | PathLike | bytes, max_pixels: int) -> Image.Image:
-    """Open an image file (or its bytes) as RGB, refusing decompression bombs before decoding them."""
+    """Open an image file (or its bytes) as upright 8-bit RGB (an animation's first frame), refusing
+    decompression bombs and extreme aspect ratios before decoding. Every failure is a ValueError naming
+    the file: refused, truncated, or not an image at all."""
     name = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(source) as img:  # reads the header only: the size is known before decoding
-                try:
-                    check_image(img, max_pixels)
-                except ValueError as exc:
-                    raise ValueError(f"refusing to load {name}: {exc}") from None
-                img.load()
-                return img.convert("RGB")
+            img = Image.open(source)  # reads the header only: the size is known before decoding
         except Image.DecompressionBombError as exc:
             raise ValueError(f"refusing to load {name}: {exc}") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"cannot load {name}: not an image in a format PIL reads") from None
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds on garbage (OSError, SyntaxError...)
+            raise ValueError(f"cannot load {name}: {type(exc).__name__}: {exc}") from None
+        with img:
+            try:
+                check_image(img, max_pixels)
+            except ValueError as exc:
+                raise ValueError(f"refusing to load {name}: {exc}") from None
+            try:
+                img.load()
+                return to_rgb(_upright(img))
+            except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
+                raise ValueError(f"cannot load {name}: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- session
 
 
 def _clean(text: str) -> str:
-    """Single-line, bounded, encodable text for echoing model-provided strings."""
-    text = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    """Single-line, bounded, encodable text for echoing model-provided strings (control characters
+    dropped, lone surrogates replaced)."""
+    text = " ".join(_CONTROL.sub("", valid_text(text)).split())
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 3] + "..."
 
 
 def _failure(message: str, name: str | None) -> ToolResult:
+    message = valid_text(message)  # error texts end up in tokens and in JSONL records
     return ToolResult(
         text=message, images=[], error=message.removeprefix("Error: ").splitlines()[0], name=name
     )
@@ -435,8 +494,9 @@ class ToolSession:
         crop = img.crop((left, top, right, bottom))
         try:
             check_image(crop, self.max_image_pixels)
-        except ValueError as exc:
-            return _failure(f"Error: image_zoom_in: the crop is too large ({exc}).", name)
+            crop = to_rgb(crop)
+        except (ValueError, OSError) as exc:  # OSError: a source image whose pixels cannot be read
+            return _failure(f"Error: image_zoom_in: the crop of image {idx} cannot be used ({exc}).", name)
         self.images.append(crop)
         label = _clean(args["label"])
         what = f'"{label}"' if label else "the region"
