@@ -245,6 +245,10 @@ def test_reward_is_pluggable_and_defaults_to_the_questions_answer_check(chat, co
     custom = RolloutEngine(
         ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools, reward=length_reward
     )
-    assert [t.reward for t in custom.rollout(qs, 1)] == [float(len(t.text)) for t in custom.rollout(qs, 1)]
+    trajectories = custom.rollout(qs, 1)
+    # the reward reads the policy's final turn only: never the prompt, earlier turns or tool output
+    assert [t.reward for t in trajectories] == [float(len(t.answer_text)) for t in trajectories]
+    assert all(t.answer_text and t.text.endswith(t.answer_text) for t in trajectories)
+    assert any(len(t.answer_text) < len(t.text) for t in trajectories)
     assert sorted(set(seen)) == sorted(q.question_id for q in qs)
     assert all(t.reward == 1.0 for t in oracle_rollouts(chat, config, qs))  # the oracles are correct
