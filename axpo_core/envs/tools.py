@@ -195,6 +195,23 @@ def _show(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate in any string or key (iterative: no recursion
+    limit on deeply nested input)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -267,6 +284,8 @@ def _parse(raw: str) -> tuple[str | None, ToolCall | str]:
         )
     except (ValueError, RecursionError):
         return None, "Error: the tool call is not valid JSON."
+    if _has_lone_surrogate(call):  # JSON's "\ud800" escape: no tool, tokenizer or UTF-8 file takes it
+        return None, 'Error: the tool call holds invalid Unicode (a lone surrogate escape such as "\\ud800").'
     if not isinstance(call, dict):
         return None, 'Error: the tool call must be a JSON object like {"name": ..., "arguments": {...}}.'
     if "name" not in call:
