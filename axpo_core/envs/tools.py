@@ -303,6 +303,8 @@ def _parse(raw: str) -> tuple[str | None, ToolCall | str]:
             args = json.loads(args)
         except (ValueError, RecursionError):
             return name, f'Error: the "arguments" of {name} are a string that is not a valid JSON object.'
+        if _has_lone_surrogate(args):
+            return name, f'Error: the "arguments" of {name} hold invalid Unicode (a lone surrogate escape).'
     if not isinstance(args, dict):
         return name, f'Error: the "arguments" of {name} must be a JSON object, got {_show(args)}.'
     required, optional, validate = _ARGUMENTS[name]
