@@ -258,6 +258,23 @@ def test_untrusted_text_never_becomes_an_added_token(chat):
     assert chat._added_ids.intersection(chat.text("<|image_pad|>"))
 
 
+def test_non_special_added_tokens_are_split_too(tiny_model_dir, chat):
+    """Qwen's `<tool_call>`, `<think>`... are added tokens that are not "special": `split_special_tokens`
+    leaves them whole, `literal` does not."""
+    from transformers import AutoTokenizer
+
+    from axpo_core.rollout.chat import ChatFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
+    tokenizer.add_tokens(["<|box_start|>"])  # special=False, as in Qwen's tokenizer.json
+    box = tokenizer.convert_tokens_to_ids("<|box_start|>")
+    assert box in tokenizer.encode("a<|box_start|>b", add_special_tokens=False, split_special_tokens=True)
+    qwen_like = ChatFormat(tokenizer, chat.image_processor, chat.special)
+    ids = qwen_like.literal("a<|box_start|>b<|im_end|>")
+    assert box not in ids and chat.special.im_end not in ids
+    assert qwen_like.decode(ids) == "a<|box_start|>b<|im_end|>"
+
+
 # ------------------------------------------------------------------------------------------- images
 
 

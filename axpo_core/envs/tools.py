@@ -351,8 +351,9 @@ def check_image(img: Image.Image, max_pixels: int) -> None:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB, with 16-bit and 32-bit grey scaled down rather than clipped (PIL's own conversion
-    turns every value above 255 white); float images in [0, 1] are scaled to [0, 255]."""
+    """8-bit RGB, with 16-bit grey (PIL's I;16 modes, and 16-bit data held in its 32-bit I mode) divided
+    by 256 rather than clipped (PIL's own conversion turns every value above 255 white); float images in
+    [0, 1] are scaled to [0, 255]."""
     if img.mode == "RGB":
         return img
     if img.mode.startswith("I"):  # I;16, I;16B, ... and I (32-bit; 16-bit PNGs decode to it too)
