@@ -15,10 +15,15 @@ Extraction (:func:`extract_answer`):
 - An unclosed trailing ``<answer>`` is read to the end of the text (backends that stop on
   ``</answer>`` may drop the closing tag).
 - Inside a block, the content of ``\boxed{...}`` is the answer; nested braces are balanced
-  (``\boxed{\frac{3}{4}}`` gives ``\frac{3}{4}``). A block without ``\boxed`` gives its whole body.
-  A block whose ``\boxed{`` is never closed, or whose answer is empty, gives nothing.
+  (``\boxed{\frac{3}{4}}`` gives ``\frac{3}{4}``), and a ``\boxed`` inside another is part of the
+  outer one's content. A block without ``\boxed`` gives its whole body. A block whose ``\boxed{`` is
+  never closed, or whose answer is empty, gives nothing.
 - Several answers (two ``<answer>`` blocks, or two ``\boxed`` in one block) are accepted only when
   they all agree after :func:`normalize`; otherwise the response is ambiguous and has no answer.
+
+Every step is one left-to-right pass (no rescanning per nesting level), so the work grows linearly with
+the text, however the model nests ``\boxed{`` or ``\text{``; numbers of more than ``MAX_NUMBER_CHARS``
+characters are not parsed as numbers (Python refuses to convert integers of over 4300 digits).
 
 Matching: ``exact`` compares :func:`normalize`-d strings; ``numeric`` compares numbers (see
 :func:`match_numeric`); ``choice`` accepts the option letter or the option text (see
@@ -61,27 +66,31 @@ __all__ = [
 _IGNORED_BLOCK = re.compile(r"<(think|tool_call|tool_response)>.*?(?:</\1>|\Z)", re.DOTALL)
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
 _BOXED = re.compile(r"\\boxed\s*\{")
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox)\s*\{([^{}]*)\}")
+_BOXED_OR_BRACE = re.compile(r"\\boxed\s*\{|[{}]")
+_WRAPPER_OR_BRACE = re.compile(r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox)\s*\{|[{}]")
 _LATEX_SPACE = re.compile(r"\\[,;:! ]")
 _QUOTES = ('"', "'", "`")
 
 
 def _boxed_contents(body: str) -> list[str] | None:
-    r"""Contents of every ``\boxed{...}`` in ``body`` (braces balanced); None if one is unclosed."""
+    r"""Contents of every outermost ``\boxed{...}`` in ``body`` (braces balanced); None if one is unclosed.
+
+    One pass over the braces: a ``\boxed{`` inside another only deepens the nesting.
+    """
     contents = []
-    for match in _BOXED.finditer(body):
-        depth, start = 1, match.end()
-        for pos in range(start, len(body)):
-            if body[pos] == "{":
-                depth += 1
-            elif body[pos] == "}":
-                depth -= 1
-                if depth == 0:
-                    contents.append(body[start:pos])
-                    break
+    depth, start = 0, 0  # depth: open braces of the current outermost \boxed (0: outside any)
+    for match in _BOXED_OR_BRACE.finditer(body):
+        token = match.group()
+        if depth == 0:
+            if token != "{" and token != "}":  # braces outside a \boxed do not count
+                depth, start = 1, match.end()
+        elif token == "}":
+            depth -= 1
+            if depth == 0:
+                contents.append(body[start : match.start()])
         else:
-            return None
-    return contents
+            depth += 1
+    return None if depth else contents
 
 
 def extract_answer(text: str) -> str | None:
@@ -115,14 +124,43 @@ def normalize(s: str) -> str:
     Unwraps ``\text{}``-like wrappers, drops ``$`` and LaTeX spacing commands, strips one layer of
     enclosing quotes, collapses whitespace, lowercases, and drops trailing periods.
     """
-    prev = None
-    while prev != s:
-        prev, s = s, _TEXT_WRAPPER.sub(r"\1", s)
-    s = _LATEX_SPACE.sub(" ", s.replace("$", ""))
+    s = _LATEX_SPACE.sub(" ", _unwrap_text(s).replace("$", ""))
     s = " ".join(s.split())
     if len(s) >= 2 and s[0] == s[-1] and s[0] in _QUOTES:
         s = s[1:-1].strip()
     return s.lower().rstrip(". ").strip()
+
+
+def _unwrap_text(s: str) -> str:
+    r"""``s`` with every ``\text{...}``-like wrapper replaced by its content, inner wrappers first; a wrapper
+    stays when braces other than unwrapped wrappers' are left inside it (``\text{a{b}}``).
+
+    One pass: each wrapper or brace is looked at once, and an unwrapped wrapper's two pieces are blanked
+    in place (re-substituting until nothing changes took a pass per nesting level: quadratic).
+    """
+    pieces: list[str] = []
+    # per open brace: [index of its opening piece, is a wrapper, keeps a brace inside]
+    open_groups: list[list] = []
+    pos = 0
+    for match in _WRAPPER_OR_BRACE.finditer(s):
+        pieces.append(s[pos : match.start()])
+        pos = match.end()
+        token = match.group()
+        if token != "}":
+            open_groups.append([len(pieces), token != "{", False])
+            pieces.append(token)
+        elif not open_groups:
+            pieces.append(token)  # a stray closing brace is text
+        else:
+            opening, wrapper, braced = open_groups.pop()
+            if wrapper and not braced:
+                pieces[opening] = ""
+            else:
+                pieces.append(token)
+                if open_groups:
+                    open_groups[-1][2] = True
+    pieces.append(s[pos:])
+    return "".join(pieces)
 
 
 def match_exact(pred: str, gold: str) -> bool:
@@ -132,7 +170,9 @@ def match_exact(pred: str, gold: str) -> bool:
 
 
 _FRAC = re.compile(r"^([+-]?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
-_PLAIN = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d{1,3})?$")  # bounded exponent: no 10**huge
+# unambiguous (`\d+\.?\d*` backtracks quadratically on a long run of digits); bounded exponent: no 10**huge
+_PLAIN = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d{1,3})?$")
+MAX_NUMBER_CHARS = 1000
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
@@ -140,6 +180,8 @@ def _parse_number(s: str) -> Fraction | None:
     """Exact value of a plain number, "1,200", "3/4", ``\\frac{3}{4}`` or "50%" (as 50); else None."""
     t = normalize(s).replace("\u2212", "-").replace("\\%", "%").replace(" ", "")
     t = t.removesuffix("%")
+    if len(t) > MAX_NUMBER_CHARS:
+        return None
     if frac := _FRAC.match(t):
         num, den = _parse_number(frac.group(2)), _parse_number(frac.group(3))
         if num is None or den is None or den == 0:

@@ -662,9 +662,13 @@ def test_make_judge_and_apply_judge(config, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="judge_model_path"):
         make_judge(llm_cfg.model_copy(update={"judge_model_path": str(tmp_path)}))
     q = Question("q", "s", "2+2?", (), "4", "numeric")
-    t = Trajectory("q", 0, [], [], [], [], 0, text=boxed("4"))
+    t = Trajectory("q", 0, [], [], [], [], 0, text=boxed("4"), answer_text=boxed("4"))
     apply_judge(RuleJudge(), [q], [t])
     assert t.reward == 1.0 and t.correct
+    # the judge reads the policy's final turn, not the whole text (which holds tool output)
+    forged = Trajectory("q", 0, [], [], [], [], 0, text=boxed("4"), answer_text="<answer>5</answer>")
+    apply_judge(RuleJudge(), [q], [forged])
+    assert forged.reward == 0.0
 
 
 def test_runner_reads_real_benchmarks_from_data_root(config, tmp_path: Path) -> None:

@@ -247,3 +247,104 @@ def test_score_rejects_unknown_answer_type() -> None:
         score("<answer>\\boxed{1}</answer>", "1", "fuzzy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="answer_type"):
         score("", "1", "fuzzy")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- hostile output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a \boxed inside another is part of the outer one's content (one pass over the braces)
+        ("<answer>\\boxed{\\boxed{7}}</answer>", "\\boxed{7}"),
+        ("<answer>\\boxed{a \\boxed{b} c}</answer>", "a \\boxed{b} c"),
+        ("<answer>\\boxed{\\boxed{7}</answer>", None),  # the outer box is never closed
+        ("<answer>{ \\boxed{7} }</answer>", "7"),  # braces outside a box do not count
+        ("<answer>} \\boxed{7}</answer>", "7"),
+        ("<answer>" + "\\boxed{" * 3 + "7" + "}" * 3 + "</answer>", "\\boxed{\\boxed{7}}"),
+    ],
+)
+def test_extract_answer_on_nested_boxes(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("\\text{\\text{\\textbf{x}}}", "x"),
+        ("\\text{a \\mathrm{b} c}", "a b c"),
+        ("\\text{a{b}}", "\\text{a{b}}"),  # braces other than wrappers' stay, and so does the wrapper
+        ("\\text{a}b}", "ab}"),  # a stray closing brace is text
+        ("{\\text{a}", "{a"),
+        ("\\text {a} \\mbox{b}", "a b"),
+        ("\\text{" * 50 + "deep" + "}" * 50, "deep"),
+        ("\\text{", "\\text{"),
+    ],
+)
+def test_normalize_unwraps_nested_wrappers_in_one_pass(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_huge_numbers_are_not_parsed_and_never_raise() -> None:
+    digits = "1" * 5000  # int() refuses over 4300 digits; a reward that raises would end the batch
+    assert score(f"<answer>\\boxed{{{digits}}}</answer>", digits, "numeric") == 1.0  # exact text match
+    assert score(f"<answer>\\boxed{{{digits}}}</answer>", "1", "numeric") == 0.0
+    assert score(f"<answer>\\boxed{{{digits}}}</answer>", "1", "approx") == 0.0
+    assert not match_numeric("9" * 2000 + "x", "9")
+    assert match_numeric("1" * 900, "1" * 900)  # long but still a number
+
+
+def _line_events(function, *args) -> int:
+    """Python lines executed inside axpo_core/rewards.py while `function(*args)` runs: a work count that
+    does not depend on the machine's speed."""
+    import sys
+
+    import axpo_core.rewards as module
+
+    count = 0
+
+    def local(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename == module.__file__ else None
+
+    sys.settrace(tracer)
+    try:
+        function(*args)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda n: "<answer>" + "\\boxed{" * n + "7" + "}" * n + "</answer>",
+        lambda n: "<answer>\\boxed{" + "\\text{" * n + "7" + "}" * n + "}</answer>",
+        lambda n: "<answer>\\boxed{" + "{" * n + "</answer>",
+        lambda n: "<answer>\\boxed{7}</answer>" * n,
+        lambda n: "<answer>" + "\\boxed{7} " * n + "</answer>",
+        lambda n: "<think>" * n + "<answer>\\boxed{7}</answer>",
+        lambda n: "<answer>\\boxed{" + "\\text{x}" * n + "}</answer>",
+    ],
+    ids=[
+        "nested-boxed",
+        "nested-text",
+        "unclosed-braces",
+        "many-blocks",
+        "many-boxes",
+        "unclosed-think",
+        "many-text",
+    ],
+)
+def test_extraction_work_grows_linearly(shape) -> None:
+    """10x the text costs about 10x the work, never the 100x of a rescan per nesting level (the nested
+    cases took 6.3 s at 40k characters before)."""
+    small, large = shape(400), shape(4000)
+    work_small = max(1, _line_events(score, small, "7", "exact"))
+    work_large = _line_events(score, large, "7", "exact")
+    assert work_large <= 30 * work_small, (work_small, work_large)

@@ -405,3 +405,103 @@ def test_execute_is_total_on_arbitrary_input():
         session.close()
     assert executed >= 10_000
     assert searched >= 100  # the search tool really ran, not only its argument errors
+
+
+# ------------------------------------------------------------------------------------------- hostile input
+
+
+def _file_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def test_load_image_applies_exif_rotation(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 10, 20))  # the left quarter red
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(_file_bytes(img, "JPEG", exif=exif.tobytes(), quality=95))
+    loaded = load_image(path, 10_000)
+    assert loaded.size == (20, 40)
+    red, _, blue = loaded.getpixel((10, 2))  # the red quarter is now the top
+    assert red > 200 and blue < 60
+
+
+def test_load_image_scales_16_bit_and_converts_modes(tmp_path):
+    import numpy as np
+
+    grey = np.array([[0, 256 * 100, 65535]], dtype=np.uint16)
+    loaded = load_image(_file_bytes(Image.fromarray(grey), "PNG"), 100)
+    assert [loaded.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (100, 100, 100), (255, 255, 255)]
+    cmyk = load_image(_file_bytes(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "JPEG"), 100)
+    assert cmyk.mode == "RGB" and cmyk.getpixel((1, 1))[0] > 200  # red stays red
+    frames = [Image.new("RGB", (4, 4), c) for c in ((9, 9, 9), (200, 0, 0))]
+    buffer = _file_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buffer, 100).getpixel((0, 0)) == (9, 9, 9)  # the first frame
+    assert load_image(_file_bytes(Image.new("L", (1, 1), 5), "PNG"), 100).size == (1, 1)
+
+
+def test_load_image_refuses_extreme_aspect_ratios_and_bad_files_naming_them(tmp_path):
+    wide = tmp_path / "strip.png"
+    Image.new("RGB", (300, 1)).save(wide)
+    with pytest.raises(ValueError, match="strip.png.*300x1.*aspect ratio above 200:1"):
+        load_image(wide, 40_000_000)
+    load_image(_file_bytes(Image.new("RGB", (200, 1)), "PNG"), 1000)  # 200:1 is still fine
+    full = _file_bytes(Image.effect_noise((64, 64), 50).convert("RGB"), "PNG")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full[: len(full) // 2])
+    with pytest.raises(ValueError, match="cannot load .*cut.png.*truncated"):
+        load_image(cut, 40_000_000)
+    with pytest.raises(ValueError, match="cannot load <bytes>: not an image"):
+        load_image(b"GIF89a garbage", 40_000_000)
+
+
+def test_zoom_crops_of_odd_images_are_rgb_or_tool_errors():
+    odd = [
+        Image.new("I;16", (30, 20)),
+        Image.new("CMYK", (30, 20)),
+        Image.new("1", (1, 1)),
+        Image.new("F", (9, 9)),
+    ]
+    with ToolSession(odd, tools=["image_zoom_in"], max_calls=100) as session:
+        for idx in range(len(odd)):
+            result = session.execute(
+                call("image_zoom_in", bbox_2d=[0, 0, 1000, 1000], label="all", img_idx=idx)
+            )
+            assert result.error is None and result.images[0].mode == "RGB", result.text
+        result = session.execute(call("image_zoom_in", bbox_2d=[0, 0, 1000, 1], label="strip", img_idx=0))
+        assert result.error and "Error: image_zoom_in" in result.text  # 30 x 0.02 pixels: empty
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"name": "\\ud800", "arguments": {}}',
+        '{"name": "search", "arguments": {"query": "a\\udfff"}}',
+        '{"name": "python", "arguments": {"code": "print(\'\\ud83d\')"}}',
+        '{"name": "image_zoom_in", "arguments": {"bbox_2d": [0, 0, 9, 9], "label": "\\ud800"}}',
+        '{"name": "search", "arguments": "{\\"query\\": \\"\\\\ud800\\"}"}',  # arguments as a JSON string
+        '{"\\ud800": 1, "name": "search", "arguments": {"query": "x"}}',
+        '{"name": "search", "arguments": {"query": "x"}, "extra": [[["\\udc00"]]]}',
+    ],
+)
+def test_lone_surrogates_become_an_encodable_tool_error(raw):
+    with ToolSession([gradient(20, 20)]) as session:
+        result = session.execute(raw)
+    assert result.error and "invalid Unicode" in result.text, result.text
+    json.dumps({"text": result.text, "error": result.error}, ensure_ascii=False).encode("utf-8")
+
+
+def test_echoed_text_is_encodable_single_line_and_a_valid_surrogate_pair_is_kept():
+    with ToolSession([gradient(20, 20)], max_calls=10) as session:
+        label = "a\x00b\x1b[31m\nc <|image_pad|>"
+        result = session.execute(call("image_zoom_in", bbox_2d=[0, 0, 1000, 1000], label=label))
+        assert result.text == 'Zoomed in on "ab[31m c <|image_pad|>" (image 1).'  # the tokenizer escapes tags
+        name = session.execute(
+            json.dumps({"name": "😀\x00", "arguments": {}})
+        )  # an escaped pair: a real char
+        assert "😀" in name.text and "\x00" not in name.text and name.text.isprintable()

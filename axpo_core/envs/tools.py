@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from axpo_core.envs.python_helpers import HELPER_DOCS, HELPER_SHORT, PRELOAD
 from axpo_core.envs.sandbox import Sandbox
@@ -205,13 +206,41 @@ class ToolResult:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate (JSON's "\\ud800": UTF-8 cannot encode it, so neither the tokenizer
+    nor a UTF-8 JSONL file takes it) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _show(value: Any) -> str:
-    """A short JSON rendering of a model-provided value for error messages."""
+    """A short JSON rendering of a model-provided value for error messages (control characters escaped
+    by JSON, lone surrogates replaced)."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        text = valid_text(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
         text = type(value).__name__
     return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate in any string or key (iterative: no recursion
+    limit on deeply nested input)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _is_number(value: Any) -> bool:
@@ -286,6 +315,8 @@ def _parse(raw: str) -> tuple[str | None, ToolCall | str]:
         )
     except (ValueError, RecursionError):
         return None, "Error: the tool call is not valid JSON."
+    if _has_lone_surrogate(call):  # JSON's "\ud800" escape: no tool, tokenizer or UTF-8 file takes it
+        return None, 'Error: the tool call holds invalid Unicode (a lone surrogate escape such as "\\ud800").'
     if not isinstance(call, dict):
         return None, 'Error: the tool call must be a JSON object like {"name": ..., "arguments": {...}}.'
     if "name" not in call:
@@ -303,6 +334,8 @@ def _parse(raw: str) -> tuple[str | None, ToolCall | str]:
             args = json.loads(args)
         except (ValueError, RecursionError):
             return name, f'Error: the "arguments" of {name} are a string that is not a valid JSON object.'
+        if _has_lone_surrogate(args):
+            return name, f'Error: the "arguments" of {name} hold invalid Unicode (a lone surrogate escape).'
     if not isinstance(args, dict):
         return name, f'Error: the "arguments" of {name} must be a JSON object, got {_show(args)}.'
     required, optional, validate = _ARGUMENTS[name]
@@ -332,42 +365,90 @@ def parse_tool_call(raw: str) -> ToolCall | str:
 
 
 def check_image(img: Image.Image, max_pixels: int) -> None:
-    """Decompression-bomb guard: raise ValueError if the image has more than `max_pixels` pixels."""
+    """Raise ValueError if the image has no pixels, more than `max_pixels` pixels (decompression-bomb
+    guard), or an aspect ratio above MAX_CROP_ASPECT_RATIO (the Qwen-VL processors refuse those)."""
     width, height = img.size
+    if width < 1 or height < 1:
+        raise ValueError(f"image of {width}x{height} pixels is empty")
     if width * height > max_pixels:
         raise ValueError(
             f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
         )
+    if max(width, height) > MAX_CROP_ASPECT_RATIO * min(width, height):
+        raise ValueError(
+            f"image of {width}x{height} pixels has an aspect ratio above {MAX_CROP_ASPECT_RATIO}:1, "
+            "which the vision processor refuses"
+        )
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB, with 16-bit grey (PIL's I;16 modes, and 16-bit data held in its 32-bit I mode) divided
+    by 256 rather than clipped (PIL's own conversion turns every value above 255 white); float images in
+    [0, 1] are scaled to [0, 255]."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):  # I;16, I;16B, ... and I (32-bit; 16-bit PNGs decode to it too)
+        img = img.convert("I")
+        if img.getextrema()[1] > 255:
+            img = img.point(lambda v: v * (1 / 256))
+        img = img.convert("L")
+    elif img.mode == "F":
+        low, high = img.getextrema()
+        if 0 <= low and high <= 1:
+            img = img.point(lambda v: v * 255)
+        img = img.convert("L")
+    return img.convert("RGB")
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (cameras store it sideways); unchanged when the
+    EXIF data is broken (as viewers do)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make an image unreadable
+        return img
 
 
 def load_image(path_or_bytes: str | PathLike | bytes, max_pixels: int) -> Image.Image:
-    """Open an image file (or its bytes) as RGB, refusing decompression bombs before decoding them."""
+    """Open an image file (or its bytes) as upright 8-bit RGB (an animation's first frame), refusing
+    decompression bombs and extreme aspect ratios before decoding. Every failure is a ValueError naming
+    the file: refused, truncated, or not an image at all."""
     name = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
     source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(source) as img:  # reads the header only: the size is known before decoding
-                try:
-                    check_image(img, max_pixels)
-                except ValueError as exc:
-                    raise ValueError(f"refusing to load {name}: {exc}") from None
-                img.load()
-                return img.convert("RGB")
+            img = Image.open(source)  # reads the header only: the size is known before decoding
         except Image.DecompressionBombError as exc:
             raise ValueError(f"refusing to load {name}: {exc}") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"cannot load {name}: not an image in a format PIL reads") from None
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds on garbage (OSError, SyntaxError...)
+            raise ValueError(f"cannot load {name}: {type(exc).__name__}: {exc}") from None
+        with img:
+            try:
+                check_image(img, max_pixels)
+            except ValueError as exc:
+                raise ValueError(f"refusing to load {name}: {exc}") from None
+            try:
+                img.load()
+                return to_rgb(_upright(img))
+            except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
+                raise ValueError(f"cannot load {name}: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- session
 
 
 def _clean(text: str) -> str:
-    """Single-line, bounded, encodable text for echoing model-provided strings."""
-    text = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    """Single-line, bounded, encodable text for echoing model-provided strings (control characters
+    dropped, lone surrogates replaced)."""
+    text = " ".join(_CONTROL.sub("", valid_text(text)).split())
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 3] + "..."
 
 
 def _failure(message: str, name: str | None, outcome: str = "execution") -> ToolResult:
+    message = valid_text(message)  # error texts end up in tokens and in JSONL records
     return ToolResult(
         text=message,
         images=[],
@@ -474,8 +555,9 @@ class ToolSession:
         crop = img.crop((left, top, right, bottom))
         try:
             check_image(crop, self.max_image_pixels)
-        except ValueError as exc:
-            return _failure(f"Error: image_zoom_in: the crop is too large ({exc}).", name)
+            crop = to_rgb(crop)
+        except (ValueError, OSError) as exc:  # OSError: a source image whose pixels cannot be read
+            return _failure(f"Error: image_zoom_in: the crop of image {idx} cannot be used ({exc}).", name)
         self.images.append(crop)
         label = _clean(args["label"])
         what = f'"{label}"' if label else "the region"

@@ -217,4 +217,5 @@ def apply_judge(judge: Judge, questions: Sequence[Question], trajectories: Seque
     """Re-score finished trajectories in place (``reward``), e.g. with an LLM judge after rollout."""
     by_id = {q.question_id: q for q in questions}
     for trajectory in trajectories:
-        trajectory.reward = judge.judge(by_id[trajectory.question_id], trajectory.text)
+        # the policy's final turn, as the engine's reward: `text` also holds tool output
+        trajectory.reward = judge.judge(by_id[trajectory.question_id], trajectory.answer_text)

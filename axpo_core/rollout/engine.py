@@ -7,20 +7,29 @@ sampled get `loss_mask = 1`.
 
 `continue_from` starts rollouts from a prefix of an existing one (AXPO's resampling): the prefix's tokens,
 log-probs and images are copied as they are and prefilled once by the generator, never decoded again.
+
+The reward reads only the policy's final turn (`Trajectory.answer_text`): a tool's output that spells
+`<answer>\\boxed{7}</answer>` is not the policy's answer. One rollout's failure (an image the processor
+refuses, a reward function that raises, a request that breaks the generator's batch) ends that rollout
+with `Trajectory.error`; the others go on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
 from axpo_core.envs.suites import Question
-from axpo_core.envs.tools import ToolSession, system_prompt
+from axpo_core.envs.tools import ToolSession, system_prompt, valid_text
 from axpo_core.rewards import score_question
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
-from axpo_core.rollout.generator import GenerationRequest, Generator
+from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, Generator
 from axpo_core.rollout.trajectory import UNCLOSED, UNOPENED, ContinuationRequest, Parent, Trajectory
+
+log = logging.getLogger(__name__)
+_MAX_ERROR_CHARS = 500
 
 
 @dataclass
@@ -46,7 +55,7 @@ class RolloutEngine:
         reward: Callable[[str, Question], float] = score_question,
     ):
         self.generator = generator
-        self.reward = reward  # (the rollout's text after the prompt, its question) -> reward
+        self.reward = reward  # (the policy's final turn, its question) -> reward
         self.chat = chat
         self.config = rollout
         self.tools_config = tools
@@ -60,8 +69,13 @@ class RolloutEngine:
         """`group_size` rollouts per question, sample ids 0..group_size-1, grouped by question id."""
         live = []
         for question in questions:
-            encoded = [self.chat.encode_image(img) for img in question.images]
-            prompt = self.chat.prompt(self.system, question.text, encoded)
+            try:
+                encoded = [self.chat.encode_image(img) for img in question.images]
+                prompt = self.chat.prompt(self.system, question.text, encoded)
+                failure = None
+            except Exception as exc:  # noqa: BLE001 - one odd question must not end the batch
+                encoded, failure = [], exc  # its rollouts end at once, on a bare prompt
+                prompt = self.chat.prompt(self.system, "", [])
             for sample_id in range(group_size):
                 trajectory = Trajectory(
                     question_id=question.question_id,
@@ -71,7 +85,7 @@ class RolloutEngine:
                     entropies=[0.0] * len(prompt),
                     loss_mask=[0] * len(prompt),
                     prompt_len=len(prompt),
-                    images=list(question.images),
+                    images=list(question.images) if failure is None else [],
                 )
                 live.append(
                     _Live(
@@ -82,6 +96,8 @@ class RolloutEngine:
                         turn_start=len(prompt),
                     )
                 )
+                if failure is not None:
+                    self._fail(live[-1], failure)
         return self._run(live)
 
     def continue_from(
@@ -140,7 +156,7 @@ class RolloutEngine:
                 live.append(r)
                 if pending_call:  # the environment answers before the policy goes on
                     trajectory.turns += 1
-                    self._after_turn(r, stopped=True)
+                    self._isolated(r, self._after_turn, r, True)
         return self._run(live)
 
     # ---- the turn loop ----------------------------------------------------------------------------
@@ -160,19 +176,61 @@ class RolloutEngine:
                     )
                 for r, request in zip(active, requests):
                     if request.max_new_tokens == 0:
-                        self._finish(r, truncated=True)
+                        self._isolated(r, self._finish, r, True)
                 ready = [(r, q) for r, q in zip(active, requests) if not r.done]
                 if not ready:
                     continue
-                outputs = self.generator.generate([q for _, q in ready], self.sampling, self.stop_ids)
-                for (r, _), output in zip(ready, outputs):
-                    self._append(r, output.token_ids, output.logprobs, output.entropies, policy=True)
-                    r.trajectory.turns += 1
-                    self._after_turn(r, output.stopped)
+                for (r, _), output in zip(ready, self._generate(ready)):
+                    if output is not None:
+                        self._isolated(r, self._take_turn, r, output)
         finally:
             for r in live:
                 r.tools.close()
         return [r.trajectory for r in live]
+
+    def _generate(self, ready: list[tuple[_Live, GenerationRequest]]) -> list[GenerationOutput | None]:
+        """One turn for every ready rollout. When the batch fails, each request is tried alone, so only
+        the ones that fail alone end (output None); when every one fails alone, the error is the batch's."""
+        try:
+            return self.generator.generate([q for _, q in ready], self.sampling, self.stop_ids)
+        except Exception as exc:  # noqa: BLE001 - find the rollout that broke the batch
+            if len(ready) == 1:
+                raise
+            batch_error = exc
+        outputs, failures = [], []
+        for r, request in ready:
+            try:
+                outputs.append(self.generator.generate([request], self.sampling, self.stop_ids)[0])
+            except Exception as exc:  # noqa: BLE001
+                outputs.append(None)
+                failures.append((r, exc))
+        if len(failures) == len(ready):
+            raise batch_error
+        for r, exc in failures:
+            self._fail(r, exc)
+        return outputs
+
+    def _take_turn(self, r: _Live, output: GenerationOutput) -> None:
+        self._append(r, output.token_ids, output.logprobs, output.entropies, policy=True)
+        r.trajectory.turns += 1
+        self._after_turn(r, output.stopped)
+
+    def _isolated(self, r: _Live, step: Callable, *args) -> None:
+        """`step(*args)` for one rollout; an exception ends that rollout alone (`_fail`)."""
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - one rollout's failure must not end the batch
+            self._fail(r, exc)
+
+    def _fail(self, r: _Live, exc: BaseException) -> None:
+        trajectory = r.trajectory
+        message = valid_text(f"{type(exc).__name__}: {exc}")
+        trajectory.error = message if len(message) <= _MAX_ERROR_CHARS else message[:_MAX_ERROR_CHARS] + "..."
+        trajectory.truncated, trajectory.reward, r.done = True, 0.0, True
+        trajectory.text = self.chat.decode(trajectory.token_ids[trajectory.prompt_len :])
+        log.warning(
+            "rollout %s/%s ended with an error: %s", trajectory.question_id, trajectory.sample_id, message
+        )
 
     def _after_turn(self, r: _Live, stopped: bool) -> None:
         special = self.chat.special
@@ -233,7 +291,10 @@ class RolloutEngine:
         trajectory = r.trajectory
         trajectory.truncated = truncated
         trajectory.text = self.chat.decode(trajectory.token_ids[trajectory.prompt_len :])
-        trajectory.reward = self.reward(trajectory.text, r.question)
+        final = range(r.turn_start, len(trajectory.token_ids))
+        policy = [trajectory.token_ids[i] for i in final if trajectory.loss_mask[i]]
+        trajectory.answer_text = self.chat.decode(policy)
+        trajectory.reward = self.reward(trajectory.answer_text, r.question)
         r.done = True
 
     @staticmethod

@@ -54,6 +54,10 @@ class Trajectory:
     truncated: bool = False
     reward: float = 0.0
     text: str = ""  # the completion (everything after the prompt), decoded with special tokens kept
+    # The policy's final turn, decoded: what the reward reads (never tool output, which `text` includes).
+    answer_text: str = ""
+    # Why the rollout ended early when something failed on it alone (then truncated, reward 0); else None.
+    error: str | None = None
     parent: Parent | None = None
     prefix_text: str = ""  # a resampled rollout's kept prefix, decoded (the completion part only)
     # The advantage group; defaults to question_id (AXPO gives each prefix's continuations their own).
@@ -104,6 +108,7 @@ class Trajectory:
             "tool_call_opened": self.tool_call_opened,
             "turns": self.turns,
             "truncated": self.truncated,
+            "error": self.error,
             "text": self.text,
             "num_policy_tokens": self.num_policy_tokens,
             "num_tokens": len(self.token_ids),
