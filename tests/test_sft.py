@@ -39,6 +39,14 @@ N_SMALL = 24
 
 
 @pytest.fixture(scope="module")
+def config(config):
+    """The session config on three suites (two tool suites and the control), as these tests count them."""
+    return config.model_copy(
+        update={"training": config.training.model_copy(update={"suites": SUITES})}
+    )
+
+
+@pytest.fixture(scope="module")
 def small(chat, config):
     """24 examples: 6 with tools (3 per tool suite, one of them imperfect), 2 lucky guesses, 16 control."""
     return build_sft_data(config, chat, examples=N_SMALL, imperfect_share=0.34, guess_share=0.1)
@@ -270,7 +278,14 @@ def one_thread():
 # and thresholds set from three measured runs (seeds 0, 1, 2 of this exact setting) with a margin:
 #   final loss 0.22 / 0.20 / 0.24; pooled accuracy 0.125 / 0.111 / 0.125 (the untrained model: 0);
 #   tool-call rate on the tool suites 0.63 / 0.54 / 0.67; parseable calls 7 of 65 / 14 of 36 / 4 of 52.
-E2E_OVERRIDES = ["sft.examples=192", "sft.epochs=8", "sft.learning_rate=0.01", "sft.batch_size=4"]
+E2E_OVERRIDES = [
+    "sft.examples=192",
+    "sft.epochs=8",
+    "sft.learning_rate=0.01",
+    "sft.batch_size=4",
+    "sft.guess_share=0.1",
+    f"training.suites={SUITES}",
+]
 E2E_EVAL_SEED = 7  # not the SFT seed (10^9 + seed)
 E2E_QUESTIONS = 8  # per suite
 E2E_MAX_FINAL_LOSS = 0.4

@@ -125,8 +125,6 @@ ZOOM = {"bbox_2d": [100, 200, 300, 400], "label": "sign", "img_idx": 0}
             '{"name": "image_zoom_in", "arguments": {"bbox_2d": [0, 0, NaN, 9], "label": "a"}}',
             "between 0 and 1000",
         ),
-        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [500, 0, 500, 10]}), "x1 < x2 and y1 < y2"),
-        (call("image_zoom_in", **{**ZOOM, "bbox_2d": [0, 600, 10, 100]}), "x1 < x2 and y1 < y2"),
         (call("image_zoom_in", **{**ZOOM, "label": 3}), '"label" must be a string'),
         (call("image_zoom_in", **{**ZOOM, "img_idx": -1}), '"img_idx" must be a non-negative integer'),
         (call("image_zoom_in", **{**ZOOM, "img_idx": 0.5}), '"img_idx" must be a non-negative integer'),
@@ -138,6 +136,27 @@ def test_parse_errors(raw, expected):
     assert isinstance(message, str)
     assert message.startswith("Error:")
     assert expected in message
+
+
+@pytest.mark.parametrize("bbox", [[500, 0, 500, 10], [0, 600, 10, 100]])
+def test_an_inverted_box_is_a_well_formed_call_that_misses(bbox):
+    """Four numbers in range pass the schema; x1 >= x2 or y1 >= y2 is an empty region: an execution error
+    (the call was written right, the region was wrong), not a format error."""
+    assert not isinstance(parse_tool_call(call("image_zoom_in", **{**ZOOM, "bbox_2d": bbox})), str)
+    with ToolSession([Image.new("RGB", (100, 100))]) as session:
+        result = session.execute(call("image_zoom_in", **{**ZOOM, "bbox_2d": bbox}))
+    assert result.outcome == "execution" and "x1 < x2 and y1 < y2" in result.text
+
+
+def test_malformed_calls_are_format_outcomes():
+    with ToolSession([Image.new("RGB", (100, 100))], max_calls=10) as session:
+        assert session.execute("{not json").outcome == "format"
+        assert session.execute(call("browser", url="x")).outcome == "format"
+        assert session.execute(call("image_zoom_in", **{**ZOOM, "bbox_2d": [1, 2, 3]})).outcome == "format"
+        assert session.execute(call("image_zoom_in", **{**ZOOM, "img_idx": 5})).outcome == "execution"
+        assert session.execute(call("image_zoom_in", **ZOOM)).outcome == "ok"
+    with ToolSession([Image.new("RGB", (100, 100))], max_calls=0) as session:  # the budget is spent
+        assert session.execute(call("image_zoom_in", **ZOOM)).outcome == "execution"
 
 
 # ------------------------------------------------------------------------------------------- zoom

@@ -257,9 +257,6 @@ def _validate_zoom(args: dict) -> str | None:
         return f'"bbox_2d" must be a list of 4 numbers [x1, y1, x2, y2], got {_show(bbox)}'
     if not all(0 <= v <= 1000 for v in bbox):  # also rejects NaN
         return f'"bbox_2d" values must be between 0 and 1000 (relative coordinates), got {_show(bbox)}'
-    x1, y1, x2, y2 = bbox
-    if not (x1 < x2 and y1 < y2):
-        return f'"bbox_2d" must have x1 < x2 and y1 < y2, got {_show(bbox)}'
     if not isinstance(args["label"], str):
         return f'"label" must be a string, got {_show(args["label"])}'
     idx = args.get("img_idx", 0)
@@ -534,9 +531,15 @@ class ToolSession:
                 f"image(s), numbered 0 to {len(self.images) - 1}.",
                 name,
             )
+        x1, y1, x2, y2 = args["bbox_2d"]
+        if not (x1 < x2 and y1 < y2):  # well-formed (4 numbers in range), but an empty region: a miss
+            return _failure(
+                'Error: image_zoom_in: "bbox_2d" must have x1 < x2 and y1 < y2, got '
+                f"{_show(args['bbox_2d'])}.",
+                name,
+            )
         img = self.images[idx]
         width, height = img.size
-        x1, y1, x2, y2 = args["bbox_2d"]
         left, right = (min(width, math.floor(v * width / 1000 + 0.5)) for v in (x1, x2))
         top, bottom = (min(height, math.floor(v * height / 1000 + 0.5)) for v in (y1, y2))
         crop_w, crop_h = right - left, bottom - top
