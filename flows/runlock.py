@@ -139,7 +139,7 @@ class RunLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+                raise OSError(exc.errno, f"cannot lock the run folder ({exc.strerror})", str(path)) from exc
             raise RunLocked(self.uri, _read_holder(path.read_bytes())) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
@@ -166,35 +166,33 @@ class RunLock:
         client = self.store.client
         bucket, key = self._bucket_key()
         body = json.dumps(holder).encode()
-        try:
-            self._etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
-            return
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code == "NotImplemented":
-                self._acquire_s3_unconditional(holder)
+        lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+        for _ in range(3):  # a lock released or taken over between our calls: look again
+            try:
+                self._etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
                 return
-            if code not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-        current, etag = self._read_s3()
-        if current is None:  # released meanwhile: try once more from the start
-            self._etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
-            return
-        alive = holder_alive(current)
-        if alive is not False:
-            hint = (
-                f" (on another host: delete {self.uri} once that process is known to be gone)"
-                if alive is None
-                else ""
-            )
-            raise RunLocked(self.uri, current, hint)
-        logger.warning("taking over the stale lock %s of dead process %s", self.uri, current.get("pid"))
-        try:
-            self._etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)["ETag"]
-        except ClientError as exc:
-            if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
-                raise
-            raise RunLocked(self.uri, self._read_s3()[0]) from None  # another process took it over first
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code == "NotImplemented":
+                    self._acquire_s3_unconditional(holder)
+                    return
+                if code not in lost:
+                    raise
+            current, etag = self._read_s3()
+            if current is None:
+                continue
+            alive = holder_alive(current)
+            if alive is not False:
+                hint = f" (on another host: delete {self.uri} once that process is known to be gone)"
+                raise RunLocked(self.uri, current, hint if alive is None else "")
+            logger.warning("taking over the stale lock %s of dead process %s", self.uri, current.get("pid"))
+            try:  # conditional on the stale object: of two takers, one wins
+                self._etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)["ETag"]
+                return
+            except ClientError as exc:
+                if _error_code(exc) not in lost:
+                    raise
+        raise RunLocked(self.uri, self._read_s3()[0], " (it changed hands while this process tried)")
 
     def _acquire_s3_unconditional(self, holder: dict[str, Any]) -> None:
         logger.warning("the object store has no conditional writes: the lock %s is best effort", self.uri)

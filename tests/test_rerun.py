@@ -139,6 +139,33 @@ def test_s3_lock_of_a_reused_pid_is_taken_over_and_another_hosts_lock_is_not(
         RunLock(store, base).acquire()
 
 
+def test_s3_of_two_takers_of_a_stale_lock_one_wins(moto_endpoint, s3_bucket):  # noqa: F811
+    """Both saw the dead holder's lock; the first takes it over, the second's put (conditional on the stale
+    object's ETag) fails, and it is refused naming the first."""
+    from axpo_core.storage import open_store
+    from flows.runlock import RunLock, RunLocked
+
+    store = open_store(f"s3://{s3_bucket}/runs", s3_endpoint_url=moto_endpoint)
+    base = store.uri("tiny", "run-f")
+    client = s3_client(moto_endpoint)
+    dead = {"pid": os.getpid(), "host": socket.gethostname(), "started": "x", "process_start": -1}
+    client.put_object(Bucket=s3_bucket, Key="runs/tiny/run-f/_LOCK", Body=json.dumps(dead).encode())
+
+    slow_taker = RunLock(store, base)
+    stale_view = slow_taker._read_s3()  # what the second taker read before the first one acted
+    first = RunLock(store, base)
+    first_holder = first.acquire()
+
+    views = iter([stale_view])
+    real_read = slow_taker._read_s3
+    slow_taker._read_s3 = lambda: next(views, None) or real_read()
+    with pytest.raises(RunLocked) as refused:
+        slow_taker.acquire()
+    assert refused.value.holder["token"] == first_holder["token"]
+    assert store.get_json(base + "/_LOCK")["token"] == first_holder["token"]
+    first.release()
+
+
 def test_s3_release_keeps_a_lock_that_another_process_took_over(moto_endpoint, s3_bucket):  # noqa: F811
     from axpo_core.storage import open_store
     from flows.runlock import RunLock
