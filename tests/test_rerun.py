@@ -272,6 +272,48 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+SPAWN_FROM_A_FINISHED_THREAD = """
+import threading, time
+from flows.runtime import _SPAWNER, _SubprocessDyingWithParent
+
+children = []
+worker = threading.Thread(
+    target=lambda: children.append(_SPAWNER.call(lambda: _SubprocessDyingWithParent.Popen(["sleep", "600"])))
+)
+worker.start()
+worker.join()  # the thread that asked for the child is gone: the child must live on
+time.sleep(0.5)
+print(children[0].pid, children[0].poll(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_a_child_outlives_the_thread_that_asked_for_it_but_not_its_killed_process():
+    """What the ephemeral server gets: forked from one long-lived thread with a parent-death signal."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SPAWN_FROM_A_FINISHED_THREAD], env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    child = None
+    try:
+        pid, status = parent.stdout.readline().split()
+        child = int(pid)
+        assert status == "None" and _alive(child)  # still running after its requesting thread ended
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(400):  # a poll count, not a time limit
+            if not _alive(child):
+                break
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_kill_9_of_axpo_run_leaves_no_prefect_server_behind(tmp_path):
