@@ -274,7 +274,7 @@ class Tracker:
         """Log numeric metrics at `step` (default 0); return the names of the non-finite ones, dropped.
 
         NaN/inf are dropped because some backends reject them and they would poison the plots; a warning
-        names them.
+        names them. A value already logged at that step is not logged again (see `_log_new`).
         """
         timestamp = int(time.time() * 1000)
         entries: list[Metric] = []
@@ -290,9 +290,33 @@ class Tracker:
                 dropped.append(key)
         if dropped:
             logger.warning("run %s step %s: dropped non-finite metrics %s", run_id, step, dropped)
-        for batch in _chunks(entries, MAX_METRICS_PER_BATCH):
-            self._call(lambda b=batch: self.client.log_batch(run_id, metrics=b))
+        self._call(lambda: self._log_new(run_id, entries))
         return dropped
+
+    def _log_new(self, run_id: str, entries: list[Metric]) -> None:
+        """Log the entries not yet in the run's history: idempotent per (run, key, step, value), so a rerun
+        (or a retried task) that logs the same results again adds nothing. A different value at a logged
+        step is a changed result (recomputed after a code change): it is logged, and is then the latest."""
+        logged = self.client.get_run(run_id).data.metrics  # one query: the keys the run has at all
+        new: list[Metric] = []
+        for entry in entries:
+            if entry.key in logged:
+                history = self.client.get_metric_history(run_id, entry.key)
+                at_step = {m.value for m in history if m.step == entry.step}
+                if entry.value in at_step:
+                    continue
+                if at_step:
+                    logger.warning(
+                        "run %s: metric %s at step %s changes from %s to %s",
+                        run_id,
+                        entry.key,
+                        entry.step,
+                        sorted(at_step),
+                        entry.value,
+                    )
+            new.append(entry)
+        for batch in _chunks(new, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=batch)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         items = [RunTag(clean_key(k), _stringify(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]

@@ -12,10 +12,10 @@ from pydantic import BaseModel
 
 from axpo_core.config import Config
 from flows.evaluation import run_evaluation
-from flows.runtime import make_context
+from flows.runtime import locked_context
 from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
-from tasks.context import Arm, CheckpointRef
+from tasks.context import Arm, CheckpointRef, RunContext
 from tasks.evaluation import EvalRef, report, tool_check
 from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
@@ -49,7 +49,14 @@ def arms(config: Config) -> list[Arm]:
 
 @flow(name="pipeline")
 def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> PipelineResult:
-    ctx = make_context(config, run_name)
+    """The main job. The run folder is locked for its duration: a second process on the same run name is
+    refused (flows.runlock.RunLocked) instead of redoing and double-logging the work."""
+    with locked_context(config, run_name) as ctx:
+        return _pipeline(ctx, parent_run_id)
+
+
+def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
+    config = ctx.config
     scale, seed = config.model.scale, config.seed
     own_parent = parent_run_id is None
     parent = parent_run_id or open_tracking_run(
@@ -135,8 +142,14 @@ def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | N
 
 @flow(name="sweep")
 def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
-    """The pipeline for every scale × seed in `pipeline.scales` / `pipeline.seeds`, one parent run."""
-    ctx = make_context(config, run_name)
+    """The pipeline for every scale × seed in `pipeline.scales` / `pipeline.seeds`, one parent run (the
+    sweep's run folder locked, and each variant's own folder by its pipeline)."""
+    with locked_context(config, run_name) as ctx:
+        return _sweep(ctx)
+
+
+def _sweep(ctx: RunContext) -> list[PipelineResult]:
+    config = ctx.config
     parent = open_tracking_run(ctx, ctx.run_name, tags={"kind": "sweep"}, log_config=True)
     results = []
     variants = [(scale, seed) for scale in config.pipeline.scales for seed in config.pipeline.seeds]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import queue
+import signal
+import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Ephemeral mode: Prefect starts its own server in-process; on 2 cores that takes ~30 s, so allow more.
 PREFECT_DEFAULTS = {
@@ -26,6 +34,102 @@ def configure_prefect() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     _fill_worker_filter_paging()
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:  # this process may start Prefect's ephemeral server
+        server_dies_with_this_process()
+
+
+# --- the ephemeral server dies with its parent -------------------------------------------------------------
+PR_SET_PDEATHSIG = 1
+
+
+class _Spawner:
+    """One thread, alive for the whole process, that forks the server. The kernel sends a child's
+    parent-death signal when the *thread* that forked it ends, so the server must not be forked from a
+    task's worker thread that may finish long before the process does."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        with self._guard:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="axpo-server-spawner", daemon=True)
+                self._thread.start()
+        done: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((fn, done))
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            fn, done = self._requests.get()
+            try:
+                done.put((True, fn()))
+            except BaseException as exc:  # handed back to the caller's thread
+                done.put((False, exc))
+
+
+_SPAWNER = _Spawner()
+
+
+def _dies_with_parent_preexec() -> Callable[[], None]:
+    """A Popen preexec_fn: SIGKILL this child when its parent goes (even by `kill -9`)."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the child only calls into it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _SubprocessDyingWithParent:
+    """The `subprocess` module as Prefect's server module sees it, except that Popen children get a
+    parent-death signal."""
+
+    def __getattr__(self, name: str) -> Any:
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (the name Prefect calls)
+        import subprocess
+
+        if kwargs.get("preexec_fn") is None:
+            kwargs["preexec_fn"] = _dies_with_parent_preexec()
+        return subprocess.Popen(*args, **kwargs)
+
+
+def server_dies_with_this_process() -> None:
+    """Make Prefect's ephemeral server (a uvicorn subprocess) die with this process, on Linux.
+
+    Prefect stops it from an atexit hook, which a `kill -9` never runs; the orphan then keeps its port
+    and its sqlite database. With PR_SET_PDEATHSIG the kernel kills it when this process dies.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    from prefect.server.api import server as server_module
+
+    cls = server_module.SubprocessASGIServer
+    if getattr(cls._run_uvicorn_command, "_axpo_dies_with_parent", False):
+        return
+    original = cls._run_uvicorn_command
+
+    def run_uvicorn_command(self: Any, _original: Callable[[Any], Any] = original) -> Any:
+        return _SPAWNER.call(lambda: _original(self))
+
+    run_uvicorn_command._axpo_dies_with_parent = True  # type: ignore[attr-defined]
+    server_module.subprocess = _SubprocessDyingWithParent()  # only its Popen goes through the shim
+    cls._run_uvicorn_command = run_uvicorn_command
 
 
 @contextmanager
@@ -76,6 +180,23 @@ def default_run_name(config) -> str:
 
 
 def make_context(config, run_name: str | None = None):
+    """The run's context, with the run folder's storage id (written on first use)."""
+    ctx = _context(config, run_name)
+    return ctx.model_copy(update={"storage_id": storage_id(ctx)})
+
+
+@contextmanager
+def locked_context(config, run_name: str | None = None):
+    """`make_context` while holding the run folder's lock (see flows.runlock): a second process on the
+    same run name is refused with RunLocked, naming the holder, before it writes anything."""
+    from flows.runlock import run_lock
+
+    ctx = _context(config, run_name)
+    with run_lock(ctx.store, ctx.layout().base):
+        yield ctx.model_copy(update={"storage_id": storage_id(ctx)})
+
+
+def _context(config, run_name: str | None):
     from axpo_core.storage import local_path
     from axpo_core.tracking import default_tracking_uri
     from tasks.context import RunContext
@@ -84,13 +205,12 @@ def make_context(config, run_name: str | None = None):
     output_dir = local_path(root) if not root.startswith("s3://") else Path("runs").absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = config.tracking.tracking_uri or default_tracking_uri(output_dir)
-    ctx = RunContext(
+    return RunContext(
         config=config,
         run_name=run_name or default_run_name(config),
         output_dir=str(output_dir),
         tracking_uri=tracking_uri,
     )
-    return ctx.model_copy(update={"storage_id": storage_id(ctx)})
 
 
 def storage_id(ctx) -> str:

@@ -6,6 +6,7 @@ Slow (real SFT, rollouts and updates of a tiny model); `make test` and CI run th
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 from moto_fixtures import moto_endpoint, s3_bucket, s3_client  # noqa: F401
@@ -92,6 +93,8 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
                 tmp_path / "store" / "tiny" / "e2e" / "tiny-s" / arm / "rollouts" / f"round-{n}.jsonl"
             ).is_file()
 
+    _rerun_resumes_and_logs_no_metric_twice(config, result, tmp_path)
+
     tracker = Tracker(result.tracking_uri, tmp_path, config.tracking.experiment)
     children = {run.name: run for run in tracker.child_runs(result.parent_run_id)}
     assert set(children) == {"tiny-s/Base", "tiny-s/SFT", "tiny-s/SFT+GRPO", "tiny-s/SFT+AXPO"}
@@ -122,6 +125,42 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     keys = asyncio.run(artifact_keys())
     assert "results-e2e" in keys and "evaluate-e2e" in keys
     assert {"train-e2e-tiny-s-sft-axpo", "train-e2e-tiny-s-sft-grpo", "sft-e2e-tiny-s"} <= keys
+
+
+def _metric_entries(tracking_uri: str, parent_run_id: str) -> Counter:
+    """How many history entries each (run, key, step) has in the MLflow store, over the parent's runs."""
+    from mlflow.tracking import MlflowClient
+
+    from axpo_core.tracking import PARENT_TAG
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(parent_run_id)
+    children = client.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    entries: Counter = Counter()
+    for r in [run, *children]:
+        for key in r.data.metrics:
+            for m in client.get_metric_history(r.info.run_id, key):
+                entries[(r.info.run_name, key, m.step)] += 1
+    return entries
+
+
+def _rerun_resumes_and_logs_no_metric_twice(config, first, tmp_path) -> None:
+    """An unchanged rerun is served from the cache (nothing rewritten) and adds no metric entry."""
+    from flows.pipeline import pipeline
+
+    run_dir = tmp_path / "store" / "tiny" / "e2e"
+    written = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != "_LOCK"}
+    before = _metric_entries(first.tracking_uri, first.parent_run_id)
+    assert before and max(before.values()) == 1
+    assert sum(1 for run, key, _ in before if key.startswith("eval/") and run == "tiny-s/SFT") >= 2
+
+    again = pipeline(config, "e2e")
+
+    assert again.table_markdown == first.table_markdown and again.parent_run_id == first.parent_run_id
+    rewritten = [p for p, mtime in written.items() if p.stat().st_mtime_ns != mtime]
+    assert rewritten == []
+    after = _metric_entries(first.tracking_uri, first.parent_run_id)
+    assert after == before  # every (run, key, step) still logged exactly once
 
 
 def test_crash_in_round_two_update_resumes_without_redoing_work(prefect_server, tmp_path, monkeypatch):
@@ -291,3 +330,110 @@ def test_deployments_register_and_run_on_a_process_worker(prefect_server, tmp_pa
     final = asyncio.run(state())
     assert final.is_completed(), (final, worker.stdout[-3000:], worker.stderr[-3000:])
     assert (tmp_path / "store" / "tiny" / "deployed" / "report" / "results.md").is_file()
+
+
+def test_a_run_held_by_another_process_is_refused_before_any_work(prefect_server, tmp_path):
+    """Two `axpo run` on one run name: the second stops at once, naming the holder, and writes nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows.pipeline import pipeline
+    from flows.runlock import RunLocked
+
+    config = small_config(tmp_path, "pipeline.stages=[Base]")
+    run_dir = tmp_path / "store" / "tiny" / "busy"
+    hold = (
+        "import sys, time\n"
+        "from axpo_core.storage import open_store\n"
+        "from flows.runlock import RunLock\n"
+        "RunLock(open_store(sys.argv[1]), sys.argv[2]).acquire()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, config.storage.root, f"file://{run_dir}"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"in use by pid {holder.pid} on host .*, started "):
+            pipeline(config, "busy")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["_LOCK"]  # no _RUN_ID, no checkpoint
+
+
+RERUN_SCRIPT = """
+import json
+from flows.runtime import configure_prefect
+
+configure_prefect()
+from prefect import flow, task
+
+from tasks.persistence import RESUMABLE
+
+
+@task(name="advantages", **RESUMABLE)
+def advantages(rewards: list[float]) -> list[float]:
+    from axpo_core.algorithms.grpo import group_advantages
+
+    return group_advantages(rewards, 1e-6)
+
+
+@flow(name="rerun-after-edit")
+def rerun() -> tuple[str, list[float]]:
+    state = advantages([0.0, 1.0], return_state=True)
+    return state.name, state.result()
+
+
+print(json.dumps(rerun()))
+"""
+
+
+def test_a_code_edit_recomputes_and_an_unchanged_rerun_resumes(prefect_server, tmp_path):
+    """Each run is a new process on a copy of the packages; the copy's grpo.py is edited between runs."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    for package in ("axpo_core", "tasks", "flows"):
+        shutil.copytree(repo / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    script = tmp_path / "rerun.py"
+    script.write_text(RERUN_SCRIPT)
+    results = str(tmp_path / "results")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(src),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_LOCAL_STORAGE_PATH": results,
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": results,
+    }
+
+    def run() -> tuple[str, list[float]]:
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        state, value = json.loads(done.stdout.strip().splitlines()[-1])
+        return state, [round(v, 6) for v in value]
+
+    state, first = run()
+    assert state == "Completed" and first == pytest.approx([-0.707106, 0.707106], abs=1e-5)
+    assert run() == ("Cached", first)  # same code: served from the cache
+
+    grpo = src / "axpo_core" / "algorithms" / "grpo.py"
+    code = grpo.read_text()
+    signature = "def group_advantages(rewards: Sequence[float], eps: float) -> list[float]:\n"
+    assert signature in code
+    grpo.write_text(code.replace(signature, signature + "    return [7.0 for _ in rewards]\n"))
+    assert run() == ("Completed", [7.0, 7.0])  # the edited code ran, not the cached result

@@ -70,6 +70,8 @@ def trajectory(
         tool_call_spans=[(PROMPT + i, PROMPT + i + 1) for i in range(len(calls))],
         tool_calls=list(calls),
         tool_errors=list(errors) if errors else [None] * len(calls),
+        tool_outcomes=[("ok" if e is None else "execution") for e in (errors or [None] * len(calls))],
+        tool_call_opened=[True] * len(calls),
         turns=text.count("<|im_start|>assistant") + 1,
         truncated=truncated,
         reward=reward,
