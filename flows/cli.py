@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from axpo_core.config import ConfigError, load_config
@@ -360,9 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLOW_COMMANDS = (cmd_run, cmd_sweep, cmd_eval)
+MAX_ERROR_LINE = 2000  # one line on stderr, however long the underlying message
+
+
+def _error_line(exc: BaseException) -> str:
+    """`axpo: <kind>: <message>` on one line (messages may hold newlines, tracebacks of subprocesses...)."""
+    from axpo_core.storage import StorageError
+
+    if isinstance(exc, ConfigError):
+        kind = "config error"
+    elif isinstance(exc, StorageError):
+        kind = "storage error"
+    else:
+        kind = f"error: {type(exc).__name__}"
+    message = " ".join(str(exc).split()) or repr(exc)
+    if len(message) > MAX_ERROR_LINE:
+        message = message[: MAX_ERROR_LINE - 3] + "..."
+    return f"axpo: {kind}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any failure ends with one line on stderr and exit code 2, without a traceback
+    (`AXPO_DEBUG=1` prints it first); Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
     try:
         if args.func in FLOW_COMMANDS:
@@ -373,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.func(args)
         else:
             args.func(args)
-    except ConfigError as exc:
-        print(f"axpo: config error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("axpo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line (the traceback on request)
+        if os.environ.get("AXPO_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        print(_error_line(exc), file=sys.stderr, flush=True)
         return 2
     return 0
 
