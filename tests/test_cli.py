@@ -74,3 +74,74 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys):
     assert main(["train", "--algo", "grpo", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "rollout.group_sise" in err
+
+
+def _error_line(err: str, only: bool = True) -> str:
+    """The error line stderr ends with (`only`: and nothing before it, e.g. no progress bars)."""
+    lines = err.strip().splitlines()
+    assert lines and "Traceback" not in err and (len(lines) == 1 or not only), err[-3000:]
+    return lines[-1]
+
+
+def test_errors_from_deeper_code_are_one_line(tiny_model_dir, tmp_path, capsys):
+    """A ValueError deep in SFT (its examples do not fit the rollout bounds) ends like a config error."""
+    code = main(
+        [
+            "sft",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path / "sft"),
+            "--set",
+            "rollout.max_new_tokens_per_turn=2",
+            "--set",
+            "sft.examples=2",
+        ]
+    )
+    assert code == 2
+    line = _error_line(capsys.readouterr().err, only=False)  # after the weights' progress bars
+    assert (
+        line.startswith("axpo: error: ValueError: SFT data:") and "rollout.max_new_tokens_per_turn=2" in line
+    )
+
+    assert main(["report", str(tmp_path / "no-run")]) == 2
+    assert "no-run" in _error_line(capsys.readouterr().err)
+
+
+def test_ui_with_the_s3_endpoint_down_is_one_line(tmp_path):
+    """The real `axpo` command against a closed port: exit 2, one stderr line naming the URI, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from moto_fixtures import FAKE_AWS_ENV
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, **FAKE_AWS_ENV, "PYTHONPATH": str(root)}
+    env.pop("AXPO_DEBUG", None)
+    axpo = Path(sys.executable).parent / "axpo"
+    command = [str(axpo)] if axpo.is_file() else [sys.executable, "-m", "flows.cli"]
+    done = subprocess.run(
+        [
+            *command,
+            "ui",
+            "--set",
+            "storage.root=s3://bucket/runs",
+            "--set",
+            "storage.s3_endpoint_url=http://127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2
+    line = _error_line(done.stderr)
+    assert (
+        line.startswith("axpo: storage error: ")
+        and "s3://bucket/runs" in line
+        and "Could not connect" in line
+    )
