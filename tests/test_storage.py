@@ -461,13 +461,16 @@ def test_s3_marker_naming_other_files_is_refused(s3_bucket: str, moto_endpoint: 
     assert uri in str(err.value) and not (tmp_path / "copy").exists()
 
 
+READS = 24
+
+
 def test_concurrent_writers_and_readers(store: ObjectStore, tmp_path: Path) -> None:
     """Threads: two writers rewriting one checkpoint while a reader loads it. Every load is one
     version whole; a load may be refused while a rewrite runs, never answered with a mix."""
     uri = store.uri("exp", "run", "checkpoints", "round-3")
     versions = [make_version(tmp_path / f"v{tag}", tag) for tag in (1, 2)]
     store.put_dir(versions[0], uri)
-    stop = threading.Event()
+    enough = threading.Event()
     loads: list[set[int]] = []
     refusals: list[str] = []
     failures: list[BaseException] = []
@@ -475,7 +478,9 @@ def test_concurrent_writers_and_readers(store: ObjectStore, tmp_path: Path) -> N
     def write(tag: int) -> None:
         own = pickle.loads(pickle.dumps(store))
         try:
-            for _ in range(4):
+            for _ in range(200):
+                if enough.is_set():
+                    break
                 try:
                     own.put_dir(versions[tag - 1], uri)
                 except StorageError as exc:  # S3: the other writer kept replacing our files
@@ -485,9 +490,9 @@ def test_concurrent_writers_and_readers(store: ObjectStore, tmp_path: Path) -> N
 
     def read() -> None:
         own = pickle.loads(pickle.dumps(store))
-        i = 0
-        while not stop.is_set() or i < 3:
-            i += 1
+        for i in range(READS):
+            if i == READS // 2:
+                enough.set()  # the writers stop a while after; the last reads see the folder settle
             try:
                 loads.append(tags_of(own.get_dir(uri, tmp_path / f"copy-{i % 2}")))
             except StorageError as exc:
@@ -500,12 +505,11 @@ def test_concurrent_writers_and_readers(store: ObjectStore, tmp_path: Path) -> N
     reader = threading.Thread(target=read)
     for t in [*writers, reader]:
         t.start()
-    for t in writers:
+    for t in [reader, *writers]:
         t.join()
-    stop.set()
-    reader.join()
     assert failures == []
-    assert loads and all(len(tags) == 1 for tags in loads), loads
+    assert len(loads) + len(refusals) == READS and loads
+    assert all(len(tags) == 1 for tags in loads), loads
     assert all("no _COMPLETE marker" in r or "not of the version" in r for r in refusals), refusals
     store.put_dir(versions[1], uri)
     assert tags_of(store.get_dir(uri, tmp_path / "final")) == {2}
