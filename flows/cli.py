@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -381,6 +382,31 @@ def _error_line(exc: BaseException) -> str:
     return f"axpo: {kind}: {message}"
 
 
+def _debug() -> bool:
+    return os.environ.get("AXPO_DEBUG", "") not in ("", "0")
+
+
+def _hide_prefect_tracebacks() -> None:
+    """Prefect's console log prints a traceback per failed task and flow run (three for one error);
+    keep their one-line messages on the console, the tracebacks only in Prefect's own run logs."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if getattr(PrefectConsoleHandler.format, "_axpo_quiet", False):
+        return
+    original = PrefectConsoleHandler.format
+
+    def format_without_traceback(self: logging.Handler, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return original(self, record)
+        finally:  # other handlers (Prefect's API log) still get the traceback
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+    format_without_traceback._axpo_quiet = True  # type: ignore[attr-defined]
+    PrefectConsoleHandler.format = format_without_traceback  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Any failure ends with one line on stderr and exit code 2, without a traceback
     (`AXPO_DEBUG=1` prints it first); Ctrl-C exits 130."""
@@ -390,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             from flows.runtime import configure_prefect, in_process_run
 
             configure_prefect()  # before Prefect is imported: ephemeral server timeouts, analytics off
+            if not _debug():
+                _hide_prefect_tracebacks()
             with in_process_run():
                 args.func(args)
         else:
@@ -398,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print("axpo: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line (the traceback on request)
-        if os.environ.get("AXPO_DEBUG", "") not in ("", "0"):
+        if _debug():
             traceback.print_exc()
         print(_error_line(exc), file=sys.stderr, flush=True)
         return 2

@@ -1,8 +1,16 @@
 """The CLI commands of the foundation and algorithm issues, run in-process on the tiny default."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from flows.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SMALL = ["--set", "rollout.max_new_tokens_per_turn=12", "--set", "rollout.group_size=2"]
 
@@ -108,35 +116,33 @@ def test_errors_from_deeper_code_are_one_line(tiny_model_dir, tmp_path, capsys):
     assert "no-run" in _error_line(capsys.readouterr().err)
 
 
-def test_ui_with_the_s3_endpoint_down_is_one_line(tmp_path):
-    """The real `axpo` command against a closed port: exit 2, one stderr line naming the URI, no traceback."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from moto_fixtures import FAKE_AWS_ENV
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, **FAKE_AWS_ENV, "PYTHONPATH": str(root)}
+def _axpo_subprocess(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The installed `axpo` command (this checkout's code), without AXPO_DEBUG."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     env.pop("AXPO_DEBUG", None)
     axpo = Path(sys.executable).parent / "axpo"
     command = [str(axpo)] if axpo.is_file() else [sys.executable, "-m", "flows.cli"]
-    done = subprocess.run(
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False
+    )
+
+
+def test_ui_with_the_s3_endpoint_down_is_one_line(tmp_path):
+    """The real `axpo` command against a closed port: exit 2, one stderr line naming the URI, no traceback."""
+    from moto_fixtures import FAKE_AWS_ENV
+
+    done = _axpo_subprocess(
         [
-            *command,
             "ui",
             "--set",
             "storage.root=s3://bucket/runs",
             "--set",
             "storage.s3_endpoint_url=http://127.0.0.1:1",
         ],
-        capture_output=True,
-        text=True,
-        env=env,
         cwd=tmp_path,
-        timeout=300,
-        check=False,
+        env=FAKE_AWS_ENV,
     )
     assert done.returncode == 2
     line = _error_line(done.stderr)
@@ -145,3 +151,24 @@ def test_ui_with_the_s3_endpoint_down_is_one_line(tmp_path):
         and "s3://bucket/runs" in line
         and "Could not connect" in line
     )
+
+
+@pytest.mark.slow
+def test_run_failing_inside_a_prefect_task_is_one_line(tmp_path):
+    """`axpo run` (the real command, Prefect's ephemeral server) whose SFT task raises: Prefect's own
+    log lines stay, its tracebacks do not; the last line is the error, exit 2."""
+    done = _axpo_subprocess(
+        [
+            "run",
+            "--set",
+            f"storage.root=file://{tmp_path}/store",
+            "--set",
+            "rollout.max_new_tokens_per_turn=2",
+            "--set",
+            "sft.examples=2",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = _error_line(done.stderr, only=False)
+    assert line.startswith("axpo: error: ValueError: SFT data: only 0 of 2")
