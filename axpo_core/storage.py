@@ -13,12 +13,21 @@ Tasks exchange URIs, never tensors, so every artifact of a run lives here. Layou
 Guarantees:
 - A single object is written atomically: locally to a temporary sibling then `os.replace`, on S3 by one
   PUT (or a multipart upload, which S3 also publishes at once). A reader sees the old or the new bytes.
-- A folder (`put_dir`) is complete only once its `_COMPLETE` marker exists; the marker is written last
-  and holds the manifest (relative path -> size). `get_dir` refuses a folder without it, downloads exactly
-  the manifest's files into a temporary folder, checks sizes, then renames that folder into place.
-- Transient failures (S3 5xx/throttling, connection errors, local OSError other than not-found/permission)
-  are retried `retries` times with exponential backoff; then a `StorageError` names the operation, the URI
-  and the last error. Not-found and permission errors fail at once.
+- A folder (`put_dir`) is complete only once its `_COMPLETE` marker exists. Each put_dir has a writer id;
+  the marker, written last, names it and lists that writer's files (relative path -> size; on S3 also
+  each file's ETag, and each object carries the writer id as metadata). `get_dir` accepts only files of
+  the marked version: locally the folder is built beside its place and renamed in whole, and a reader
+  checks the marker is unchanged after copying; on S3 each file is read with If-Match on its ETag. A
+  file of another version makes the reader read the marker again and start over (a few times), so a
+  reader racing a rewrite returns the old or the new folder, never a mix. Of two writers of one folder,
+  the last one's files stand (S3: a writer rewrites any of its files the other replaced meanwhile).
+  `get_dir` downloads into a temporary folder, then renames that into place.
+- Transient failures (S3 5xx/throttling, connection errors and timeouts, local OSError other than
+  not-found/permission) are retried `retries` times with exponential backoff; then a `StorageError` names
+  the operation, the URI and the last error. Not-found and permission errors fail at once. Each S3 attempt
+  waits at most `connect_timeout_s` to connect and `read_timeout_s` per read (defaults 5 s: a black-hole
+  endpoint fails one call in under 30 s). A multipart upload that fails is aborted; one left by a killed
+  writer is aborted by the next `put_dir` of its folder.
 
 URIs: `file:///abs/path`, `file://relative/path` (against the working directory) and bare paths are all
 local; a store's own root is made absolute so that the URIs it hands out survive a change of directory.
