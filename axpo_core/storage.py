@@ -38,6 +38,7 @@ boto3's own (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -423,7 +424,7 @@ STALE_TMP_S = 3600.0  # a writer's temporary folder this old belongs to a writer
 def _remove_stale_siblings(dest: Path) -> None:
     """Remove temporary folders of `dest` left by writers killed mid-write (older than STALE_TMP_S)."""
     cutoff = time.time() - STALE_TMP_S
-    for sibling in dest.parent.glob(f".{dest.name}{_TMP_TAG}*"):
+    for sibling in dest.parent.glob(f".{glob.escape(dest.name)}{_TMP_TAG}*"):
         try:
             if sibling.lstat().st_mtime < cutoff:
                 shutil.rmtree(sibling, ignore_errors=True)

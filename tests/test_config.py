@@ -312,6 +312,8 @@ def test_missing_file_and_folder(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="is a folder, not a config file"):
         load_config(tmp_path)
+    with pytest.raises(ConfigError, match="not a usable path"):
+        load_config(f"{tmp_path}/bad\x00name.yaml")
 
 
 def test_several_problems_are_one_message_each_blamed(tmp_path):
