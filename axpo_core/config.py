@@ -481,6 +481,8 @@ def _read_yaml(source: Path) -> Any:
         raise ConfigError(f"{where}: no such config file") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read it: {short(exc.strerror or str(exc))}") from None
+    except ConfigError:
+        raise
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise ConfigError(f"{where}: not a usable path: {short(exc)}") from None
     if len(raw) > MAX_CONFIG_BYTES:
