@@ -542,6 +542,18 @@ class BlackHole:
             self.accepted += 1
             self.held.append(conn)  # open, silent
 
+    def accepted_settled(self, at_least: int) -> int:
+        """The count once the accept loop has caught up with the kernel's backlog (it may lag on a loaded
+        machine): waits for `at_least`, at most 100 polls, then answers whatever it counted."""
+        import time
+
+        for _ in range(100):
+            if self.accepted >= at_least:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)  # and a moment for any surplus connection to show up
+        return self.accepted
+
     def close(self) -> None:
         self._stop = True
         self.thread.join()
@@ -567,10 +579,12 @@ def test_black_hole_endpoint_fails_after_bounded_attempts(monkeypatch: pytest.Mo
             StorageError, match="get_bytes s3://bucket/p/x: failed after 3 attempts.*[Tt]imeout"
         ):
             store.get_bytes(store.uri("x"))
-        assert hole.accepted == 3  # one connection per attempt, each given up after the read timeout
+        assert (
+            hole.accepted_settled(3) == 3
+        )  # one connection per attempt, each given up after the read timeout
         with pytest.raises(StorageError, match="put_bytes .*failed after 3 attempts"):
             store.put_bytes(store.uri("x"), b"1")
-        assert hole.accepted == 6
+        assert hole.accepted_settled(6) == 6
     finally:
         hole.close()
 
