@@ -768,17 +768,26 @@ class S3Store(ObjectStore):
                     "put_dir", file_uri, lambda p=sources[rel], u=file_uri: self._upload(p, u, writer)
                 )
             self.put_bytes(_join(uri, [MARKER]), _marker_bytes(writer, manifest, etags))
-            # Another writer of this folder may have replaced some of our files since: rewrite those.
+            # Another writer of this folder may have replaced some of our files, or the marker, since:
+            # rewrite those (checking the files first: a marker over replaced files is refused anyway).
             pending = [rel for rel in manifest if self._etag(_join(uri, [rel])) != etags[rel]]
-            if not pending:
+            if not pending and self._marker_writer(uri) == writer:
                 return
-        others = sorted({self._writer_of(_join(uri, [rel])) for rel in pending})
+        found = {self._writer_of(_join(uri, [rel])) for rel in pending} | {self._marker_writer(uri)}
+        others = sorted(found - {writer, ""}) or ["?"]
         raise StorageError(
             "put_dir",
             uri,
-            f"another writer ({', '.join(others)}) keeps rewriting {len(pending)} of its files; "
-            f"get_dir refuses the folder until one writer finishes alone",
+            f"another writer ({', '.join(others)}) keeps rewriting this folder ({len(pending)} of its files, "
+            "or its marker); get_dir refuses the folder until one writer finishes alone",
         )
+
+    def _marker_writer(self, uri: str) -> str:
+        """The writer the folder's marker names now ('' when there is none)."""
+        try:
+            return str(json.loads(self.get_bytes(_join(uri, [MARKER]))).get("writer", ""))
+        except (ObjectNotFound, ValueError, AttributeError):
+            return ""
 
     def _etag(self, uri: str) -> str | None:
         from botocore.exceptions import ClientError
