@@ -7,6 +7,9 @@ Input should be less than or equal to 1`).
 
 from __future__ import annotations
 
+import re
+import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,12 +143,6 @@ class EvaluationConfig(Section):
     judge: Literal["rule", "llm"] = "rule"  # where matching is hard: rule-based, or an LLM judge
     judge_model_path: str | None = None  # the local checkpoint of the LLM judge
 
-    @model_validator(mode="after")
-    def _k_fits_samples(self) -> EvaluationConfig:
-        if max(self.k) > self.samples:
-            raise ValueError(f"pass@k needs k <= samples; got k={max(self.k)} > samples={self.samples}")
-        return self
-
 
 class PipelineConfig(Section):
     """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
@@ -168,6 +165,12 @@ class PipelineConfig(Section):
 class StorageConfig(Section):
     root: str = "file://runs"  # or s3://bucket/prefix
     s3_endpoint_url: str | None = None
+    # Per attempt: a black-hole endpoint fails after (retries + 1) attempts of at most this long each,
+    # plus the backoff (0.2 + 0.4 + 0.8 + 1.6 s): under 30 s with the defaults.
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    read_timeout_s: float = Field(5.0, gt=0, le=300)
+    retries: int = Field(4, ge=0, le=20)
+    retry_backoff_s: float = Field(0.2, ge=0, le=60)
 
 
 class TrackingConfig(Section):
@@ -189,46 +192,437 @@ class Config(Section):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="after")
+    def _names_and_bounds(self) -> Config:
+        problems = config_problems(self)
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
 
 class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the file and the field."""
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+# ------------------------------------------------------------------------------------ semantic checks
+# Kept apart from the sections' field lists: each check names the dotted field(s) it is about, so that
+# load_config can blame the file or the `--set` override that set them.
+
+# = axpo_core.models.tiny.TINY_SCALES (a test keeps them equal); not imported: that module loads torch.
+TINY_SCALE_NAMES = ("tiny-s", "tiny-m", "tiny-l")
+_DEVICE = re.compile(r"auto|cpu|mps|meta|(cuda|xpu)(:\d+)?")
+_MAX_NAMES_SHOWN = 12
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = data
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {key} is not a section")
-    node[leaf] = value
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: the dotted fields it is about (the first is named) and why."""
+
+    fields: tuple[str, ...]
+    message: str
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (the embedded tiny default when `path` is None) with `a.b=value` overrides."""
-    source = Path(path) if path is not None else DEFAULT_CONFIG
-    try:
-        data = yaml.safe_load(source.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    for override in overrides or []:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise ConfigError(f"override {override!r}: expected key=value")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else " (unknown key)")
-            for err in exc.errors()
+class ConfigProblems(ValueError):
+    """Raised inside validation with every Problem found; load_config turns it into one ConfigError."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.fields[0]}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def _known(names: Any) -> str:
+    names = list(names)
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_NAMES_SHOWN else "")
+
+
+def _storage_problems(storage: StorageConfig) -> list[Problem]:
+    root = storage.root
+    scheme, sep, rest = root.partition("://")
+    if not root.strip():
+        return [Problem(("storage.root",), "is empty (use file://<folder> or s3://<bucket>/<prefix>)")]
+    if sep and scheme == "s3":
+        if not rest.partition("/")[0]:
+            return [
+                Problem(
+                    ("storage.root",), f"S3 root without a bucket: {short(root)} (s3://<bucket>/<prefix>)"
+                )
+            ]
+    elif sep and scheme != "file":
+        return [
+            Problem(
+                ("storage.root",), f"unsupported storage scheme {short(scheme)}:// (use file:// or s3://)"
+            )
+        ]
+    endpoint = storage.s3_endpoint_url
+    if endpoint is not None and not re.match(r"https?://[^/\s]+", endpoint):
+        return [Problem(("storage.s3_endpoint_url",), f"not an http(s):// URL: {short(endpoint)}")]
+    return []
+
+
+def config_problems(config: Config) -> list[Problem]:
+    """What is wrong with a config beyond field types: unknown names, crossed bounds, empty lists.
+    Pure (no filesystem, no imports of heavy packages); `environment_problems` checks the machine."""
+    from axpo_core.envs.suites import SUITES
+    from axpo_core.evaluation.benchmarks import BENCHMARKS
+
+    out: list[Problem] = []
+    m = config.model
+    if m.path is None:
+        if m.scale not in TINY_SCALE_NAMES:
+            out.append(
+                Problem(
+                    ("model.scale", "model.path"),
+                    f"unknown scale {short(m.scale)}: tiny scales are {_known(TINY_SCALE_NAMES)}; "
+                    "any other scale needs model.path (a local checkpoint folder)",
+                )
+            )
+        for i, scale in enumerate(config.pipeline.scales):
+            if scale not in TINY_SCALE_NAMES:
+                out.append(
+                    Problem(
+                        (f"pipeline.scales.{i}", "model.path"),
+                        f"unknown scale {short(scale)}: tiny scales are {_known(TINY_SCALE_NAMES)}",
+                    )
+                )
+    if not _DEVICE.fullmatch(m.device):
+        out.append(
+            Problem(("model.device",), f"unknown device {short(m.device)} (auto, cpu, cuda, cuda:N, mps)")
         )
-        raise ConfigError(f"{source}: {problems}") from None
+    if m.min_image_pixels > m.max_image_pixels:
+        out.append(
+            Problem(
+                ("model.min_image_pixels", "model.max_image_pixels"),
+                f"{m.min_image_pixels} is above model.max_image_pixels={m.max_image_pixels}",
+            )
+        )
+    r = config.rollout
+    if r.max_new_tokens_per_turn > r.max_total_tokens:
+        out.append(
+            Problem(
+                ("rollout.max_new_tokens_per_turn", "rollout.max_total_tokens"),
+                f"{r.max_new_tokens_per_turn} is above rollout.max_total_tokens={r.max_total_tokens}",
+            )
+        )
+    if not config.training.suites:
+        out.append(Problem(("training.suites",), f"is empty; known suites: {_known(SUITES)}"))
+    for i, suite in enumerate(config.training.suites):
+        if suite not in SUITES:
+            out.append(
+                Problem((f"training.suites.{i}",), f"unknown suite {short(suite)}; known: {_known(SUITES)}")
+            )
+    ev = config.evaluation
+    if not ev.k or min(ev.k) < 1:
+        out.append(Problem(("evaluation.k",), f"pass@k needs at least one k, each >= 1; got k={short(ev.k)}"))
+    elif max(ev.k) > ev.samples:
+        out.append(
+            Problem(
+                ("evaluation.k", "evaluation.samples"),
+                f"pass@k needs k <= samples; got k={max(ev.k)} > samples={ev.samples}",
+            )
+        )
+    if not ev.benchmarks:
+        out.append(Problem(("evaluation.benchmarks",), "is empty"))
+    for i, bench in enumerate(ev.benchmarks):
+        if bench not in SUITES and bench not in BENCHMARKS:
+            out.append(
+                Problem(
+                    (f"evaluation.benchmarks.{i}",),
+                    f"unknown benchmark {short(bench)}; synthetic suites: {_known(SUITES)}; "
+                    f"real benchmarks (read from evaluation.data_root): {_known(BENCHMARKS)}",
+                )
+            )
+        elif bench in BENCHMARKS and ev.data_root is None:
+            out.append(
+                Problem(
+                    (f"evaluation.benchmarks.{i}", "evaluation.data_root"),
+                    f"{bench} is a real benchmark, read from <evaluation.data_root>/{bench}: set "
+                    "evaluation.data_root",
+                )
+            )
+    if ev.judge == "llm" and ev.judge_model_path is None:
+        out.append(
+            Problem(("evaluation.judge_model_path", "evaluation.judge"), "evaluation.judge is llm: set it")
+        )
+    p = config.pipeline
+    if not p.stages:
+        out.append(Problem(("pipeline.stages",), "is empty: name at least one stage (e.g. [Base])"))
+    for name, overrides in p.ablations.items():
+        where = f"pipeline.ablations.{short(str(name), 60)}"
+        if not isinstance(overrides, dict) or not overrides:
+            out.append(
+                Problem((where,), "must map AlgorithmConfig fields to values, e.g. {prefix_credit: false}")
+            )
+            continue
+        unknown = [k for k in overrides if k not in AlgorithmConfig.model_fields]
+        for key in unknown:
+            out.append(
+                Problem(
+                    (f"{where}.{short(str(key), 60)}",),
+                    f"not an algorithm field; known: {_known(AlgorithmConfig.model_fields)}",
+                )
+            )
+        if not unknown:
+            try:
+                AlgorithmConfig.model_validate({**config.algorithm.model_dump(), **overrides})
+            except ValidationError as exc:
+                out += [
+                    Problem((f"{where}.{_loc(err['loc'])}",), _pydantic_message(err)) for err in exc.errors()
+                ]
+    out += _storage_problems(config.storage)
+    return out
+
+
+def environment_problems(config: Config) -> list[Problem]:
+    """What this machine lacks for a config: model/index/data folders, vLLM and CUDA, task-runner extras."""
+    import importlib.util
+
+    out: list[Problem] = []
+
+    def folder(field: str, value: str | None, need: str | None = None) -> None:
+        if value is None:
+            return
+        path = Path(value).expanduser()
+        if not path.exists():
+            out.append(Problem((field,), f"no such folder: {short(value)}"))
+        elif not path.is_dir():
+            out.append(Problem((field,), f"not a folder: {short(value)}"))
+        elif need is not None and not (path / need).is_file():
+            out.append(Problem((field,), f"{short(value)} has no {need} (not a from_pretrained folder)"))
+
+    folder("model.path", config.model.path, need="config.json")
+    index = config.tools.search_index
+    if index is not None and not Path(index).expanduser().exists():
+        out.append(Problem(("tools.search_index",), f"no such file or folder: {short(index)}"))
+    ev = config.evaluation
+    folder("evaluation.data_root", ev.data_root)
+    if ev.data_root is not None and Path(ev.data_root).expanduser().is_dir():
+        from axpo_core.evaluation.benchmarks import BENCHMARKS
+
+        for i, bench in enumerate(ev.benchmarks):
+            if bench in BENCHMARKS and not (Path(ev.data_root).expanduser() / bench).is_dir():
+                out.append(
+                    Problem(
+                        (f"evaluation.benchmarks.{i}", "evaluation.data_root"),
+                        f"{bench}: no folder {short(str(Path(ev.data_root) / bench))}",
+                    )
+                )
+    if ev.judge == "llm":
+        folder("evaluation.judge_model_path", ev.judge_model_path, need="config.json")
+
+    wants_cuda = config.rollout.backend == "vllm" or config.model.device.startswith("cuda")
+    if config.rollout.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        out.append(
+            Problem(
+                ("rollout.backend",),
+                "vllm is not installed (pip install 'axpo[vllm]' on a CUDA machine), or use "
+                "rollout.backend=transformers",
+            )
+        )
+    elif wants_cuda and not _cuda_available():
+        field = "rollout.backend" if config.rollout.backend == "vllm" else "model.device"
+        out.append(Problem((field,), "needs a CUDA GPU, and this machine has none (torch sees no CUDA)"))
+    extras = {"dask": "prefect_dask", "ray": "prefect_ray"}
+    module = extras.get(config.pipeline.task_runner)
+    if module is not None and importlib.util.find_spec(module) is None:
+        out.append(
+            Problem(
+                ("pipeline.task_runner",),
+                f"{config.pipeline.task_runner} needs `pip install {module.replace('_', '-')}`",
+            )
+        )
+    return out
+
+
+def _cuda_available() -> bool:
+    import torch  # only for configs that ask for CUDA
+
+    return bool(torch.cuda.is_available())
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; more is a mistake (or an attack)
+MAX_CONFIG_VALUES = 20_000  # values after YAML aliases are expanded (an alias bomb expands to billions)
+MAX_ECHO_CHARS = 200  # echoed input in an error (a value, a YAML snippet) is cut here
+MAX_ERROR_CHARS = 2000  # the whole message
+_MAX_PROBLEMS_SHOWN = 8
+
+_echo = reprlib.Repr()
+_echo.maxstring = _echo.maxother = 80
+_echo.maxlist = _echo.maxtuple = _echo.maxdict = _echo.maxset = 6
+_echo.maxlevel = 3
+
+
+def short(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters (errors echo input; input may be huge)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(short(str(part), 60) for part in loc) or "<root>"
+
+
+def _pydantic_message(err: Any) -> str:
+    message = short(str(err["msg"]).removeprefix("Value error, "))
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if isinstance(err["input"], dict):  # a whole section: its fields are named elsewhere
+        return message
+    return f"{message} (got {short(_echo.repr(err['input']))})"
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return short(f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})")
+    return short(exc)
+
+
+def _count_values(data: Any) -> int:
+    """The number of values in `data` with aliases expanded, counting at most MAX_CONFIG_VALUES + 1."""
+    count, stack = 0, [data]
+    while stack and count <= MAX_CONFIG_VALUES:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend(node)
+    return count
+
+
+def _read_yaml(source: Path) -> Any:
+    where = str(source)
+    try:
+        if source.is_dir():
+            raise ConfigError(f"{where}: is a folder, not a config file")
+        with source.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {short(exc.strerror or str(exc))}") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise ConfigError(f"{where}: not a usable path: {short(exc)}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    return _parse_yaml(text, where)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_message(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+    if _count_values(data) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{where}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?); not a config"
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class _Override:
+    text: str  # as given, `a.b=value`
+    key: str
+
+    def covers(self, field: str) -> bool:
+        return field == self.key or field.startswith(self.key + ".") or self.key.startswith(field + ".")
+
+
+def _apply_override(data: dict[str, Any], text: str) -> _Override:
+    where = f"--set {short(text)}"
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ConfigError(f"{where}: expected key=value")
+    parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise ConfigError(
+            f"{where}: the key {short(key)!r} has an empty part (expected e.g. rollout.group_size)"
+        )
+    value = _parse_yaml(raw, where)
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+    return _Override(text, key)
+
+
+def _origin(fields: tuple[str, ...], overrides: list[_Override], source: str) -> str:
+    for override in reversed(overrides):  # the last override of a field is the one that counts
+        if any(override.covers(f) for f in fields):
+            return f"--set {short(override.text)}"
+    return source
+
+
+def _format(problems: list[tuple[str, str]]) -> str:
+    """`origin: field: why` per problem; an origin is not repeated for the problems that follow it."""
+    parts, last = [], None
+    for origin, text in problems[:_MAX_PROBLEMS_SHOWN]:
+        parts.append(text if origin == last else f"{origin}: {text}")
+        last = origin
+    if len(problems) > _MAX_PROBLEMS_SHOWN:
+        parts.append(f"... and {len(problems) - _MAX_PROBLEMS_SHOWN} more")
+    return short("; ".join(parts), MAX_ERROR_CHARS)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, check_environment: bool = True
+) -> Config:
+    """Load a YAML config (the embedded tiny default when `path` is None) with `a.b=value` overrides.
+
+    Every problem fails here, in one `ConfigError` naming the file or the `--set` override and the field:
+    YAML and types, unknown names and crossed bounds (`config_problems`) and, unless `check_environment`
+    is off, what this machine lacks (`environment_problems`: folders, vLLM/CUDA, task-runner extras).
+    """
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    where = short(str(source))
+    data = _read_yaml(source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping, got {type(data).__name__}")
+    applied = [_apply_override(data, text) for text in overrides or []]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        found: list[tuple[str, str]] = []
+        for err in exc.errors():
+            error = (err.get("ctx") or {}).get("error")
+            if isinstance(error, ConfigProblems):
+                found += [
+                    (_origin(p.fields, applied, where), f"{p.fields[0]}: {p.message}") for p in error.problems
+                ]
+            else:
+                field = _loc(err["loc"])
+                found.append((_origin((field,), applied, where), f"{field}: {_pydantic_message(err)}"))
+        raise ConfigError(_format(found)) from None
+    if check_environment:
+        problems = environment_problems(config)
+        if problems:
+            raise ConfigError(
+                _format(
+                    [(_origin(p.fields, applied, where), f"{p.fields[0]}: {p.message}") for p in problems]
+                )
+            )
+    return config

@@ -13,12 +13,21 @@ Tasks exchange URIs, never tensors, so every artifact of a run lives here. Layou
 Guarantees:
 - A single object is written atomically: locally to a temporary sibling then `os.replace`, on S3 by one
   PUT (or a multipart upload, which S3 also publishes at once). A reader sees the old or the new bytes.
-- A folder (`put_dir`) is complete only once its `_COMPLETE` marker exists; the marker is written last
-  and holds the manifest (relative path -> size). `get_dir` refuses a folder without it, downloads exactly
-  the manifest's files into a temporary folder, checks sizes, then renames that folder into place.
-- Transient failures (S3 5xx/throttling, connection errors, local OSError other than not-found/permission)
-  are retried `retries` times with exponential backoff; then a `StorageError` names the operation, the URI
-  and the last error. Not-found and permission errors fail at once.
+- A folder (`put_dir`) is complete only once its `_COMPLETE` marker exists. Each put_dir has a writer id;
+  the marker, written last, names it and lists that writer's files (relative path -> size; on S3 also
+  each file's ETag, and each object carries the writer id as metadata). `get_dir` accepts only files of
+  the marked version: locally the folder is built beside its place and renamed in whole, and a reader
+  checks the marker is unchanged after copying; on S3 each file is read with If-Match on its ETag. A
+  file of another version makes the reader read the marker again and start over (a few times), so a
+  reader racing a rewrite returns the old or the new folder, never a mix. Of two writers of one folder,
+  the last one's files stand (S3: a writer rewrites any of its files the other replaced meanwhile).
+  `get_dir` downloads into a temporary folder, then renames that into place.
+- Transient failures (S3 5xx/throttling, connection errors and timeouts, local OSError other than
+  not-found/permission) are retried `retries` times with exponential backoff; then a `StorageError` names
+  the operation, the URI and the last error. Not-found and permission errors fail at once. Each S3 attempt
+  waits at most `connect_timeout_s` to connect and `read_timeout_s` per read (defaults 5 s: a black-hole
+  endpoint fails one call in under 30 s). A multipart upload that fails is aborted; one left by a killed
+  writer is aborted by the next `put_dir` of its folder.
 
 URIs: `file:///abs/path`, `file://relative/path` (against the working directory) and bare paths are all
 local; a store's own root is made absolute so that the URIs it hands out survive a change of directory.
@@ -29,9 +38,11 @@ boto3's own (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -250,10 +261,13 @@ class ObjectStore(ABC):
         return self.exists(_join(uri, [MARKER]))
 
     def put_dir(self, local_dir: str | Path, uri: str) -> str:
-        """Upload every file of `local_dir` under `uri`, then the `_COMPLETE` marker (last).
+        """Upload every file of `local_dir` as the folder `uri`, under a new writer id; the `_COMPLETE`
+        marker (last) names that writer and lists its files, and `get_dir` accepts only those.
 
-        Whatever was under `uri` before is deleted first (marker first), so a rewrite is never visible as
-        complete until it has finished, and no stale file survives it.
+        Whatever was under `uri` before is replaced, and no stale file survives. Locally the folder is
+        built beside `uri` and renamed into place, so a rewrite is all-or-nothing; on S3 the old marker
+        goes first, each file carries the writer id (metadata), the marker records each file's ETag,
+        and a writer that finds another's file among its own (two writers at once) rewrites those.
         """
         src = Path(local_dir)
         if not src.is_dir():
@@ -261,69 +275,114 @@ class ObjectStore(ABC):
         files = sorted(
             p for p in src.rglob("*") if p.is_file() and p.name != MARKER and _TMP_TAG not in p.name
         )
-        self.delete(uri)
-        manifest: dict[str, int] = {}
-        for path in files:
-            rel = path.relative_to(src).as_posix()
-            self.put_file(path, _join(uri, [rel]))
-            manifest[rel] = path.stat().st_size
-        marker = {
-            "id": uuid.uuid4().hex,
-            "written_at": datetime.now(UTC).isoformat(),
-            "n_files": len(manifest),
-            "n_bytes": sum(manifest.values()),
-            "files": manifest,
-        }
-        self.put_json(_join(uri, [MARKER]), marker)
+        self._put_dir(src, files, uri, new_writer_id())
         return uri
 
     def get_dir(self, uri: str, local_dir: str | Path) -> Path:
         """Download a complete folder to `local_dir` and return it.
 
-        Refuses (StorageError naming `uri`) when the marker is missing. The files land in a temporary
-        sibling first, which is then renamed into place; a local copy whose marker equals the remote
-        one is reused as is (a checkpoint loaded every round is downloaded once). An existing `local_dir`
-        is replaced only when it is empty or an earlier `get_dir` copy (has a marker), never otherwise.
+        Refuses (StorageError naming `uri`) when the marker is missing. Only files of the version the
+        marker names are accepted: a file rewritten since (S3: another ETag; locally: the marker changed
+        while copying) makes it read the marker again and start over, a few times, then fail. The files
+        land in a temporary sibling first, which is then renamed into place; a local copy whose marker
+        equals the remote one is reused as is (a checkpoint loaded every round is downloaded once). An
+        existing `local_dir` is replaced only when it is empty or an earlier `get_dir` copy (has a
+        marker), never otherwise.
         """
         marker_uri = _join(uri, [MARKER])
-        try:
-            raw_marker = self.get_bytes(marker_uri)
-        except ObjectNotFound:
-            raise StorageError(
-                "get_dir", uri, f"incomplete folder: no {MARKER} marker (missing or still being written)"
-            ) from None
-        try:
-            files = {str(_safe_relpath(k)): int(v) for k, v in json.loads(raw_marker)["files"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StorageError("get_dir", uri, f"corrupt {MARKER} marker: {exc}") from exc
-
         dest = Path(local_dir).absolute()
-        if _same_marker(dest, raw_marker):
-            return dest
-        if dest.exists() and not (dest / MARKER).is_file() and (not dest.is_dir() or any(dest.iterdir())):
-            raise StorageError("get_dir", uri, f"{dest} exists and is not an earlier copy; not replacing it")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}{_TMP_TAG}{uuid.uuid4().hex}")
-        try:
-            for rel, size in files.items():
-                file_uri = _join(uri, [rel])
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._call("get_dir", file_uri, lambda u=file_uri, t=target: self._get_file(u, t))
-                if target.stat().st_size != size:
-                    raise StorageError(
-                        "get_dir", file_uri, f"size {target.stat().st_size} != {size} in the manifest"
-                    )
-            tmp.mkdir(parents=True, exist_ok=True)  # an empty folder has no file to create it
-            (tmp / MARKER).write_bytes(raw_marker)
+        changed: _VersionChanged | None = None
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(self.backoff_s * (2 ** (attempt - 1)))
             try:
-                _swap_into_place(tmp, dest)
-            except OSError as exc:  # another thread put the same copy in place first: fine
-                if not _same_marker(dest, raw_marker):
-                    raise StorageError("get_dir", uri, f"could not move the copy into {dest}: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return dest
+                raw_marker = self.get_bytes(marker_uri)
+            except ObjectNotFound:
+                detail = f"incomplete folder: no {MARKER} marker (missing or still being written)"
+                if changed is not None:
+                    detail += f"; it was rewritten while being read ({changed})"
+                raise StorageError("get_dir", uri, detail) from None
+            marker = _parse_marker(uri, raw_marker)
+            if _same_marker(dest, raw_marker):
+                return dest
+            if dest.exists() and not (dest / MARKER).is_file() and (not dest.is_dir() or any(dest.iterdir())):
+                raise StorageError(
+                    "get_dir", uri, f"{dest} exists and is not an earlier copy; not replacing it"
+                )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}{_TMP_TAG}{uuid.uuid4().hex}")
+            try:
+                tmp.mkdir(parents=True)
+                self._get_version(uri, marker, raw_marker, tmp)
+                (tmp / MARKER).write_bytes(raw_marker)
+                try:
+                    _swap_into_place(tmp, dest)
+                except OSError as exc:  # another thread put the same copy in place first: fine
+                    if not _same_marker(dest, raw_marker):
+                        raise StorageError(
+                            "get_dir", uri, f"could not move the copy into {dest}: {exc}"
+                        ) from exc
+                return dest
+            except _VersionChanged as exc:
+                changed = exc
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(
+            "get_dir", uri, f"files not of the version its marker names ({READ_ATTEMPTS} reads): {changed}"
+        )
+
+    # --- folders: backend parts --------------------------------------------------------------------------
+    @abstractmethod
+    def _put_dir(self, src: Path, files: list[Path], uri: str, writer: str) -> None: ...
+    @abstractmethod
+    def _get_version(self, uri: str, marker: _Marker, raw_marker: bytes, tmp: Path) -> None:
+        """Download the marker's files into `tmp`; raise `_VersionChanged` if any is not of its version."""
+
+
+READ_ATTEMPTS = 4  # get_dir reads of a folder that keeps changing under it, before it gives up
+REPAIR_ROUNDS = 2  # S3 put_dir rewrites of files another writer replaced, before it gives up
+
+
+def new_writer_id() -> str:
+    """A fresh id for one put_dir: unique, and telling whose (time, host, process) it was."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+class _VersionChanged(Exception):
+    """Internal: a folder's file is not of the version its marker names (rewritten, or two writers)."""
+
+
+@dataclass(frozen=True)
+class _Marker:
+    writer: str
+    files: dict[str, int]  # relative path -> size
+    versions: dict[str, str]  # relative path -> ETag (S3); empty for local folders and older markers
+
+
+def _marker_bytes(writer: str, files: dict[str, int], versions: dict[str, str] | None = None) -> bytes:
+    marker: dict[str, Any] = {
+        "id": writer,
+        "writer": writer,
+        "written_at": datetime.now(UTC).isoformat(),
+        "n_files": len(files),
+        "n_bytes": sum(files.values()),
+        "files": files,
+    }
+    if versions is not None:
+        marker["versions"] = versions
+    return json.dumps(marker, indent=2).encode("utf-8")
+
+
+def _parse_marker(uri: str, raw_marker: bytes) -> _Marker:
+    try:
+        data = json.loads(raw_marker)
+        files = {str(_safe_relpath(k)): int(v) for k, v in data["files"].items()}
+        versions = {str(k): str(v) for k, v in (data.get("versions") or {}).items()}
+        writer = str(data.get("writer") or data.get("id") or "")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StorageError("get_dir", uri, f"corrupt {MARKER} marker: {exc}") from exc
+    return _Marker(writer, files, versions)
 
 
 def _same_marker(folder: Path, raw_marker: bytes) -> bool:
@@ -333,23 +392,44 @@ def _same_marker(folder: Path, raw_marker: bytes) -> bool:
         return False
 
 
-def _swap_into_place(tmp: Path, dest: Path) -> None:
+def _swap_into_place(tmp: Path, dest: Path, retry_busy: bool = False) -> None:
     """Rename the finished folder `tmp` to `dest`, moving an older `dest` aside first (and always removing
-    it: another thread may put its own copy in place between the two renames, which then fails here)."""
-    old: Path | None = dest.with_name(f".{dest.name}{_TMP_TAG}old-{uuid.uuid4().hex}")
-    try:
-        os.replace(dest, old)
-    except FileNotFoundError:
-        old = None  # no earlier copy (or another thread just moved it aside)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        if old is not None and not dest.exists():
-            os.replace(old, dest)  # nothing replaced it: keep the earlier copy
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    it: another thread may put its own copy in place between the two renames, which then fails here).
+    `retry_busy`: when that happens, move the other copy aside too and try again (the last writer wins)."""
+    for _ in range(SWAP_ATTEMPTS if retry_busy else 1):
+        old: Path | None = dest.with_name(f".{dest.name}{_TMP_TAG}old-{uuid.uuid4().hex}")
+        try:
+            os.replace(dest, old)
+        except FileNotFoundError:
+            old = None  # no earlier copy (or another thread just moved it aside)
+        try:
+            os.replace(tmp, dest)
+            return
+        except OSError:
+            if old is not None and not dest.exists():
+                os.replace(old, dest)  # nothing replaced it: keep the earlier copy
+                old = None
+            if not retry_busy or not dest.exists():
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    raise OSError(f"{dest} kept being replaced by other writers ({SWAP_ATTEMPTS} attempts)")
+
+
+SWAP_ATTEMPTS = 20
+STALE_TMP_S = 3600.0  # a writer's temporary folder this old belongs to a writer that died
+
+
+def _remove_stale_siblings(dest: Path) -> None:
+    """Remove temporary folders of `dest` left by writers killed mid-write (older than STALE_TMP_S)."""
+    cutoff = time.time() - STALE_TMP_S
+    for sibling in dest.parent.glob(f".{glob.escape(dest.name)}{_TMP_TAG}*"):
+        try:
+            if sibling.lstat().st_mtime < cutoff:
+                shutil.rmtree(sibling, ignore_errors=True)
+        except OSError:
+            pass  # another writer removed it first
 
 
 # ------------------------------------------------------------------------------------------ local folder
@@ -382,6 +462,49 @@ class LocalStore(ObjectStore):
 
     def _get_bytes(self, uri: str) -> bytes:
         return local_path(uri).read_bytes()
+
+    @staticmethod
+    def _copy_file(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+    def _put_dir(self, src: Path, files: list[Path], uri: str, writer: str) -> None:
+        """Build the folder beside `uri` (named by the writer id), marker included, then rename it into
+        place: readers see the old folder or the new one, and of two writers the last rename wins whole."""
+        dest = local_path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(dest)
+        tmp = dest.with_name(f".{dest.name}{_TMP_TAG}{writer}")
+        try:
+            tmp.mkdir()
+            manifest: dict[str, int] = {}
+            for path in files:
+                rel = path.relative_to(src).as_posix()
+                target = tmp / rel
+                self._call("put_dir", _join(uri, [rel]), lambda p=path, t=target: self._copy_file(p, t))
+                manifest[rel] = target.stat().st_size
+            (tmp / MARKER).write_bytes(_marker_bytes(writer, manifest))
+            self._call("put_dir", uri, lambda: _swap_into_place(tmp, dest, retry_busy=True))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _get_version(self, uri: str, marker: _Marker, raw_marker: bytes, tmp: Path) -> None:
+        base = local_path(uri)
+        for rel, size in marker.files.items():
+            target = tmp / rel
+            try:
+                self._call("get_dir", _join(uri, [rel]), lambda r=rel, t=target: self._copy_file(base / r, t))
+            except ObjectNotFound:
+                raise _VersionChanged(f"{rel} vanished (the folder was replaced)") from None
+            if target.stat().st_size != size:
+                raise _VersionChanged(f"{rel} has {target.stat().st_size} bytes, the marker says {size}")
+        # The folder is replaced whole (a rename), so an unchanged marker means every file came from it.
+        try:
+            now = (base / MARKER).read_bytes()
+        except OSError:
+            now = b""
+        if now != raw_marker:
+            raise _VersionChanged(f"the folder was replaced while it was copied (writer {marker.writer})")
 
     def _get_file(self, uri: str, dst: Path) -> None:
         shutil.copyfile(local_path(uri), dst)
@@ -460,15 +583,30 @@ class S3Store(ObjectStore):
     """`s3://bucket/prefix` through one thread-safe boto3 client (created lazily, dropped when pickled).
 
     botocore's own retries are switched off (one attempt per call) so that `retries`/`backoff_s` alone
-    govern how long a failing call takes.
+    govern how long a failing call takes; each attempt waits at most `connect_timeout_s` for a connection
+    and `read_timeout_s` for each read, so a black-hole endpoint fails in bounded time. Files of
+    `multipart_threshold` bytes or more go up in parts of `part_size`; an upload that fails is aborted,
+    and put_dir aborts any upload left under its folder by a writer that was killed.
     """
 
     def __init__(
-        self, root: str, endpoint_url: str | None = None, retries: int = 4, backoff_s: float = 0.2
+        self,
+        root: str,
+        endpoint_url: str | None = None,
+        retries: int = 4,
+        backoff_s: float = 0.2,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 5.0,
+        multipart_threshold: int = 64 << 20,
+        part_size: int = 64 << 20,
     ) -> None:
         _split_s3(root)  # validates the bucket
         super().__init__(root, retries, backoff_s)
         self.endpoint_url = endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.multipart_threshold = max(1, int(multipart_threshold))
+        self.part_size = max(5 << 20, int(part_size))  # S3's smallest part (but the last)
         self._client_obj: Any = None
         self._lock = threading.Lock()
 
@@ -492,8 +630,8 @@ class S3Store(ObjectStore):
 
                 config = Config(
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=5,
-                    read_timeout=60,
+                    connect_timeout=self.connect_timeout_s,
+                    read_timeout=self.read_timeout_s,
                     s3={"addressing_style": "path"} if self.endpoint_url else None,
                 )
                 session = boto3.session.Session()
@@ -512,6 +650,8 @@ class S3Store(ObjectStore):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code == "NoSuchUpload":  # a rewrite of the folder aborted our upload: start a new one
+                return None
             if code in _S3_NOT_FOUND or status == 404 and code != "NoSuchBucket":
                 return _Fatal("not found", not_found=True)
             if status >= 500 or status == 429 or code in _S3_TRANSIENT:
@@ -534,12 +674,166 @@ class S3Store(ObjectStore):
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def _put_file(self, src: Path, uri: str) -> None:
-        bucket, key = _split_s3(uri)
-        self.client.upload_file(str(src), bucket, key)
+        self._upload(src, uri)
 
     def _get_file(self, uri: str, dst: Path) -> None:
+        self._download(uri, dst)
+
+    def _upload(self, src: Path, uri: str, writer: str | None = None) -> str:
+        """One file to one object (one PUT, or a multipart upload aborted on any failure); its ETag."""
         bucket, key = _split_s3(uri)
-        self.client.download_file(bucket, key, str(dst))
+        metadata = {"axpo-writer": writer} if writer else {}
+        if src.stat().st_size < self.multipart_threshold:
+            with src.open("rb") as f:
+                return self.client.put_object(Bucket=bucket, Key=key, Body=f, Metadata=metadata)["ETag"]
+        if writer is None:  # put_dir cleans its whole folder; a single large object cleans its own key
+            self._abort_uploads(bucket, key, exact=True)
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            with src.open("rb") as f:
+                while True:
+                    chunk = f.read(self.part_size)
+                    if parts and not chunk:
+                        break
+                    number = len(parts) + 1
+                    resp = self.client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
+                    )
+                    parts.append({"ETag": resp["ETag"], "PartNumber": number})
+                    if len(chunk) < self.part_size:
+                        break
+            return self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )["ETag"]
+        except BaseException:
+            try:  # S3 keeps (and bills) the parts of an upload never completed or aborted
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - best effort: the next put_dir of the folder aborts it
+                pass
+            raise
+
+    def _abort_uploads(self, bucket: str, prefix: str, exact: bool = False) -> int:
+        """Abort the incomplete multipart uploads under `prefix` (of the key `prefix` itself: `exact`)."""
+        aborted = 0
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if exact and upload["Key"] != prefix:
+                    continue
+                try:
+                    self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+                except Exception as exc:  # noqa: BLE001 - already gone is fine, anything else is not
+                    if self._classify(exc) is not None and "NoSuchUpload" not in str(exc):
+                        raise
+        return aborted
+
+    def _download(self, uri: str, dst: Path, etag: str | None = None) -> dict[str, Any]:
+        """Stream one object to `dst` (only the version `etag`, when given); returns its metadata."""
+        bucket, key = _split_s3(uri)
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = etag
+        resp = self.client.get_object(**kwargs)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with dst.open("wb") as f:
+            for chunk in resp["Body"].iter_chunks(1 << 20):
+                f.write(chunk)
+        return resp.get("Metadata") or {}
+
+    def _writer_of(self, uri: str) -> str:
+        """The writer id an object carries (for error messages); '?' when it has none or is gone."""
+        bucket, key = _split_s3(uri)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except Exception:  # noqa: BLE001 - only for a message
+            return "?"
+        return head.get("Metadata", {}).get("axpo-writer", "?")
+
+    def _put_dir(self, src: Path, files: list[Path], uri: str, writer: str) -> None:
+        bucket, key = _split_s3(uri)
+        self.delete(uri)  # the marker first: from here on the folder is incomplete
+        self._call("put_dir", uri, lambda: self._abort_uploads(bucket, _dir_prefix(key)))
+        manifest = {p.relative_to(src).as_posix(): p.stat().st_size for p in files}
+        sources = {p.relative_to(src).as_posix(): p for p in files}
+        etags: dict[str, str] = {}
+        pending = list(manifest)
+        for _round in range(REPAIR_ROUNDS + 1):
+            for rel in pending:
+                file_uri = _join(uri, [rel])
+                etags[rel] = self._call(
+                    "put_dir", file_uri, lambda p=sources[rel], u=file_uri: self._upload(p, u, writer)
+                )
+            self.put_bytes(_join(uri, [MARKER]), _marker_bytes(writer, manifest, etags))
+            # Another writer of this folder may have replaced some of our files, or the marker, since:
+            # rewrite those (checking the files first: a marker over replaced files is refused anyway).
+            pending = [rel for rel in manifest if self._etag(_join(uri, [rel])) != etags[rel]]
+            if not pending and self._marker_writer(uri) == writer:
+                return
+        found = {self._writer_of(_join(uri, [rel])) for rel in pending} | {self._marker_writer(uri)}
+        others = sorted(found - {writer, ""}) or ["?"]
+        raise StorageError(
+            "put_dir",
+            uri,
+            f"another writer ({', '.join(others)}) keeps rewriting this folder ({len(pending)} of its files, "
+            "or its marker); get_dir refuses the folder until one writer finishes alone",
+        )
+
+    def _marker_writer(self, uri: str) -> str:
+        """The writer the folder's marker names now ('' when there is none)."""
+        try:
+            return str(json.loads(self.get_bytes(_join(uri, [MARKER]))).get("writer", ""))
+        except (ObjectNotFound, ValueError, AttributeError):
+            return ""
+
+    def _etag(self, uri: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split_s3(uri)
+
+        def head() -> str | None:
+            try:
+                return self.client.head_object(Bucket=bucket, Key=key)["ETag"]
+            except ClientError as exc:
+                fatal = self._classify(exc)
+                if fatal is not None and fatal.not_found:
+                    return None
+                raise
+
+        return self._call("put_dir", uri, head)
+
+    def _get_version(self, uri: str, marker: _Marker, raw_marker: bytes, tmp: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        for rel, size in marker.files.items():
+            file_uri = _join(uri, [rel])
+            target = tmp / rel
+            etag = marker.versions.get(rel)
+
+            def fetch(r: str = rel, u: str = file_uri, t: Path = target, e: str | None = etag) -> None:
+                try:
+                    self._download(u, t, e)
+                except ClientError as exc:
+                    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                    if status == 412:  # If-Match failed: another version of the file is there now
+                        raise _VersionChanged(
+                            f"{r} is from writer {self._writer_of(u)}, the marker names {marker.writer}"
+                        ) from None
+                    if status == 404:
+                        raise _VersionChanged(
+                            f"{r} is gone (the marker names writer {marker.writer})"
+                        ) from None
+                    raise
+
+            self._call("get_dir", file_uri, fetch)
+            if target.stat().st_size != size:
+                raise _VersionChanged(f"{rel} has {target.stat().st_size} bytes, the marker says {size}")
+        # An older marker without ETags: at least the marker must not have changed meanwhile.
+        if not marker.versions and self.get_bytes(_join(uri, [MARKER])) != raw_marker:
+            raise _VersionChanged(f"the marker changed while the folder was read (writer {marker.writer})")
 
     def _exists(self, uri: str) -> bool:
         from botocore.exceptions import ClientError
@@ -594,14 +888,35 @@ def open_store(
     s3_endpoint_url: str | None = None,
     retries: int = 4,
     backoff_s: float = 0.2,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 5.0,
 ) -> ObjectStore:
     """The store for a root URI: `s3://bucket/prefix` -> S3Store, anything else -> LocalStore."""
     text = os.fspath(root)
     if _is_s3(text):
-        return S3Store(text, endpoint_url=s3_endpoint_url, retries=retries, backoff_s=backoff_s)
+        return S3Store(
+            text,
+            endpoint_url=s3_endpoint_url,
+            retries=retries,
+            backoff_s=backoff_s,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
     if "://" in text and not text.startswith("file://"):
         raise ValueError(f"unsupported storage URI (use file:// or s3://): {text}")
     return LocalStore(text, retries=retries, backoff_s=backoff_s)
+
+
+def open_configured_store(storage: Any) -> ObjectStore:
+    """The store a `StorageConfig` describes: its root, endpoint, retries and timeouts."""
+    return open_store(
+        storage.root,
+        s3_endpoint_url=storage.s3_endpoint_url,
+        retries=storage.retries,
+        backoff_s=storage.retry_backoff_s,
+        connect_timeout_s=storage.connect_timeout_s,
+        read_timeout_s=storage.read_timeout_s,
+    )
 
 
 @dataclass(frozen=True)

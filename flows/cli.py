@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from axpo_core.config import ConfigError, load_config
@@ -386,21 +389,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLOW_COMMANDS = (cmd_run, cmd_sweep, cmd_eval)
+MAX_ERROR_LINE = 2000  # one line on stderr, however long the underlying message
+
+
+def _error_line(exc: BaseException) -> str:
+    """`axpo: <kind>: <message>` on one line (messages may hold newlines, tracebacks of subprocesses...)."""
+    from axpo_core.storage import StorageError
+
+    if isinstance(exc, ConfigError):
+        kind = "config error"
+    elif isinstance(exc, StorageError):
+        kind = "storage error"
+    else:
+        kind = f"error: {type(exc).__name__}"
+    message = " ".join(str(exc).split()) or repr(exc)
+    if len(message) > MAX_ERROR_LINE:
+        message = message[: MAX_ERROR_LINE - 3] + "..."
+    return f"axpo: {kind}: {message}"
+
+
+def _debug() -> bool:
+    return os.environ.get("AXPO_DEBUG", "") not in ("", "0")
+
+
+def _hide_prefect_tracebacks() -> None:
+    """Prefect's console log prints a traceback per failed task and flow run (three for one error);
+    keep their one-line messages on the console, the tracebacks only in Prefect's own run logs."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if getattr(PrefectConsoleHandler.format, "_axpo_quiet", False):
+        return
+    original = PrefectConsoleHandler.format
+
+    def format_without_traceback(self: logging.Handler, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return original(self, record)
+        finally:  # other handlers (Prefect's API log) still get the traceback
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+    format_without_traceback._axpo_quiet = True  # type: ignore[attr-defined]
+    PrefectConsoleHandler.format = format_without_traceback  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any failure ends with one line on stderr and exit code 2, without a traceback
+    (`AXPO_DEBUG=1` prints it first); Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
     try:
         if args.func in FLOW_COMMANDS:
             from flows.runtime import configure_prefect, in_process_run
 
             configure_prefect()  # before Prefect is imported: ephemeral server timeouts, analytics off
+            if not _debug():
+                _hide_prefect_tracebacks()
             with in_process_run():
                 args.func(args)
         else:
             args.func(args)
-    except ConfigError as exc:
-        print(f"axpo: config error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("axpo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line (the traceback on request)
+        if _debug():
+            traceback.print_exc()
+        print(_error_line(exc), file=sys.stderr, flush=True)
         return 2
     return 0
 

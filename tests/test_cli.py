@@ -1,8 +1,16 @@
 """The CLI commands of the foundation and algorithm issues, run in-process on the tiny default."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from flows.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SMALL = ["--set", "rollout.max_new_tokens_per_turn=12", "--set", "rollout.group_size=2"]
 
@@ -74,3 +82,93 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys):
     assert main(["train", "--algo", "grpo", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "rollout.group_sise" in err
+
+
+def _error_line(err: str, only: bool = True) -> str:
+    """The error line stderr ends with (`only`: and nothing before it, e.g. no progress bars)."""
+    lines = err.strip().splitlines()
+    assert lines and "Traceback" not in err and (len(lines) == 1 or not only), err[-3000:]
+    return lines[-1]
+
+
+def test_errors_from_deeper_code_are_one_line(tiny_model_dir, tmp_path, capsys):
+    """A ValueError deep in SFT (its examples do not fit the rollout bounds) ends like a config error."""
+    code = main(
+        [
+            "sft",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path / "sft"),
+            "--set",
+            "rollout.max_new_tokens_per_turn=2",
+            "--set",
+            "sft.examples=2",
+        ]
+    )
+    assert code == 2
+    line = _error_line(capsys.readouterr().err, only=False)  # after the weights' progress bars
+    assert (
+        line.startswith("axpo: error: ValueError: SFT data:") and "rollout.max_new_tokens_per_turn=2" in line
+    )
+
+    assert main(["report", str(tmp_path / "no-run")]) == 2
+    assert "no-run" in _error_line(capsys.readouterr().err)
+
+
+def _axpo_subprocess(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The installed `axpo` command (this checkout's code), without AXPO_DEBUG."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    env.pop("AXPO_DEBUG", None)
+    axpo = Path(sys.executable).parent / "axpo"
+    command = [str(axpo)] if axpo.is_file() else [sys.executable, "-m", "flows.cli"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False
+    )
+
+
+def test_ui_with_the_s3_endpoint_down_is_one_line(tmp_path):
+    """The real `axpo` command against a closed port: exit 2, one stderr line naming the URI, no traceback."""
+    from moto_fixtures import FAKE_AWS_ENV
+
+    done = _axpo_subprocess(
+        [
+            "ui",
+            "--set",
+            "storage.root=s3://bucket/runs",
+            "--set",
+            "storage.s3_endpoint_url=http://127.0.0.1:1",
+        ],
+        cwd=tmp_path,
+        env=FAKE_AWS_ENV,
+    )
+    assert done.returncode == 2
+    line = _error_line(done.stderr)
+    assert (
+        line.startswith("axpo: storage error: ")
+        and "s3://bucket/runs" in line
+        and "Could not connect" in line
+    )
+
+
+@pytest.mark.slow
+def test_run_failing_inside_a_prefect_task_is_one_line(tmp_path):
+    """`axpo run` (the real command, Prefect's ephemeral server) whose SFT task raises: Prefect's own
+    log lines stay, its tracebacks do not; the last line is the error, exit 2."""
+    done = _axpo_subprocess(
+        [
+            "run",
+            "--set",
+            f"storage.root=file://{tmp_path}/store",
+            "--set",
+            "rollout.max_new_tokens_per_turn=2",
+            "--set",
+            "sft.examples=2",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = _error_line(done.stderr, only=False)
+    assert line.startswith("axpo: error: ValueError: SFT data: only 0 of 2")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -176,35 +176,46 @@ def test_put_dir_get_dir_with_marker(store: ObjectStore, tmp_path: Path) -> None
     ).read_bytes()
 
 
-def test_folder_without_marker_is_never_complete(
+def test_failed_rewrite_never_looks_complete(
     store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = store.uri("exp", "run", "checkpoints", "round-2")
-    store.put_dir(make_checkpoint(tmp_path / "ckpt"), uri)
+    old = make_checkpoint(tmp_path / "old")
+    store.put_dir(old, uri)
     assert store.is_complete(uri)
 
     calls = 0
-    real_put_file = type(store)._put_file
+    write_one = "_upload" if isinstance(store, S3Store) else "_copy_file"
+    real = getattr(type(store), write_one)
 
-    def crash_on_second_file(self: ObjectStore, src: Path, file_uri: str) -> None:
+    def crash_on_second_file(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise StorageError("put_file", file_uri, "simulated crash")
-        real_put_file(self, src, file_uri)
+            raise StorageError("put_file", "x", "simulated crash")
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(type(store), "_put_file", crash_on_second_file)
+    patched = staticmethod(crash_on_second_file) if write_one == "_copy_file" else crash_on_second_file
+    monkeypatch.setattr(type(store), write_one, patched)
     with pytest.raises(StorageError, match="simulated crash"):
-        store.put_dir(tmp_path / "ckpt", uri)  # a rewrite dies half-way
-    assert not store.is_complete(uri)  # the old marker went first; no new one was written
-    assert store.list(uri) == [store.uri(uri, "config.json")]  # the partial upload is there...
+        store.put_dir(make_checkpoint(tmp_path / "new"), uri)  # a rewrite dies half-way
+    monkeypatch.undo()
 
-    with pytest.raises(StorageError, match="no _COMPLETE marker") as err:  # ...but refused
-        store.get_dir(uri, tmp_path / "out")
-    assert err.value.uri == uri and uri in str(err.value)
-    assert not (tmp_path / "out").exists()
+    if isinstance(store, S3Store):  # the old marker went first; no new one was written
+        assert not store.is_complete(uri)
+        assert store.list(uri) == [store.uri(uri, "config.json")]  # the partial upload is there...
+        with pytest.raises(StorageError, match="no _COMPLETE marker") as err:  # ...but refused
+            store.get_dir(uri, tmp_path / "out")
+        assert err.value.uri == uri and uri in str(err.value)
+        assert not (tmp_path / "out").exists()
+    else:  # built beside the folder: the old version stays whole, and the half-built one is gone
+        assert store.is_complete(uri)
+        folder = local_path(uri)
+        assert [p.name for p in folder.parent.iterdir()] == ["round-2"]
+        got = store.get_dir(uri, tmp_path / "out")
+        assert (got / "model.safetensors").read_bytes() == (old / "model.safetensors").read_bytes()
     with pytest.raises(StorageError, match="no _COMPLETE marker"):
-        store.get_dir(store.uri("exp", "never-written"), tmp_path / "out")
+        store.get_dir(store.uri("exp", "never-written"), tmp_path / "out2")
 
 
 def test_list_and_delete(store: ObjectStore) -> None:
@@ -245,27 +256,39 @@ def test_relative_absolute_and_bare_file_uris(tmp_path: Path, monkeypatch: pytes
         open_store("gs://bucket/x")
 
 
+def count_requests(store: S3Store) -> list[str]:
+    """The HTTP requests the store's client sends, one entry (the operation) per attempt."""
+    sent: list[str] = []
+    store.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    return sent
+
+
 def test_s3_retries_then_names_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
     store = open_store("s3://bucket/prefix", s3_endpoint_url="http://127.0.0.1:1", retries=2, backoff_s=0.01)
+    assert isinstance(store, S3Store)
+    sent = count_requests(store)
     uri = store.uri("exp", "x.json")
-    start = time.monotonic()
     with pytest.raises(StorageError, match="failed after 3 attempts") as err:
         store.get_bytes(uri)
-    assert time.monotonic() - start < 5
+    assert sent == ["GET"] * 3  # botocore adds no retries of its own
     assert err.value.op == "get_bytes" and err.value.uri == uri and uri in str(err.value)
     assert "Could not connect" in str(err.value)  # the last error, EndpointConnectionError
     with pytest.raises(StorageError, match=r"put_bytes s3://bucket/prefix/exp/x.json: failed after 3"):
         store.put_bytes(uri, b"{}")
 
 
-def test_s3_permanent_errors_are_not_retried(moto_endpoint: str) -> None:  # noqa: F811
+def test_s3_permanent_errors_are_not_retried(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Counted, not timed: one request and no backoff sleep for an error that another try cannot fix."""
     store = open_store("s3://no-such-bucket/p", s3_endpoint_url=moto_endpoint, retries=5, backoff_s=1.0)
-    start = time.monotonic()
+    assert isinstance(store, S3Store)
+    sent = count_requests(store)
+    sleeps: list[float] = []
+    monkeypatch.setattr("axpo_core.storage.time.sleep", sleeps.append)
     with pytest.raises(StorageError, match="NoSuchBucket") as err:
         store.put_bytes(store.uri("x"), b"1")
-    assert time.monotonic() - start < 1.0  # five retries with 1 s backoff would take a minute
+    assert sent == ["PUT"] and sleeps == []
     assert not isinstance(err.value, ObjectNotFound)
 
 
@@ -297,3 +320,386 @@ def test_get_dir_is_safe_for_threads_and_foreign_folders(store: ObjectStore, tmp
     assert (foreign / "todo.txt").read_text() == "keep me"
     clone = pickle.loads(pickle.dumps(err.value))  # Prefect persists a failed task's exception
     assert type(clone) is StorageError and clone.uri == uri and str(clone) == str(err.value)
+
+
+# ------------------------------------------------------------------------- races: writers and readers
+
+SIZES = {"config.json": 64, "model.safetensors": 100_000, "sub/tokenizer.json": 50}
+
+
+def make_version(folder: Path, tag: int) -> Path:
+    """A checkpoint whose every byte is `tag`: same names and sizes for every tag, as checkpoints of one
+    model are, so only the content tells versions apart."""
+    for rel, size in SIZES.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(bytes([tag]) * size)
+    return folder
+
+
+def tags_of(folder: Path) -> set[int]:
+    """The tags found in a downloaded copy: exactly one for a consistent folder."""
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        [*SIZES, MARKER]
+    )
+    return {b for rel in SIZES for b in set((folder / rel).read_bytes())}
+
+
+def hook_first_call(
+    monkeypatch: pytest.MonkeyPatch, store: ObjectStore, name: str, action: object, skip: int = 0
+) -> list[int]:
+    """Run `action()` once, just before the (skip+1)-th call of the store's method `name` goes on."""
+    cls = type(store)
+    raw = cls.__dict__.get(name) or getattr(cls, name)
+    is_static = isinstance(raw, staticmethod)
+    real = raw.__func__ if is_static else raw
+    calls = [0]
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == skip + 1:
+            action()  # type: ignore[operator]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cls, name, staticmethod(wrapper) if is_static else wrapper)
+    return calls
+
+
+def _write_method(store: ObjectStore) -> str:
+    return "_upload" if isinstance(store, S3Store) else "_copy_file"
+
+
+def _read_method(store: ObjectStore) -> str:
+    return "_download" if isinstance(store, S3Store) else "_copy_file"
+
+
+def test_two_writers_leave_one_writers_folder(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writer B writes the whole checkpoint while writer A is between its first and second file: the
+    folder that ends up marked complete holds one writer's files only (before: A's marker over B's
+    first file and A's others, accepted since the sizes match)."""
+    uri = store.uri("exp", "run", "checkpoints", "round-1")
+    a, b = make_version(tmp_path / "a", 1), make_version(tmp_path / "b", 2)
+    other = pickle.loads(pickle.dumps(store))  # another process's store: its own client
+    hook_first_call(monkeypatch, store, _write_method(store), lambda: other.put_dir(b, uri), skip=1)
+    store.put_dir(a, uri)
+    monkeypatch.undo()
+
+    marker = store.get_json(store.uri(uri, MARKER))
+    got = store.get_dir(uri, tmp_path / "copy")
+    assert tags_of(got) == {1}  # A finished last: its folder, whole (S3: A rewrote B's first file)
+    assert json.loads((got / MARKER).read_text())["writer"] == marker["writer"]
+    if isinstance(store, S3Store):  # every file carries the writer the marker names, at the ETag it names
+        client = s3_client(store.endpoint_url)
+        bucket, key = store.root[len("s3://") :].split("/", 1)
+        for rel in SIZES:
+            head = client.head_object(Bucket=bucket, Key=f"{key}/exp/run/checkpoints/round-1/{rel}")
+            assert head["Metadata"]["axpo-writer"] == marker["writer"]
+            assert head["ETag"] == marker["versions"][rel]
+
+
+def test_reader_racing_a_rewrite_takes_one_version(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is rewritten after the reader read the marker and its first file: the reader never
+    returns the old marker with new files; it reads the marker again and returns the new version."""
+    uri = store.uri("exp", "run", "checkpoints", "sft")
+    store.put_dir(make_version(tmp_path / "v1", 1), uri)
+    v2 = make_version(tmp_path / "v2", 2)
+    writer = pickle.loads(pickle.dumps(store))
+    calls = hook_first_call(monkeypatch, store, _read_method(store), lambda: writer.put_dir(v2, uri), skip=1)
+    got = store.get_dir(uri, tmp_path / "copy")
+    assert calls[0] > len(SIZES)  # it did start over
+    assert tags_of(got) == {2}
+    assert (got / MARKER).read_bytes() == store.get_bytes(store.uri(uri, MARKER))
+
+
+def test_reader_racing_an_unfinished_rewrite(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite that has replaced one file and not yet written its marker: locally it is invisible (the
+    reader gets the old version whole); on S3 the reader refuses the folder rather than mix versions."""
+    uri = store.uri("exp", "run", "checkpoints", "sft")
+    store.put_dir(make_version(tmp_path / "v1", 1), uri)
+    v2 = make_version(tmp_path / "v2", 2)
+    writer = pickle.loads(pickle.dumps(store))
+
+    def half_rewrite() -> None:
+        if isinstance(writer, S3Store):  # what a writer killed after its first file leaves
+            writer.delete(writer.uri(uri, MARKER))
+            writer.put_file(v2 / "model.safetensors", writer.uri(uri, "model.safetensors"))
+        else:
+            tmp = local_path(uri).with_name(".sft.axpo-tmp-killed-writer")
+            make_version(tmp, 2)
+
+    hook_first_call(monkeypatch, store, _read_method(store), half_rewrite, skip=1)
+    if isinstance(store, S3Store):
+        with pytest.raises(StorageError, match="no _COMPLETE marker.*rewritten while being read"):
+            store.get_dir(uri, tmp_path / "copy")
+        assert not (tmp_path / "copy").exists()
+    else:
+        assert tags_of(store.get_dir(uri, tmp_path / "copy")) == {1}
+    monkeypatch.undo()
+    store.put_dir(v2, uri)  # the next complete write is read whole
+    assert tags_of(store.get_dir(uri, tmp_path / "copy")) == {2}
+
+
+def test_s3_marker_naming_other_files_is_refused(s3_bucket: str, moto_endpoint: str, tmp_path: Path) -> None:  # noqa: F811
+    """A folder marked complete whose file was since replaced by another writer is refused (named)."""
+    store = open_store(f"s3://{s3_bucket}/runs", s3_endpoint_url=moto_endpoint, backoff_s=0.0)
+    uri = store.uri("exp", "run", "checkpoints", "sft")
+    store.put_dir(make_version(tmp_path / "v1", 1), uri)
+    bucket, key = s3_bucket, "runs/exp/run/checkpoints/sft/model.safetensors"
+    s3_client(moto_endpoint).put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=bytes([7]) * SIZES["model.safetensors"],
+        Metadata={"axpo-writer": "intruder"},
+    )
+    with pytest.raises(StorageError, match="model.safetensors is from writer intruder") as err:
+        store.get_dir(uri, tmp_path / "copy")
+    assert uri in str(err.value) and not (tmp_path / "copy").exists()
+
+
+READS = 24
+
+
+def test_concurrent_writers_and_readers(store: ObjectStore, tmp_path: Path) -> None:
+    """Threads: two writers rewriting one checkpoint while a reader loads it. Every load is one
+    version whole; a load may be refused while a rewrite runs, never answered with a mix. Once the
+    writers are done (the last one having finished alone), the folder loads whole."""
+    uri = store.uri("exp", "run", "checkpoints", "round-3")
+    versions = [make_version(tmp_path / f"v{tag}", tag) for tag in (1, 2)]
+    store.put_dir(versions[0], uri)
+    enough = threading.Event()
+    loads: list[set[int]] = []
+    refusals: list[str] = []
+    failures: list[BaseException] = []
+    last_write_refused = {1: False, 2: False}
+
+    def write(tag: int) -> None:
+        own = pickle.loads(pickle.dumps(store))
+        try:
+            for _ in range(200):
+                if enough.is_set():
+                    break
+                try:
+                    own.put_dir(versions[tag - 1], uri)
+                    last_write_refused[tag] = False
+                except StorageError as exc:  # S3: the other writer kept replacing our files
+                    assert "another writer" in str(exc)
+                    last_write_refused[tag] = True
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    def load(own: ObjectStore, i: int) -> None:
+        try:
+            loads.append(tags_of(own.get_dir(uri, tmp_path / f"copy-{i % 2}")))
+        except StorageError as exc:
+            refusals.append(str(exc))
+
+    def read() -> None:
+        own = pickle.loads(pickle.dumps(store))
+        try:
+            for i in range(READS):
+                load(own, i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        enough.set()
+
+    writers = [threading.Thread(target=write, args=(tag,)) for tag in (1, 2)]
+    reader = threading.Thread(target=read)
+    for t in [*writers, reader]:
+        t.start()
+    for t in [reader, *writers]:
+        t.join()
+    assert failures == []
+    assert len(loads) + len(refusals) == READS
+    assert all(len(tags) == 1 for tags in loads), loads
+    assert all("no _COMPLETE marker" in r or "not of the version" in r for r in refusals), refusals
+    if not any(last_write_refused.values()):  # the writer that finished last did so alone: it stands
+        settled = tags_of(store.get_dir(uri, tmp_path / "settled"))
+        assert len(settled) == 1
+    store.put_dir(versions[1], uri)
+    assert tags_of(store.get_dir(uri, tmp_path / "final")) == {2}
+
+
+# ------------------------------------------------------------------------------- timeouts, multipart
+
+
+class BlackHole:
+    """A TCP endpoint on 127.0.0.1 that accepts connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self.held: list[object] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.held.append(conn)  # open, silent
+
+    def accepted_settled(self, at_least: int) -> int:
+        """The count once the accept loop has caught up with the kernel's backlog (it may lag on a loaded
+        machine): waits for `at_least`, at most 100 polls, then answers whatever it counted."""
+        import time
+
+        for _ in range(100):
+            if self.accepted >= at_least:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)  # and a moment for any surplus connection to show up
+        return self.accepted
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join()
+        for conn in self.held:
+            conn.close()  # type: ignore[attr-defined]
+        self.server.close()
+
+
+def test_black_hole_endpoint_fails_after_bounded_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    hole = BlackHole()
+    try:
+        store = open_store(
+            "s3://bucket/p",
+            s3_endpoint_url=f"http://127.0.0.1:{hole.port}",
+            retries=2,
+            backoff_s=0.0,
+            connect_timeout_s=0.5,
+            read_timeout_s=0.3,
+        )
+        with pytest.raises(
+            StorageError, match="get_bytes s3://bucket/p/x: failed after 3 attempts.*[Tt]imeout"
+        ):
+            store.get_bytes(store.uri("x"))
+        assert (
+            hole.accepted_settled(3) == 3
+        )  # one connection per attempt, each given up after the read timeout
+        with pytest.raises(StorageError, match="put_bytes .*failed after 3 attempts"):
+            store.put_bytes(store.uri("x"), b"1")
+        assert hole.accepted_settled(6) == 6
+    finally:
+        hole.close()
+
+
+def test_timeouts_come_from_config_and_are_bounded_by_default(tmp_path: Path) -> None:
+    from axpo_core.config import StorageConfig
+    from axpo_core.storage import open_configured_store
+
+    default = StorageConfig()
+    worst_per_attempt = max(default.connect_timeout_s, default.read_timeout_s)
+    backoff = sum(default.retry_backoff_s * 2**i for i in range(default.retries))
+    assert worst_per_attempt <= 30 and (default.retries + 1) * worst_per_attempt + backoff <= 30
+
+    config = StorageConfig(
+        root="s3://bucket/runs", connect_timeout_s=1.5, read_timeout_s=2.5, retries=1, retry_backoff_s=0.1
+    )
+    store = open_configured_store(config)
+    assert isinstance(store, S3Store) and store.retries == 1 and store.backoff_s == 0.1
+    client_config = store.client.meta.config
+    assert (client_config.connect_timeout, client_config.read_timeout) == (1.5, 2.5)
+    assert client_config.retries["total_max_attempts"] == 1
+    assert isinstance(open_configured_store(StorageConfig(root=str(tmp_path))), LocalStore)
+
+
+def multipart_store(bucket: str, endpoint: str) -> S3Store:
+    store = S3Store(f"s3://{bucket}/runs", endpoint_url=endpoint, retries=0, multipart_threshold=6 << 20)
+    store.part_size = 5 << 20  # S3's smallest; an 11 MiB file is 3 parts
+    return store
+
+
+def uploads_in(bucket: str, endpoint: str) -> list[str]:
+    return [u["Key"] for u in s3_client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_multipart_upload_round_trips_and_aborts_on_failure(
+    s3_bucket: str,  # noqa: F811
+    moto_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    store = multipart_store(s3_bucket, moto_endpoint)
+    big = tmp_path / "ckpt" / "model.safetensors"
+    big.parent.mkdir()
+    big.write_bytes(os.urandom(11 << 20))
+    uri = store.put_dir(big.parent, store.uri("exp", "run", "checkpoints", "big"))
+    got = store.get_dir(uri, tmp_path / "copy")
+    assert (got / "model.safetensors").read_bytes() == big.read_bytes()
+    assert uploads_in(s3_bucket, moto_endpoint) == []
+
+    parts: list[int] = []
+
+    def fail_second_part(params: dict, **_: object) -> None:
+        parts.append(params["PartNumber"])
+        if params["PartNumber"] == 2:
+            raise EndpointConnectionError(endpoint_url=moto_endpoint)
+
+    store.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_second_part)
+    with pytest.raises(StorageError, match="put_dir .*model.safetensors: failed after 1 attempts"):
+        store.put_dir(big.parent, uri)
+    assert parts == [1, 2]
+    assert uploads_in(s3_bucket, moto_endpoint) == []  # aborted, not left dangling (and billed)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from axpo_core.storage import S3Store
+
+bucket, endpoint, folder = sys.argv[1:4]
+store = S3Store(f"s3://{bucket}/runs", endpoint_url=endpoint, retries=0, multipart_threshold=6 << 20)
+store.part_size = 5 << 20
+
+def kill_on_second_part(params, **_):
+    if params["PartNumber"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # no except, no finally: like kill -9 of the trainer
+
+store.client.meta.events.register("before-parameter-build.s3.UploadPart", kill_on_second_part)
+store.put_dir(Path(folder), store.uri("exp", "run", "checkpoints", "big"))
+"""
+
+
+def test_writer_killed_mid_multipart_is_cleaned_up_by_the_next_write(
+    s3_bucket: str,  # noqa: F811
+    moto_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(os.urandom(11 << 20))
+    env = {**os.environ, **FAKE_AWS_ENV, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, s3_bucket, moto_endpoint, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    key = "runs/exp/run/checkpoints/big/model.safetensors"
+    assert uploads_in(s3_bucket, moto_endpoint) == [key]  # what kill -9 leaves
+
+    store = multipart_store(s3_bucket, moto_endpoint)
+    uri = store.put_dir(folder, store.uri("exp", "run", "checkpoints", "big"))
+    assert store.is_complete(uri) and uploads_in(s3_bucket, moto_endpoint) == []
