@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from axpo_core.config import AlgorithmConfig, Config
 from axpo_core.models.loader import Policy, load_policy
-from axpo_core.storage import ObjectStore, RunLayout, local_path, open_store
+from axpo_core.storage import ObjectStore, RunLayout, local_path, open_configured_store
 
 
 class RunContext(BaseModel):
@@ -33,7 +33,7 @@ class RunContext(BaseModel):
 
     @property
     def store(self) -> ObjectStore:
-        return open_store(self.config.storage.root, s3_endpoint_url=self.config.storage.s3_endpoint_url)
+        return open_configured_store(self.config.storage)  # root, endpoint, timeouts and retries
 
     def layout(self, *parts: str) -> RunLayout:
         """URIs under `<experiment>/<run>/<parts…>` (e.g. the scale and the algorithm)."""

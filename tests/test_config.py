@@ -320,11 +320,11 @@ def test_several_problems_are_one_message_each_blamed(tmp_path):
     path = tmp_path / "two.yaml"
     path.write_text("model:\n  scale: tiny-xl\npipeline:\n  stages: []\n")
     with pytest.raises(ConfigError) as err:
-        load_config(path, ["rollout.max_total_tokens=100"])
+        load_config(path, ["rollout.max_total_tokens=100"])  # below the default per-turn 128
     message = str(err.value)
     assert message.startswith(f"{path}: model.scale: unknown scale tiny-xl")
     assert "pipeline.stages: is empty" in message
-    assert "--set rollout.max_total_tokens=100: rollout.max_new_tokens_per_turn: 320 is above" in message
+    assert "--set rollout.max_total_tokens=100: rollout.max_new_tokens_per_turn: 128 is above" in message
 
 
 def test_environment_checks_can_be_left_to_the_machine_that_runs():

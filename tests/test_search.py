@@ -18,6 +18,7 @@ from axpo_core.envs.search import (
     tokenize,
 )
 from axpo_core.envs.suites import N_ENTITIES, SUITES, SearchEntity, SearchFact, corpus_documents, world
+from axpo_core.envs.tools import DEFAULT_MAX_RESULTS
 
 DOCS = [
     {"id": "a", "title": "Harbour", "text": "The harbour is busy. Ships arrive every day."},
@@ -175,9 +176,9 @@ def test_search_suite_oracle_queries_find_the_answer(suite):
             suite.oracle(q, random.Random(i))[0].split("<tool_call>\n")[1].split("\n</tool")[0]
         )
         args = query["arguments"]
-        hits = index.search(args["query"], args["max_results"])
+        hits = index.search(args["query"], args.get("max_results", DEFAULT_MAX_RESULTS))
         assert suite.entity(q).id in ids(hits)[:3], (q.question_id, args)
         assert ids(hits)[0] == suite.entity(q).id
-        assert q.answer in index.render(args["query"], args["max_results"])
+        assert q.answer in index.render(args["query"], args.get("max_results", DEFAULT_MAX_RESULTS))
     assert {q.meta["fact"] for q in suite.generate(100, 61)} == set(suite.FACTS)
     assert SUITES[suite.name].tool == "search"

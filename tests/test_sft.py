@@ -39,17 +39,15 @@ N_SMALL = 24
 
 
 @pytest.fixture(scope="module")
-def config(config):
+def sft_config(config):
     """The session config on three suites (two tool suites and the control), as these tests count them."""
-    return config.model_copy(
-        update={"training": config.training.model_copy(update={"suites": SUITES})}
-    )
+    return config.model_copy(update={"training": config.training.model_copy(update={"suites": SUITES})})
 
 
 @pytest.fixture(scope="module")
-def small(chat, config):
+def small(chat, sft_config):
     """24 examples: 6 with tools (3 per tool suite, one of them imperfect), 2 lucky guesses, 16 control."""
-    return build_sft_data(config, chat, examples=N_SMALL, imperfect_share=0.34, guess_share=0.1)
+    return build_sft_data(sft_config, chat, examples=N_SMALL, imperfect_share=0.34, guess_share=0.1)
 
 
 def _policy_tokens(t) -> list[int]:
@@ -93,7 +91,8 @@ def test_imperfect_trajectories_fix_a_flawed_first_call(small):
         )
 
 
-def test_dataset_is_deterministic_and_disjoint_from_rl_and_eval_questions(small, chat, config):
+def test_dataset_is_deterministic_and_disjoint_from_rl_and_eval_questions(small, chat, sft_config):
+    config = sft_config
     again = build_sft_data(config, chat, examples=N_SMALL, imperfect_share=0.34, guess_share=0.1)
     assert [t.token_ids for t in again.trajectories] == [t.token_ids for t in small.trajectories]
     assert again.kinds == small.kinds
@@ -326,3 +325,20 @@ def test_sft_end_to_end_teaches_tool_calls_and_beats_the_base_model(tiny_model_d
     calls = sum(s["calls"] for stats in tuned.values() for s in stats.values())
     parsed = sum(s["parsed"] for stats in tuned.values() for s in stats.values())
     assert parsed >= E2E_MIN_PARSED_CALLS and parsed / calls >= E2E_MIN_PARSE_RATE
+
+
+def test_every_evaluated_suite_is_trained_on_seeds_disjoint_from_evaluation():
+    """The default draws SFT and the RL pool from every evaluated suite; the three seed streams differ, so
+    no SFT or RL question is an evaluation question (question ids carry their suite seed)."""
+    from axpo_core.evaluation.runner import EVAL_SEED_OFFSET
+    from axpo_core.training.data import RL_SEED_OFFSET
+
+    config = load_config()
+    assert set(config.evaluation.benchmarks) <= set(config.training.suites)
+    pool = question_pool(config)
+    assert {q.suite for q in pool} >= set(config.evaluation.benchmarks)
+    eval_ids = {q.question_id for b in config.evaluation.benchmarks for q in benchmark_questions(config, b)}
+    assert eval_ids and not {q.question_id for q in pool} & eval_ids
+    seeds = {sft_seed(config.seed), RL_SEED_OFFSET + config.seed, EVAL_SEED_OFFSET + config.seed}
+    assert len(seeds) == 3
+    assert all(q.question_id.split("-")[-2] == str(RL_SEED_OFFSET + config.seed) for q in pool)
