@@ -65,7 +65,7 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     )
     for label in labels:
         assert label in bars
-    assert "7/7" in bars  # the pipeline's steps: base, SFT, RL data filter, 2 arms, evaluate, report
+    assert "8/8" in bars  # base, tool check, SFT, RL data filter, 2 arms, evaluate, report
 
     assert [line.split(" | ")[1] for line in result.table_markdown.splitlines()[2:]] == [
         "Base",

@@ -153,8 +153,8 @@ def tool_outcome_table(rows: Sequence[EvalRow]) -> Table:
                 "calls": int(m["tool_calls"]),
                 "format error %": 100.0 * m["tool_format_error_rate"],
                 "execution error %": 100.0 * m["tool_execution_error_rate"],
-                "acc. tool-using %": 100.0 * m["accuracy_tool"],
-                "acc. no-tool %": 100.0 * m["accuracy_no_tool"],
+                "acc. tool-using %": 100.0 * m["accuracy_tool"] if m["tool_samples"] else math.nan,
+                "acc. no-tool %": 100.0 * m["accuracy_no_tool"] if m["no_tool_samples"] else math.nan,
             }
         )
     return table

@@ -43,7 +43,8 @@ def tool_metrics(records: Sequence[dict]) -> dict[str, float]:
     tool_call_rate       samples that open ≥ 1 `<tool_call>` (the paper's tool use)
     tool_error_rate      tool-call attempts that failed / attempts (every opened block and lone closing tag)
     tool_format_error_rate, tool_execution_error_rate   the same split by outcome (envs/tools.py OUTCOMES)
-    accuracy_tool, accuracy_no_tool   mean reward of the tool-using / the other samples (NaN when none)
+    accuracy_tool, accuracy_no_tool   mean reward of the tool-using / the other samples (0.0 when there
+                         are none: `tool_samples` and `no_tool_samples` say how many there were)
     """
     n = max(len(records), 1)
     outcomes = [o for r in records for o in r.get("tool_outcomes", [])]
@@ -55,9 +56,10 @@ def tool_metrics(records: Sequence[dict]) -> dict[str, float]:
         "tool_error_rate": sum(int(r.get("tool_errors", 0)) for r in records) / calls,
         "tool_format_error_rate": outcomes.count("format") / calls,
         "tool_execution_error_rate": outcomes.count("execution") / calls,
-        "accuracy_tool": sum(tool) / len(tool) if tool else float("nan"),
-        "accuracy_no_tool": sum(no_tool) / len(no_tool) if no_tool else float("nan"),
+        "accuracy_tool": sum(tool) / len(tool) if tool else 0.0,
+        "accuracy_no_tool": sum(no_tool) / len(no_tool) if no_tool else 0.0,
         "tool_samples": float(len(tool)),
+        "no_tool_samples": float(len(no_tool)),
         "tool_calls": float(len(outcomes)),
         "mean_turns": sum(int(r.get("turns", 0)) for r in records) / n,
         "truncated_rate": sum(bool(r.get("truncated")) for r in records) / n,

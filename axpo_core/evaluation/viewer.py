@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -195,6 +196,10 @@ def _record_badges(record: dict[str, Any]) -> str:
     errors = int(record.get("tool_errors", 0))
     if errors:
         badges.append(f'<span class="badge err">{errors} tool error{"s" if errors != 1 else ""}</span>')
+    for outcome in ("format", "execution"):
+        count = list(record.get("tool_outcomes") or []).count(outcome)
+        if count:
+            badges.append(f'<span class="badge err">{count} {outcome}</span>')
     turns = int(record.get("turns", 0))
     badges.append(f'<span class="badge">{turns} turn{"s" if turns != 1 else ""}</span>')
     if record.get("truncated"):
@@ -297,6 +302,34 @@ def _shared_prefix(source: dict[str, Any], continuations: Sequence[dict[str, Any
     return common[: opening + len("<tool_call>")] if opening >= 0 else common
 
 
+def _call_arguments(call: str) -> str:
+    """A tool call's arguments as compact JSON (what a resample can change: where to zoom, which colour,
+    what to search), or the raw text when the call does not parse."""
+    try:
+        parsed = json.loads(call)
+        arguments = parsed.get("arguments", parsed) if isinstance(parsed, dict) else parsed
+        return json.dumps(arguments, ensure_ascii=False, separators=(", ", ": "))
+    except (ValueError, TypeError, RecursionError):
+        return call.strip() or "(no call)"
+
+
+def _arguments_table(records: Sequence[dict[str, Any]]) -> str:
+    """Each continuation's first tool call: its arguments, outcome and the rollout's reward, side by side."""
+    rows = []
+    for record in records:
+        calls = record.get("tool_calls") or []
+        outcomes = record.get("tool_outcomes") or []
+        outcome = outcomes[0] if outcomes else "none"
+        arguments = _call_arguments(calls[0]) if calls else "(no call)"
+        reward = _reward_badge(float(record.get("reward", 0.0)))
+        rows.append(
+            f"<tr><td>#{_esc(record['sample_id'])}</td><td><code>{_esc(arguments)}</code></td>"
+            f'<td class="outcome {_esc(outcome)}">{_esc(outcome)}</td><td>{reward}</td></tr>'
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("continuation", "tool-call arguments", "outcome", "reward"))
+    return f'<table class="arguments"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 @dataclass
 class _Branches:
     group_id: str
@@ -337,7 +370,8 @@ def _render_branches(
             f"{_render_steps(record, t, assets, after=_boundary(record.get('text', ''), prefix))}</li>"
         )
     return (
-        f'<div class="branches">{head}<div class="shared-prefix"><div class="label">shared prefix '
+        f'<div class="branches">{head}{_arguments_table(records)}'
+        '<div class="shared-prefix"><div class="label">shared prefix '
         f"(shown once)</div>{prefix_html}</div>"
         f'<ol class="continuations">{"".join(items)}</ol></div>'
     )

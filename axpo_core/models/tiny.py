@@ -116,7 +116,11 @@ def default_corpus(num_questions: int = 48, seed: int = 0) -> list[str]:
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Byte-level BPE (like Qwen's) trained on `corpus`; special tokens get the first ids."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one by one, as Qwen's own pre-tokenizer splits them: a number is the same tokens wherever it
+    # stands (" 10" in a sentence, "10" in a tool's output or in \boxed{}), so copying one is copying tokens.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
