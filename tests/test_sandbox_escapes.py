@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sandbox import sandbox_processes as process_tree  # the sandbox's whole process tree
 
 from axpo_core.envs.sandbox import Sandbox
 
@@ -103,22 +104,6 @@ def credentials(tmp_path: Path) -> Path:
     path.write_text(f"[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = {SECRET}\n")
     path.chmod(0o600)
     return path
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its live descendants."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            if Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            for task in os.listdir(f"/proc/{current}/task"):
-                pending += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
-        except (OSError, IndexError):
-            continue
-        found.append(current)
-    return found
 
 
 def threads_per_process(pid: int) -> dict[int, int]:

@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from axpo_core.algorithms.grpo import Scored, broadcast, group_advantages, grpo_advantages
+from axpo_core.algorithms.grpo import (
+    CONTINUATION_STREAM,
+    Scored,
+    broadcast,
+    group_advantages,
+    grpo_advantages,
+)
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import UNCLOSED, ContinuationRequest, Parent, Trajectory
 
@@ -353,7 +359,7 @@ def axpo_advantages(
     for c in continuations:
         p = request_of[c.group].prefix_tokens
         continuation_mask = [m if j >= p else 0 for j, m in enumerate(c.loss_mask)]
-        stream = f"continuation:{c.group}/{c.sample_id}"
+        stream = f"{CONTINUATION_STREAM}{c.group}/{c.sample_id}"
         scored.append(broadcast(c, continuation_advantage[id(c)], continuation_mask, stream=stream))
     return scored
 

@@ -23,6 +23,7 @@ from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import Trajectory
 
 GRPO_STREAM = "grpo"  # the ordinary GRPO term of the loss; AXPO adds one stream per prefix and continuation
+CONTINUATION_STREAM = "continuation:"  # + "<advantage group>/<sample id>": one resampled continuation
 
 
 @dataclass

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from axpo_core.algorithms.grpo import GRPO_STREAM, Scored, clipped_policy_loss
+from axpo_core.algorithms.grpo import CONTINUATION_STREAM, GRPO_STREAM, Scored, clipped_policy_loss
 from axpo_core.config import AlgorithmConfig, TrainingConfig
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.chat import ChatFormat
@@ -103,7 +103,9 @@ def _original_token_weight(items: Sequence[Scored], weights: Sequence[float]) ->
     grpo_tokens = sum(sum(s.mask) for _, s in grpo)
     if not grpo_tokens:
         return 1.0
-    originals = sum(sum(s.trajectory.loss_mask) for s in items if not s.stream.startswith("continuation:"))
+    originals = sum(
+        sum(s.trajectory.loss_mask) for s in items if not s.stream.startswith(CONTINUATION_STREAM)
+    )
     return sum(w * sum(s.mask) for w, s in grpo) / grpo_tokens * originals
 
 
