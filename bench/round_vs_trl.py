@@ -11,7 +11,8 @@
    ε_low/ε_high = 0.2/0.4, token-mean loss (TRL `loss_type="dapo"`), and one optimizer step over the whole
    B·N batch per round (TRL: `per_device_train_batch_size = B·N`, `gradient_accumulation_steps = 1`,
    `steps_per_generation = 1`, `num_iterations = 1`; ours: `rollout.batch_size = training.micro_batch_size
-   = B·N`). Ours runs single-turn with tools off (`tools.enabled=[]`, `rollout.max_turns=1`).
+   = training.mini_batch_size = B·N`, `training.ppo_epochs = 1`). Ours runs single-turn with tools off
+   (`tools.enabled=[]`, `rollout.max_turns=1`).
    Interleaved: our round i runs inside TRL's `on_step_end` callback right after TRL step i and is left out
    of TRL's step time (TRL's time is the rest of its training loop: prompt batching, generation, reward,
    loss, backward, optimizer step). Step/round 1 of each side is a warm-up and not counted.
@@ -28,7 +29,7 @@
    (`run_round(..., questions=)`) and its reward (`RolloutEngine(reward=...)`), TRL the same reward.
 
 2. axpo_extra_share: AXPO's extra cost per round vs GRPO at the paper's budget (r = 0.25, K = 4), with tools
-   on, on `config.training.suites` (zoom_detail, python_count, control_shapes). A randomly initialised
+   on, on `config.training.suites` (the nine suites and the control). A randomly initialised
    model hardly ever opens a `<tool_call>`, so both start from a quickly SFT'd model: the project's
    `run_sft` (64 examples, all with a tool call, one epoch at a high lr, with the config's rollout bounds
    so that no oracle trajectory is dropped for truncation). That model opens tool calls that are mostly
@@ -129,6 +130,8 @@ def round_vs_trl(folder: Path, args: argparse.Namespace, work: Path) -> dict[str
             f"rollout.batch_size={b * n}",
             f"training.questions_per_round={b}",
             f"training.micro_batch_size={b * n}",
+            "training.ppo_epochs=1",  # one optimizer step over the whole batch, as TRL's step here
+            f"training.mini_batch_size={b * n}",
             f"training.learning_rate={LEARNING_RATE}",
             "training.max_grad_norm=1.0",
             "algorithm.name=grpo",
