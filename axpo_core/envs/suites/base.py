@@ -111,6 +111,31 @@ class Suite(ABC):
     def _question_rng(self, seed: int, index: int) -> random.Random:
         return random.Random(f"{self.name}:{seed}:{index}")
 
+    def _build(
+        self,
+        seed: int,
+        index: int,
+        *,
+        text: str,
+        image: Image.Image,
+        answer: str,
+        answer_type: AnswerType,
+        meta: dict[str, Any],
+        choices: Sequence[str] | None = None,
+    ) -> Question:
+        """Question `index` of the stream `seed`: one image, this suite's name and tool."""
+        return Question(
+            question_id=self._question_id(seed, index),
+            suite=self.name,
+            text=text,
+            images=(image,),
+            answer=answer,
+            answer_type=answer_type,
+            choices=tuple(choices) if choices is not None else None,
+            tool=self.tool,
+            meta=meta,
+        )
+
     def _question_id(self, seed: int, index: int) -> str:
         return f"{self.name}-{seed}-{index}"
 

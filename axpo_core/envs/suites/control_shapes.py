@@ -47,15 +47,14 @@ class ControlShapes(Suite):
         else:
             text = f"Which shape is shown in the image? Options: {format_options(choices)}. "
             text += "Answer with the shape name."
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(image,),
+            image=image,
             answer=answer,
             answer_type="choice",
-            choices=tuple(choices),
-            tool=None,
+            choices=choices,
             meta={"asked": asked, "colour": colour, "shape": shape, "image_size": [w, h]},
         )
 

@@ -74,14 +74,13 @@ class DynaChart(Suite):
             value, expression = values[i] - values[j], f"v[{i}] - v[{j}]"
             ask = f"What is the value of bar {chr(65 + i)} minus the value of bar {chr(65 + j)}?"
         meta = {"kind": kind, "values": values, "ymax": ymax, "expression": expression, "image_size": [w, h]}
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=f"{axis} {ask} Answer with a number.",
-            images=(image,),
+            image=image,
             answer=str(value),
             answer_type="numeric",
-            tool=self.tool,
             meta=meta,
         )
 

@@ -90,15 +90,14 @@ class HRText(RenderedSuite):
             "Somewhere in the image there is a small sign in a red frame. What does the sign say? "
             f"Options: {format_options(choices)}. Answer with the option's text."
         )
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(self.render(meta, answer),),
+            image=self.render(meta, answer),
             answer=answer,
             answer_type="choice",
-            choices=tuple(choices),
-            tool=self.tool,
+            choices=choices,
             meta=meta,
         )
 

@@ -86,14 +86,13 @@ class MathDiagram(Suite):
         what = "a rectangle" if shape == "rectangle" else "a right triangle"
         text = f"The figure shows {what} with its side lengths labelled. What is its {asked}? "
         text += "Answer with a number."
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(image,),
+            image=image,
             answer=str(value),
             answer_type="numeric",
-            tool=self.tool,
             meta=meta,
         )
 

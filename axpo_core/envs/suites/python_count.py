@@ -71,14 +71,13 @@ class PythonCount(Suite):
             "n_dots": len(placed),
             "image_size": [w, h],
         }
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(image,),
+            image=image,
             answer=str(value),
             answer_type="numeric",
-            tool=self.tool,
             meta=meta,
         )
 

@@ -189,14 +189,13 @@ class _SearchSuite(Suite):
     def _question(self, seed: int, index: int, image: Image.Image, meta: dict[str, Any]) -> Question:
         entity = world()[0][meta["entity"]]
         fact = meta["fact"]
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=self._ASK[fact].format(name=entity.name),
-            images=(image,),
+            image=image,
             answer=entity.fact(fact),
             answer_type=self._answer_type(fact),
-            tool=self.tool,
             meta=meta,
         )
 

@@ -82,15 +82,14 @@ class VisualProbe(RenderedSuite):
             "There is a thin cyan ring in the image with one tiny object inside it. Which shape is that "
             f"object? Options: {format_options(choices)}. Answer with the shape name."
         )
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(self.render(meta, answer),),
+            image=self.render(meta, answer),
             answer=answer,
             answer_type="choice",
-            choices=tuple(choices),
-            tool=self.tool,
+            choices=choices,
             meta=meta,
         )
 

@@ -107,15 +107,14 @@ class ZoomDetail(Suite):
             "bbox_2d": _to_bbox_1000(_grow(frame, 6), w, h),
             "where": _where((frame[0] + frame[2]) / 2, (frame[1] + frame[3]) / 2, w, h),
         }
-        return Question(
-            question_id=self._question_id(seed, index),
-            suite=self.name,
+        return self._build(
+            seed,
+            index,
             text=text,
-            images=(image,),
+            image=image,
             answer=colour,
             answer_type="choice",
-            choices=tuple(choices),
-            tool=self.tool,
+            choices=choices,
             meta=meta,
         )
 
