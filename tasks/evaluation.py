@@ -19,11 +19,12 @@ from axpo_core.evaluation.report import (
 from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
 from axpo_core.evaluation.runner import evaluate as run_evaluation
 from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_table
+from axpo_core.models.loader import SpecialIds, load_processors
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
 from axpo_core.storage import local_path
 from tasks.artifacts import artifact_key
-from tasks.context import CheckpointRef, RunContext, load_checkpoint, stage_slug
+from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint, stage_slug
 from tasks.persistence import RESUMABLE
 
 
@@ -45,8 +46,12 @@ class ReportRef(BaseModel):
 @task(name="tool_check", **RESUMABLE)
 def tool_check(ctx: RunContext, base: CheckpointRef) -> list[dict]:
     """Oracle-with-tool and no-tool-oracle accuracy per tool suite (evaluation questions), to report/."""
-    policy = load_checkpoint(ctx, base.uri)  # only its tokenizer and image processor are used
-    rows = tools_necessary(ctx.config, ChatFormat(policy.tokenizer, policy.image_processor, policy.special))
+    model = ctx.config.model  # only the tokenizer and image processor: the weights are not needed here
+    tokenizer, image_processor = load_processors(
+        checkpoint_folder(ctx, base.uri), model.max_image_pixels, model.min_image_pixels
+    )
+    chat = ChatFormat(tokenizer, image_processor, SpecialIds.from_tokenizer(tokenizer))
+    rows = tools_necessary(ctx.config, chat)
     ctx.store.put_json(ctx.layout().report("tool_check.json"), rows)
     return rows
 

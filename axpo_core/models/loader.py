@@ -112,23 +112,35 @@ def load_policy(
     `max_image_pixels` overrides the processor's max_pixels: it is what makes fine detail invisible without
     the zoom tool, so experiments set it explicitly.
     """
-    from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLForConditionalGeneration
+
+    folder = Path(path)
+    tokenizer, image_processor = load_processors(folder, max_image_pixels, min_image_pixels)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(
+        folder, dtype=getattr(torch, dtype), local_files_only=True
+    )
+    model.to(pick_device(device)).eval()
+    return Policy(model, tokenizer, image_processor, SpecialIds.from_tokenizer(tokenizer), folder)
+
+
+def load_processors(
+    path: str | Path, max_image_pixels: int | None = None, min_image_pixels: int | None = None
+) -> tuple[Any, Any]:
+    """The tokenizer and PIL image processor of a model folder, without its weights (what formatting
+    rollouts needs; `load_policy` adds the model)."""
+    from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a model folder (no config.json)")
-    model = Qwen3VLForConditionalGeneration.from_pretrained(
-        folder, dtype=getattr(torch, dtype), local_files_only=True
-    )
-    model.to(pick_device(device)).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
     if max_image_pixels is not None:
         image_processor.size["longest_edge"] = max_image_pixels
     if min_image_pixels is not None:
         image_processor.size["shortest_edge"] = min_image_pixels
-    return Policy(model, tokenizer, image_processor, SpecialIds.from_tokenizer(tokenizer), folder)
+    return tokenizer, image_processor
 
 
 def recipe_digest() -> str:
