@@ -33,6 +33,7 @@ class HRText(RenderedSuite):
     carries the answer, the others carry the other options (and more), so reading "some text" is not
     enough. The frame's border stays visible at 128×128; the text is 1–2 low-resolution pixels tall.
     Every sign has the same size whatever its text, so the sign's shape leaks nothing.
+    The answer is the option's letter, as HR-Bench asks for it (a blind guess is right 1 time in 4).
     """
 
     tool = "image_zoom_in"
@@ -88,7 +89,7 @@ class HRText(RenderedSuite):
         }
         text = (
             "Somewhere in the image there is a small sign in a red frame. What does the sign say? "
-            f"Options: {format_options(choices)}. Answer with the option's text."
+            f"Options: {format_options(choices)}. Answer with the option's letter."
         )
         return self._build(
             seed,
@@ -113,8 +114,8 @@ class HRText(RenderedSuite):
         return image
 
     _ZOOM_THINK = ("The red sign is in the {where}. Its text is too small to read, so I zoom in.",)
-    _ANSWER_THINK = ("The sign says {text}.",)
-    _GUESS_THINK = ("The sign is too small to read. I guess {text}.",)
+    _ANSWER_THINK = ("Now I can read the sign.",)
+    _GUESS_THINK = ("The sign is too small to read, so I guess.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
@@ -127,13 +128,13 @@ class HRText(RenderedSuite):
         )
         letter = _letter(question.choices or (), question.answer)
         final = rng.choice(self._ANSWER_THINK).format(text=question.answer, letter=letter)
-        return [zoom, answer_turn(final, question.answer)]
+        return [zoom, answer_turn(final, letter)]
 
     def no_tool_oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         """A blind guess among the options."""
         rng = self._turn_rng(question, rng)
-        guess = rng.choice(question.choices or (question.answer,))
-        return [answer_turn(rng.choice(self._GUESS_THINK).format(text=guess), guess)]
+        letter = _letter(question.choices or (), rng.choice(question.choices or (question.answer,)))
+        return [answer_turn(rng.choice(self._GUESS_THINK), letter)]
 
 
 class HRText4K(HRText):

@@ -18,8 +18,9 @@ _TRIPLES = ((3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29), (9, 
 class MathDiagram(Suite):
     """Area or perimeter of a rectangle or right triangle with labelled sides (Math-VR-like).
 
-    The labels are big (readable at 128×128), so the answer is a matter of arithmetic: ``python`` helps
-    with two-digit products but is not needed, and the tool-free oracle reasons to the right answer.
+    The labels are big (readable at 128×128) and small numbers (``SIDES``), so the answer is a matter of
+    arithmetic: ``python`` helps with the products but is not needed, and the tool-free oracle reasons to
+    the right answer.
     """
 
     name = "math_diagram"
@@ -30,6 +31,9 @@ class MathDiagram(Suite):
     tool_optional = True
 
     OUTLINE: ClassVar[Colour] = (20, 20, 20)
+    #: Side lengths (a right triangle's hypotenuse included). Small, so a label is one or two digits a
+    #: tiny vision encoder can read, and the answer at most three digits to copy out of the tool's output.
+    SIDES: ClassVar[tuple[int, int]] = (2, 20)
 
     def _make(self, seed: int, index: int) -> Question:
         rng = self._question_rng(seed, index)
@@ -41,11 +45,11 @@ class MathDiagram(Suite):
         margin = min(w, h) // 7 + 24
         fill = _blend(rng.choice(list(COLOURS.values())), (255, 255, 255), 0.25)
         if shape == "rectangle":
-            a, b = rng.sample(range(12, 100), 2)
+            a, b = rng.sample(range(self.SIDES[0], self.SIDES[1] + 1), 2)
             sides = [a, b]
         else:
-            triple = rng.choice(_TRIPLES)
-            k = rng.randint(max(1, -(-10 // triple[0])), 99 // triple[2])
+            triple = rng.choice([t for t in _TRIPLES if t[2] <= self.SIDES[1]])
+            k = rng.randint(1, self.SIDES[1] // triple[2])
             a, b, c = (k * s for s in triple)
             if rng.random() < 0.5:
                 a, b = b, a
@@ -111,8 +115,8 @@ class MathDiagram(Suite):
         return given, code, code.replace("//", "/").replace("*", "×")
 
     _CODE_THINK = ("{given} I compute the {asked} with code.",)
-    _ANSWER_THINK = ("The code printed {value}.",)
-    _MENTAL_THINK = ("{given} The {asked} is {words} = {value}.",)
+    _ANSWER_THINK = ("The code printed the answer.",)
+    _MENTAL_THINK = ("{given} The {asked} is {words}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
