@@ -92,7 +92,10 @@ class AlgorithmConfig(Section):
     resample_target: Literal["tool", "no_tool"] = "tool"
     prefix_credit: bool = True
     merge_into_source_group: bool = False
-    rollout_multiplier: int = Field(1, ge=1)  # GRPO with 2x rollouts = the equal-compute baseline
+    # N x this many rollouts per question (an integer): 2 is the paper's equal-compute GRPO baseline, 1.25
+    # the budget-matched one (N = 10 for AXPO's N = 8 plus <= 25% continuations). Mini-batches grow by the
+    # same factor (verl counts them in questions), so the optimizer steps per round stay the same.
+    rollout_multiplier: float = Field(1.0, ge=1)
     resample: bool = True  # off: AXPO is GRPO bit for bit
 
 
@@ -155,9 +158,9 @@ class PipelineConfig(Section):
     ]
     scales: list[str] = ["tiny-s"]  # a sweep runs the pipeline once per scale (× seeds)
     seeds: list[int] = [0]
-    ablations: dict[
-        str, dict[str, Any]
-    ] = {}  # name -> algorithm overrides, each trained as an extra AXPO arm
+    # name -> algorithm overrides, each trained as an extra arm from the SFT checkpoint: AXPO with those
+    # switches, or the algorithm the overrides' `name` sets (`SFT+GRPO[x2]` for {name: grpo, ...}).
+    ablations: dict[str, dict[str, Any]] = {}
     task_runner: Literal["threads", "dask", "ray"] = "threads"  # the evaluation fan-out
     max_workers: int = Field(2, ge=1)
 
@@ -344,6 +347,8 @@ def config_problems(config: Config) -> list[Problem]:
         out.append(
             Problem(("evaluation.judge_model_path", "evaluation.judge"), "evaluation.judge is llm: set it")
         )
+    multiplier = config.algorithm.rollout_multiplier
+    out += _multiplier_problems(("algorithm.rollout_multiplier",), multiplier, config)
     p = config.pipeline
     if not p.stages:
         out.append(Problem(("pipeline.stages",), "is empty: name at least one stage (e.g. [Base])"))
@@ -364,12 +369,38 @@ def config_problems(config: Config) -> list[Problem]:
             )
         if not unknown:
             try:
-                AlgorithmConfig.model_validate({**config.algorithm.model_dump(), **overrides})
+                arm = AlgorithmConfig.model_validate({**config.algorithm.model_dump(), **overrides})
             except ValidationError as exc:
                 out += [
                     Problem((f"{where}.{_loc(err['loc'])}",), _pydantic_message(err)) for err in exc.errors()
                 ]
+            else:
+                where_m = (f"{where}.rollout_multiplier",)
+                out += _multiplier_problems(where_m, arm.rollout_multiplier, config)
     out += _storage_problems(config.storage)
+    return out
+
+
+def scaled_count(count: int, multiplier: float, what: str) -> int:
+    """`count` x `multiplier`, which must be a whole number (config_problems checks it at load)."""
+    n = count * multiplier
+    if abs(n - round(n)) > 1e-9:
+        raise ValueError(f"algorithm.rollout_multiplier={multiplier:g} x {what}={count} is not whole")
+    return round(n)
+
+
+def _multiplier_problems(where: tuple[str, ...], multiplier: float, config: Config) -> list[Problem]:
+    """N x the multiplier rollouts per question, and mini-batches scaled alike, must be whole numbers."""
+    out = []
+    for field, count in (
+        ("rollout.group_size", config.rollout.group_size),
+        ("training.mini_batch_size", config.training.mini_batch_size),
+    ):
+        n = count * multiplier
+        if abs(n - round(n)) > 1e-9:
+            out.append(
+                Problem((*where, field), f"{multiplier:g} x {field}={count} is {n:g}: it must be whole")
+            )
     return out
 
 

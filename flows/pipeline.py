@@ -40,10 +40,13 @@ class PipelineResult(BaseModel):
 
 
 def arms(config: Config) -> list[Arm]:
-    """The RL arms the config's stages ask for, plus one AXPO arm per configured ablation."""
+    """The RL arms the config's stages ask for, plus one arm per configured ablation, from the SFT
+    checkpoint: AXPO with the ablation's switches, or the algorithm its `name` sets (e.g. `x2:
+    {name: grpo, rollout_multiplier: 2}` is the arm `SFT+GRPO[x2]`)."""
     chosen = [Arm(stage=s, algo=RL_ARMS[s][0]) for s in config.pipeline.stages if s in RL_ARMS]
     for name, overrides in config.pipeline.ablations.items():
-        chosen.append(Arm(stage=f"SFT+AXPO[{name}]", algo="axpo", overrides=overrides))
+        algo = overrides.get("name", "axpo")
+        chosen.append(Arm(stage=f"SFT+{algo.upper()}[{name}]", algo=algo, overrides=overrides))
     return chosen
 
 

@@ -78,6 +78,7 @@ class RolloutRef(BaseModel):
     rollouts: int
     tool_use_rate: float
     reward_mean: float
+    seconds: float = 0.0  # wall time of the rollout (the sweep's cost table)
 
 
 class DetectRef(BaseModel):
@@ -89,6 +90,7 @@ class DetectRef(BaseModel):
 class ResampleRef(BaseModel):
     uri: str | None
     continuations: int
+    seconds: float = 0.0
 
 
 class RoundRecord(BaseModel):

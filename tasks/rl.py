@@ -7,6 +7,7 @@ outputs back to storage; what it returns is a small record.
 from __future__ import annotations
 
 import tempfile
+import time
 
 from prefect import task
 
@@ -42,6 +43,7 @@ from tasks.persistence import RESUMABLE
 def rollout(
     ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, pool_ids: list[str]
 ) -> RolloutRef:
+    started = time.monotonic()
     config = arm.config(ctx.config)
     layout = ctx.layout(policy.scale, arm.slug)
     question_ids = round_question_ids(pool_ids, config, round_index)
@@ -58,6 +60,7 @@ def rollout(
         rollouts=n,
         tool_use_rate=sum(t.used_tool for t in trajectories) / n,
         reward_mean=sum(t.reward for t in trajectories) / n,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -89,6 +92,7 @@ def resample(
     """K continuations per selected prefix (prefix prefilled once); a no-op when nothing was selected."""
     if detected.uri is None:
         return ResampleRef(uri=None, continuations=0)
+    started = time.monotonic()
     config = arm.config(ctx.config)
     store = ctx.store
     originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
@@ -104,7 +108,7 @@ def resample(
     store.put_jsonl(
         layout.base + f"/rollouts/round-{round_index}.resampled.jsonl", [t.record() for t in continuations]
     )
-    return ResampleRef(uri=uri, continuations=len(continuations))
+    return ResampleRef(uri=uri, continuations=len(continuations), seconds=time.monotonic() - started)
 
 
 @task(name="update", **RESUMABLE)
@@ -122,6 +126,7 @@ def update(
     """Advantages + one policy update; writes checkpoints/round-N (with optimizer state) and the metrics."""
     from tasks.tracking import log_round_metrics
 
+    started = time.monotonic()
     config = arm.config(ctx.config)
     store = ctx.store
     originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
@@ -155,6 +160,10 @@ def update(
         save_checkpoint(trainee, tmp, optimizer)
         uri = store.put_dir(tmp, layout.checkpoint(round_index))
     metrics = result.metrics()
+    # Wall time of this round's tasks as they first ran (a resumed round keeps its original figures).
+    metrics["seconds_rollout"] = rollouts.seconds
+    metrics["seconds_resample"] = resampled.seconds
+    metrics["seconds_update"] = time.monotonic() - started
     store.put_json(layout.base + f"/metrics/round-{round_index}.json", metrics)
     if tracking_run_id is not None:
         log_round_metrics(ctx, tracking_run_id, metrics, round_index)

@@ -58,21 +58,52 @@ def test_ppo_mini_batches_take_several_steps_and_the_clip_acts(policy, chat, con
     assert stats.steps == 4 and stats.skipped_steps == 0 and not stats.skipped
     assert stats.ratio_max > 1.0 + 1e-3 and stats.clip_fraction > 0
     one = config.training.model_copy(update={"ppo_epochs": 1, "mini_batch_size": 8})
-    first = policy_update(fresh_policy(policy), torch.optim.SGD(local.model.parameters(), lr=0.0), scored,
-                          config.algorithm, one, chat)
+    first = policy_update(
+        fresh_policy(policy),
+        torch.optim.SGD(local.model.parameters(), lr=0.0),
+        scored,
+        config.algorithm,
+        one,
+        chat,
+    )
     assert first.steps == 1 and first.clip_fraction == 0.0 and first.ratio_max == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_bigger_group_gets_bigger_mini_batches_not_more_steps(policy, chat, config, batch):
+    """rollout_multiplier 2 (GRPO with 2x rollouts): mini-batches of 2 x 4 sequences, so the 8 rollouts
+    take 1 step per epoch where the plain arm takes 2 (verl counts mini-batches in questions)."""
+    scored = grpo_advantages(batch, config.algorithm)
+    training = config.training.model_copy(
+        update={"ppo_epochs": 1, "mini_batch_size": 4, "micro_batch_size": 4}
+    )
+    doubled = config.algorithm.model_copy(update={"rollout_multiplier": 2.0})
+    frozen = torch.optim.SGD(policy.model.parameters(), lr=0.0)
+    assert policy_update(fresh_policy(policy), frozen, scored, config.algorithm, training, chat).steps == 2
+    assert policy_update(fresh_policy(policy), frozen, scored, doubled, training, chat).steps == 1
+
+
 def _scored(stream: str, tokens: int, prompt: int = 2) -> Scored:
-    t = Trajectory("q", 0, [0] * (prompt + tokens), [0.0] * (prompt + tokens), [0.0] * (prompt + tokens),
-                   [0] * prompt + [1] * tokens, prompt)
+    t = Trajectory(
+        "q",
+        0,
+        [0] * (prompt + tokens),
+        [0.0] * (prompt + tokens),
+        [0.0] * (prompt + tokens),
+        [0] * prompt + [1] * tokens,
+        prompt,
+    )
     return Scored(t, [1.0] * (prompt + tokens), [0] * prompt + [1] * tokens, stream)
 
 
 def test_token_weights_for_both_normalisations():
     """Two GRPO rollouts (6 + 2 tokens), a prefix stream (2 tokens) and two continuations (4 + 4)."""
-    items = [_scored("grpo", 6), _scored("grpo", 2), _scored("prefix:q/axpo-8", 2),
-             _scored("continuation:q/axpo-8/8", 4), _scored("continuation:q/axpo-8/9", 4)]
+    items = [
+        _scored("grpo", 6),
+        _scored("grpo", 2),
+        _scored("prefix:q/axpo-8", 2),
+        _scored("continuation:q/axpo-8/8", 4),
+        _scored("continuation:q/axpo-8/9", 4),
+    ]
     batch = token_weights(items, AlgorithmConfig(loss_normalization="batch_token_mean"))
     assert batch == pytest.approx([1 / 18] * 5)  # one token mean over all 18 tokens
     per_stream = token_weights(items, AlgorithmConfig(loss_normalization="per_stream"))
@@ -143,6 +174,12 @@ def test_original_token_weight_is_logged_for_both_normalisations(policy, chat, c
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
         stats = policy_update(fresh_policy(policy), optimizer, scored, algorithm, one_step, chat)
         assert stats.original_token_weight == pytest.approx(expected)
-    grpo = policy_update(fresh_policy(policy), torch.optim.SGD(policy.model.parameters(), lr=0.0),
-                         grpo_advantages(batch, config.algorithm), config.algorithm, one_step, chat)
+    grpo = policy_update(
+        fresh_policy(policy),
+        torch.optim.SGD(policy.model.parameters(), lr=0.0),
+        grpo_advantages(batch, config.algorithm),
+        config.algorithm,
+        one_step,
+        chat,
+    )
     assert grpo.original_token_weight == pytest.approx(1.0)

@@ -148,3 +148,38 @@ def plot_diagnostics(
         if plot_metric(arms, key, f"{title} ({scale})", ylabel, denominator, path):
             plots.append(Plot(scale, key, title, path))
     return plots
+
+
+def plot_bands(
+    scale: str, arms: Mapping[str, Mapping[str, Mapping[int, tuple]]], out_dir: Path
+) -> list[Plot]:
+    """Per diagnostic, one PNG: each arm's mean over seeds per round, with its 95% band (sweeps)."""
+    titles = {key: (title, ylabel) for key, title, ylabel, _ in DIAGNOSTIC_PLOTS}
+    keys = [key for key, *_ in DIAGNOSTIC_PLOTS if any(key in per_key for per_key in arms.values())]
+    plots = []
+    for key in keys:
+        title, ylabel = titles[key]
+        figure = Figure(figsize=(5.4, 3.4), dpi=100, layout="constrained")
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        for index, (stage, per_key) in enumerate(arms.items()):
+            if key not in per_key:
+                continue
+            rounds = sorted(per_key[key])
+            mean, low, high = zip(*(per_key[key][r] for r in rounds), strict=True)
+            style = arm_style(stage, index)
+            ax.plot(rounds, mean, label=stage, **style)
+            if not any(math.isnan(v) for v in low):
+                ax.fill_between(rounds, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        if key in RATE_KEYS:
+            ax.set_ylim(-0.04, 1.04)
+        ax.set_title(f"{title} ({scale}, mean and 95% band over seeds)", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out_dir / f"{file_slug(scale)}__seeds__{file_slug(key)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        plots.append(Plot(scale, key, f"{title} over seeds", path))
+    return plots

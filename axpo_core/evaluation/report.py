@@ -351,7 +351,8 @@ def build_report(
     pipeline prints it); an S3 run must be downloaded first. `ks` defaults to the k values of the
     pipeline's own results.csv, else Pass@1 and Pass@n.
     """
-    from axpo_core.evaluation.plots import plot_diagnostics  # matplotlib only when a report is built
+    from axpo_core.evaluation import seeds
+    from axpo_core.evaluation.plots import plot_bands, plot_diagnostics  # matplotlib only for a report
 
     run_dir = run_folder(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
@@ -371,6 +372,15 @@ def build_report(
         "diagnostics_summary": diagnostics_summary(run),
         "diagnostics": diagnostics_rows(run),
     }
+    bands = {}
+    if seeds.seeds_of(run):  # a sweep: the same tables across seeds, with intervals
+        bands = seeds.diagnostic_bands(run)
+        tables |= {
+            "seed_means": seeds.seed_table(run, ks),
+            "paired_differences": seeds.paired_table(run, ks),
+            "cost": seeds.cost_table(run),
+            "diagnostic_bands": seeds.band_rows(bands),
+        }
     csvs = []
     for name, table in tables.items():
         if table:
@@ -385,6 +395,13 @@ def build_report(
             out_dir / "plots",
         )
     ]
+    for scale in sorted({scale for scale, _ in bands}):
+        arms = {
+            stage: bands[(s, stage)]
+            for s, stage in sorted(bands, key=lambda x: stage_key(x[1]))
+            if s == scale
+        }
+        plots += plot_bands(scale, arms, out_dir / "plots")
     if viewer:
         write_viewer(run, out_dir / "rollouts.html")
     page = _Page(run, out_dir, tables, plots, ks, viewer, csvs)
@@ -400,7 +417,11 @@ _SECTIONS = {  # table name -> heading (the per-round diagnostics CSV has no sec
     "tool_outcomes": "Tool-call outcomes and accuracy with / without a tool, per benchmark (evaluation, %)",
     "tools_necessary": "Are tools necessary? The oracle with its tool, the no-tool oracle, the SFT agent (%)",
     "diagnostics_summary": "Training diagnostics, mean over rounds",
+    "seed_means": "Across seeds: mean and 95% interval (t over seeds), Pass@{ks} (%)",
+    "paired_differences": "Across seeds: paired differences (same seed, same questions), percentage points",
+    "cost": "Across seeds: RL cost per arm, summed over rounds (mean over seeds)",
 }
+_OPTIONAL = {"ablations", "tools_necessary", "seed_means", "paired_differences", "cost"}
 _PLOTS_HEADING = "Diagnostics per round (GRPO dashed, AXPO solid)"
 
 
@@ -425,7 +446,7 @@ class _Page:
         return [
             (name, heading.format(ks=ks))
             for name, heading in _SECTIONS.items()
-            if name not in ("ablations", "tools_necessary") or self.tables[name]
+            if name in self.tables and (name not in _OPTIONAL or self.tables[name])
         ]
 
     def markdown(self) -> str:

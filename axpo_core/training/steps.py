@@ -17,7 +17,7 @@ import torch
 from axpo_core.algorithms.axpo import SpecialTokens, axpo_advantages, resample, resampling_on, select_prefixes
 from axpo_core.algorithms.diagnostics import step_diagnostics
 from axpo_core.algorithms.grpo import grpo_advantages
-from axpo_core.config import Config
+from axpo_core.config import Config, scaled_count
 from axpo_core.envs.suites import Question
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
@@ -26,8 +26,10 @@ from axpo_core.training.update import UpdateStats, policy_update
 
 
 def group_size(config: Config) -> int:
-    """N rollouts per question; `rollout_multiplier` 2 is the paper's equal-compute GRPO baseline."""
-    return config.rollout.group_size * config.algorithm.rollout_multiplier
+    """N rollouts per question; `rollout_multiplier` 2 is the paper's equal-compute GRPO baseline, 1.25 the
+    budget-matched one."""
+    return scaled_count(config.rollout.group_size, config.algorithm.rollout_multiplier, "rollout.group_size")
+
 
 
 def rollout_step(engine: RolloutEngine, config: Config, questions: Sequence[Question], round_index: int):

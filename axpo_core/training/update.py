@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from axpo_core.algorithms.grpo import CONTINUATION_STREAM, GRPO_STREAM, Scored, clipped_policy_loss
-from axpo_core.config import AlgorithmConfig, TrainingConfig
+from axpo_core.config import AlgorithmConfig, TrainingConfig, scaled_count
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.logprobs import pack, sequence_logprobs
@@ -134,11 +134,14 @@ def policy_update(
     order = random.Random(f"update:{seed}")
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
+    # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
+    multiplier = algorithm.rollout_multiplier
+    mini_size = scaled_count(training.mini_batch_size, multiplier, "training.mini_batch_size")
     for _epoch in range(training.ppo_epochs):
         indices = list(range(len(items)))
         order.shuffle(indices)
-        for start in range(0, len(indices), training.mini_batch_size):
-            mini = indices[start : start + training.mini_batch_size]
+        for start in range(0, len(indices), mini_size):
+            mini = indices[start : start + mini_size]
             # Scaled to the full batch's total weight: the mini-batch's own weighted token mean.
             scale = total_weight / sum(weights[i] * sum(items[i].mask) for i in mini)
             batch = [items[i] for i in mini]

@@ -1,0 +1,226 @@
+"""Tables across seeds for a sweep folder: means with 95% intervals, paired arm differences, cost per
+arm, and per-round diagnostics as bands over seeds (the paper's Figures 1 and 4 in miniature).
+
+A sweep writes one pipeline run per variant, `<sweep>/<scale>-seed<N>/<scale>/<stage>/…`; the variant
+folder's name gives the seed. Intervals: `stats.t_interval` over seeds (the headline), and for the
+paired differences also the two-stage bootstrap over seeds × questions (see `stats`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+from axpo_core.evaluation.run_dir import RunData, stage_key
+from axpo_core.evaluation.stats import bootstrap_interval, paired_scores, question_scores, seed_interval
+
+Table = list[dict[str, str | float]]
+
+_VARIANT = re.compile(r"^(?P<scale>.+)-seed(?P<seed>\d+)$")
+
+#: (arm, baseline) pairs the paired-difference table shows when both arms are in the sweep.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("SFT+AXPO", "SFT+GRPO"),
+    ("SFT+AXPO", "SFT+GRPO[x1.25]"),
+    ("SFT+AXPO", "SFT+GRPO[x2]"),
+    ("SFT+GRPO", "SFT"),
+    ("SFT+AXPO", "SFT"),
+)
+
+#: Per-round diagnostics shown as bands over seeds.
+BAND_KEYS = (
+    "tool_use_rate",
+    "all_wrong_rate_tool",
+    "all_wrong_rate_no_tool",
+    "flip_rate",
+    "all_wrong_rate_after_resample",
+    "reward_mean",
+    "update/kl",
+)
+
+COST_KEYS = {  # cost column -> per-round metric, summed over rounds
+    "rollout tokens (originals)": "tokens_original",
+    "rollout tokens (continuations)": "tokens_resampled",
+    "update tokens": "update/policy_tokens",
+    "rollouts": "rollouts",
+    "continuations": "continuations",
+    "wall time (s)": ("seconds_rollout", "seconds_resample", "seconds_update"),
+}
+
+AVERAGE = "average"
+
+
+def scale_and_seed(name: str) -> tuple[str, int | None]:
+    """`tiny-s-seed2/tiny-s` -> (`tiny-s`, 2); a plain run's `tiny-s` -> (`tiny-s`, None)."""
+    parts = name.split("/")
+    for part in parts:
+        if m := _VARIANT.match(part):
+            return parts[-1], int(m.group("seed"))
+    return parts[-1], None
+
+
+def seeds_of(run: RunData) -> dict[str, list[int]]:
+    """Scale -> its seeds in the sweep (only scales whose variant folders name a seed)."""
+    out: dict[str, set[int]] = defaultdict(set)
+    for scale in run.scales:
+        name, seed = scale_and_seed(scale.name)
+        if seed is not None:
+            out[name].add(seed)
+    return {name: sorted(seeds) for name, seeds in out.items()}
+
+
+def collect_scores(run: RunData, k: int) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """(scale, stage, benchmark or `average`) -> seed -> question -> pass@k. The average pools every
+    benchmark's questions (`<benchmark>/<question>`): with equal question counts it is the mean of the
+    benchmark means."""
+    scores: dict[tuple[str, str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+    for scale in run.scales:
+        name, seed = scale_and_seed(scale.name)
+        if seed is None:
+            continue
+        for stage, benches in scale.evals.items():
+            pooled: dict[str, float] = {}
+            for bench, records in benches.items():
+                per_question = question_scores(records, k)
+                scores[(name, stage, bench)][seed] = per_question
+                pooled |= {f"{bench}/{q}": v for q, v in per_question.items()}
+            scores[(name, stage, AVERAGE)][seed] = pooled
+    return dict(scores)
+
+
+def _complete(per_seed: dict[int, dict[str, float]], seeds: Sequence[int]) -> bool:
+    return sorted(per_seed) == list(seeds)
+
+
+def seed_table(run: RunData, ks: Sequence[int]) -> Table:
+    """The headline table with intervals: per (scale, stage), `<benchmark> pass@1` and `average pass@k`,
+    each "mean [low, high]" in %, t over seeds; `seeds` says how many."""
+    seeds = seeds_of(run)
+    by_k = {k: collect_scores(run, k) for k in ks}
+    cells = by_k[ks[0]]
+    stages = sorted({(s, st) for s, st, _ in cells}, key=lambda x: (x[0], stage_key(x[1])))
+    benchmarks = sorted({b for _, _, b in cells if b != AVERAGE})
+    table: Table = []
+    for scale, stage in stages:
+        row: dict[str, str | float] = {"scale": scale, "stage": stage, "seeds": len(seeds.get(scale, []))}
+        for bench in benchmarks:
+            per_seed = cells.get((scale, stage, bench), {})
+            row[f"{bench} pass@{ks[0]}"] = seed_interval(per_seed).as_text() if per_seed else "n/a"
+        for k in ks:
+            per_seed = by_k[k].get((scale, stage, AVERAGE), {})
+            row[f"average pass@{k}"] = seed_interval(per_seed).as_text() if per_seed else "n/a"
+        table.append(row)
+    return table
+
+
+def paired_table(run: RunData, ks: Sequence[int], pairs: Sequence[tuple[str, str]] = PAIRS) -> Table:
+    """Paired differences arm − baseline (same seed, same questions) in percentage points, per benchmark
+    and for the average: the mean, its t interval over seeds and the bootstrap over seeds × questions."""
+    seeds = seeds_of(run)
+    table: Table = []
+    for k in ks:
+        cells = collect_scores(run, k)
+        benchmarks = sorted({b for _, _, b in cells if b != AVERAGE}) + [AVERAGE]
+        for scale in sorted(seeds):
+            for arm, baseline in pairs:
+                for bench in benchmarks:
+                    a, b = cells.get((scale, arm, bench)), cells.get((scale, baseline, bench))
+                    if not a or not b or not _complete(a, seeds[scale]) or not _complete(b, seeds[scale]):
+                        continue
+                    diff = paired_scores(a, b)
+                    t, boot = seed_interval(diff), bootstrap_interval(diff)
+                    table.append(
+                        {
+                            "scale": scale,
+                            "difference": f"{arm} − {baseline}",
+                            "benchmark": bench,
+                            "metric": f"pass@{k}",
+                            "seeds": t.n,
+                            "mean (pp)": round(100 * t.mean, 2),
+                            "95% t over seeds": _bounds(t.low, t.high),
+                            "95% bootstrap seeds × questions": _bounds(boot.low, boot.high),
+                        }
+                    )
+    return table
+
+
+def _bounds(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "n/a (one seed)"
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _arm_metrics(run: RunData) -> dict[tuple[str, str], dict[int, dict[int, dict[str, float]]]]:
+    """(scale, stage) -> seed -> round -> metrics."""
+    out: dict[tuple[str, str], dict[int, dict[int, dict[str, float]]]] = defaultdict(dict)
+    for scale in run.scales:
+        name, seed = scale_and_seed(scale.name)
+        if seed is None:
+            continue
+        for stage, arm in scale.arms.items():
+            if arm.metrics:
+                out[(name, stage)][seed] = arm.metrics
+    return dict(out)
+
+
+def cost_table(run: RunData) -> Table:
+    """Per (scale, arm): the RL cost summed over rounds, mean over seeds; `rounds` the fewest any seed ran."""
+    table: Table = []
+    for (scale, stage), per_seed in sorted(
+        _arm_metrics(run).items(), key=lambda x: (x[0][0], stage_key(x[0][1]))
+    ):
+        row: dict[str, str | float] = {"scale": scale, "stage": stage, "seeds": len(per_seed)}
+        for column, keys in COST_KEYS.items():
+            keys = (keys,) if isinstance(keys, str) else keys
+            totals = [
+                sum(m.get(key, 0.0) for m in rounds.values() for key in keys) for rounds in per_seed.values()
+            ]
+            row[column] = round(sum(totals) / len(totals), 1)
+        row["rounds"] = min(len(rounds) for rounds in per_seed.values())
+        table.append(row)
+    return table
+
+
+def diagnostic_bands(run: RunData, keys: Sequence[str] = BAND_KEYS) -> dict[tuple[str, str], dict[str, dict]]:
+    """(scale, stage) -> metric -> round -> (mean, low, high) over seeds: the t interval where ≥ 2 seeds
+    measured it (a round whose denominator is 0 measured nothing and is left out for that seed)."""
+    from axpo_core.evaluation.plots import DIAGNOSTIC_PLOTS
+    from axpo_core.evaluation.stats import t_interval
+
+    denominators = {key: denominator for key, _, _, denominator in DIAGNOSTIC_PLOTS}
+    bands: dict[tuple[str, str], dict[str, dict]] = {}
+    for arm, per_seed in _arm_metrics(run).items():
+        per_key: dict[str, dict] = {}
+        for key in keys:
+            rounds: dict[int, list[float]] = defaultdict(list)
+            for metrics in per_seed.values():
+                for round_index, m in metrics.items():
+                    denominator = denominators.get(key)
+                    if key in m and not (denominator and m.get(denominator, 1.0) == 0.0):
+                        rounds[round_index].append(m[key])
+            if rounds:
+                per_key[key] = {}
+                for r, values in sorted(rounds.items()):
+                    interval = t_interval(values)
+                    per_key[key][r] = (interval.mean, interval.low, interval.high)
+        bands[arm] = per_key
+    return bands
+
+
+def band_rows(bands: dict[tuple[str, str], dict[str, dict]]) -> Table:
+    return [
+        {
+            "scale": scale,
+            "stage": stage,
+            "metric": key,
+            "round": r,
+            "mean": round(mean, 4),
+            "low": round(low, 4),
+            "high": round(high, 4),
+        }
+        for (scale, stage), per_key in sorted(bands.items())
+        for key, rounds in per_key.items()
+        for r, (mean, low, high) in rounds.items()
+    ]
