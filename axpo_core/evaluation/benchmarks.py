@@ -160,14 +160,18 @@ def _decode(data: bytes, source: str, path: Path, where: str, max_pixels: int) -
         raise BenchmarkFormatError(path, f"{source}: cannot decode image ({exc})", where) from None
 
 
-def _image_file(rel: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int) -> Image.Image:
-    """An image stored next to the annotations: ``rel`` is tried against each base folder in turn."""
+def _image_file(
+    rel: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int, key: str = "image"
+) -> Image.Image:
+    """An image stored next to the annotations: ``rel`` (field ``key``) is tried against each base folder."""
     for base in bases:
         candidate = base / rel
         if candidate.is_file():
-            return _decode(candidate.read_bytes(), f"image {rel!r}", path, where, max_pixels)
+            return _decode(candidate.read_bytes(), f"field {key!r}: image {rel!r}", path, where, max_pixels)
     looked = ", ".join(str(b) for b in bases)
-    raise BenchmarkFormatError(path, f"image file {rel!r} not found (looked in {looked})", where)
+    raise BenchmarkFormatError(
+        path, f"field {key!r}: image file {rel!r} not found (looked in {looked})", where
+    )
 
 
 def _b64_image(value: Any, key: str, path: Path, where: str, max_pixels: int) -> Image.Image:
@@ -190,11 +194,11 @@ def _cell_image(
         if data:
             return _decode(bytes(data), f"field {key!r}", path, where, max_pixels)
         if isinstance(rel, str) and rel:
-            return _image_file(rel, bases, path, where, max_pixels)
+            return _image_file(rel, bases, path, where, max_pixels, key)
     elif isinstance(value, (bytes, bytearray)) and value:
         return _decode(bytes(value), f"field {key!r}", path, where, max_pixels)
     elif isinstance(value, str) and value.strip():
-        return _image_file(value.strip(), bases, path, where, max_pixels)
+        return _image_file(value.strip(), bases, path, where, max_pixels, key)
     raise BenchmarkFormatError(path, f"field {key!r} holds no image", where)
 
 
@@ -799,7 +803,8 @@ class VisualProbe(Benchmark):
             )
             qid = ids(native, path, where)
             images = [
-                _image_file(rel, [folder, folder.parent], path, where, max_image_pixels) for rel in rels
+                _image_file(rel, [folder, folder.parent], path, where, max_image_pixels, "images")
+                for rel in rels
             ]
             text = question.replace("<image>", " ").strip()
             choices = _inline_options(text) if re.fullmatch(r"\(?[A-Z]\)?", answer) else None
