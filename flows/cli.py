@@ -175,8 +175,28 @@ def _print_where(ctx_tracking_uri: str, report_uri: str) -> None:
     print(f"open the MLflow UI: {ui_command(ctx_tracking_uri)}")
 
 
+def cmd_run_dry(args: argparse.Namespace) -> None:
+    """`axpo run --dry-run`: the effective recipe next to the paper's values, and what this machine lacks
+    for the config; no weights are loaded, nothing runs."""
+    from axpo_core.config import environment_problems
+    from axpo_core.recipe import format_recipe
+
+    config = load_config(args.config, args.overrides, check_environment=False)
+    source = args.config or "the default config (configs/tiny.yaml)"
+    print(f"recipe of {source} (experiment {config.experiment}):")
+    print(format_recipe(config))
+    print("! = differs from the paper's value; '-' = not given by the paper (this project's choice)")
+    problems = environment_problems(config)
+    for p in problems:
+        print(f"not ready on this machine: {p.fields[0]}: {p.message}")
+    print("dry run: nothing loaded or run" + ("" if problems else "; the config is ready to run here"))
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """The main job: the pipeline flow (build → SFT → filter → GRPO and AXPO → evaluate → report)."""
+    if args.dry_run:
+        cmd_run_dry(args)
+        return
     config = _flow_config(args)
     from flows.pipeline import pipeline
 
@@ -382,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(run)
     run.add_argument(
         "--run-name", default=None, help="default: <experiment>-<config hash>; the same name resumes"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the effective recipe next to the paper's values; load and run nothing",
     )
     run.set_defaults(func=cmd_run)
 

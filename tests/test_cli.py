@@ -222,3 +222,25 @@ def test_eval_validate_only_as_the_real_command(tmp_path):
     )
     assert named.returncode == 2
     assert "no folder" in named.stdout and "did not validate: vstar" in _error_line(named.stderr)
+
+
+def test_run_dry_run_prints_the_recipe_beside_the_paper(tmp_path):
+    """`axpo run --config configs/qwen3vl-2b.yaml --dry-run`, the real command: the effective recipe with
+    the paper's value beside each number, no weights loaded (the checkpoint folder does not even exist)."""
+    done = _axpo_subprocess(
+        ["run", "--config", str(ROOT / "configs" / "qwen3vl-2b.yaml"), "--dry-run"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line and line[0].isalpha()}
+    assert "8" in rows["rollout.group_size"].split() and "App. A" in rows["rollout.group_size"]
+    assert rows["training.questions_per_round"].split()[1] == "64"
+    assert "this project's choice" in rows["training.questions_per_round"]
+    assert "64274" in rows["sft.examples"] and "Qwen3-VL-32B-Thinking" in rows["training.teacher_path"]
+    assert "not ready on this machine: model.path: no such folder" in done.stdout
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    tiny = _axpo_subprocess(["run", "--dry-run", "--set", "evaluation.samples=8"], cwd=tmp_path)
+    assert tiny.returncode == 0, tiny.stderr
+    flagged = [line.split()[0] for line in tiny.stdout.splitlines() if line[:1].isalpha() and " ! " in line]
+    assert (
+        "evaluation.samples" in flagged and "sft.examples" in flagged and "rollout.group_size" not in flagged
+    )

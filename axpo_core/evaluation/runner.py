@@ -149,7 +149,13 @@ def validate_benchmarks(config: Config) -> list[BenchmarkCheck]:
 
 
 def evaluation_config(config: Config) -> Config:
-    """The paper's protocol: evaluation sampling (T 0.7, top-p 0.8, top-k 20, presence 1.5), 5 turns."""
+    """The paper's protocol: evaluation sampling (T 0.7, top-p 0.8, top-k 20, presence 1.5), 5 turns, and
+    the evaluation token budgets where set (the paper: 32,768 response tokens)."""
     ev = config.evaluation
-    rollout = config.rollout.model_copy(update={"max_turns": ev.max_turns, "sampling": ev.sampling})
+    update = {"max_turns": ev.max_turns, "sampling": ev.sampling}
+    if ev.max_new_tokens_per_turn is not None:
+        update["max_new_tokens_per_turn"] = ev.max_new_tokens_per_turn
+    if ev.max_total_tokens is not None:
+        update["max_total_tokens"] = ev.max_total_tokens
+    rollout = config.rollout.model_copy(update=update)
     return config.model_copy(update={"rollout": rollout})
