@@ -232,6 +232,20 @@ _LETTER = re.compile(
 )
 
 
+def _letter_index(text: str, options: Sequence[str]) -> int | None:
+    """The option a letter form names ("b", "(b)", "b.", "option b", "(b) red" with option b's text), in
+    lower-cased ``text``; None when ``text`` is no letter form, the letter is out of range, or its text
+    is another option's."""
+    m = _LETTER.match(text)
+    if m is None:
+        return None
+    index = ord(m.group(1) or m.group(2) or m.group(3)) - ord("a")
+    rest = m.group(4).strip()
+    if index < len(options) and (not rest or rest == normalize(options[index])):
+        return index
+    return None
+
+
 def choice_indices(s: str, choices: Sequence[str]) -> frozenset[int] | None:
     """The options ``s`` names, or None: a letter first, then an option's exact text, then its text after
     :func:`normalize`, unless normalising makes that option equal to another one.
@@ -241,26 +255,28 @@ def choice_indices(s: str, choices: Sequence[str]) -> frozenset[int] | None:
     normalised text because :func:`normalize` drops case and trailing periods: when two options differ
     only that way (HR-Bench's "ELEVATE" and "ELEVATE."), only the exact text tells them apart, and an
     answer that matches both after normalising names neither. Options with identical text (MATH-V has
-    some) are all named by that text.
+    some) are all named by that text. A letter is recognised before LaTeX is unwrapped, so an option
+    written ``$\\text{B}$`` is matched by its text; a wrapped letter (``\\text{B}``) that is no option's
+    text still counts as the letter, last.
     """
     options = list(choices)
     n = normalize(s)
     if not n:
         return None
-    m = _LETTER.match(n)
-    if m is not None:
-        index = ord(m.group(1) or m.group(2) or m.group(3)) - ord("a")
-        rest = m.group(4).strip()
-        if index < len(options) and (not rest or rest == normalize(options[index])):
-            return frozenset({index})
-        # a letter out of range, or with another option's text: fall through (it may be an option's text)
+    light = " ".join(s.split()).lower().rstrip(". ").strip()  # case, spacing, a trailing period: no LaTeX
+    index = _letter_index(light, options)
+    if index is not None:
+        return frozenset({index})
     exact = frozenset(i for i, o in enumerate(options) if o.strip() == s.strip())
     if exact:
         return exact
     same = frozenset(i for i, o in enumerate(options) if normalize(o) == n)
     if len({options[i].strip() for i in same}) > 1:  # normalising merged options that differ: exact only
         return None
-    return same or None
+    if same:
+        return same
+    index = _letter_index(n, options)
+    return None if index is None else frozenset({index})
 
 
 def match_choice(pred: str, gold: str, choices: Sequence[str] | None) -> bool:

@@ -217,6 +217,10 @@ def test_match_choice_letter_first() -> None:
     assert not match_choice("a", "B", ("b", "a"))
     assert match_choice("B", "B", ("b", "a")) and not match_choice("B", "A", ("b", "a"))
     assert match_choice("C", "C", ("A", "C", "C", "D", "it depends"))  # letter C, though option B reads "C"
+    # a letter is read before LaTeX is unwrapped: MATH-V's options "$\\text{B}$", "$\\text{G}$", ...
+    latex = ("$\\text{B}$", "$\\text{G}$", "$\\text{O}$")
+    assert match_choice("$\\text{B}$", "A", latex) and not match_choice("$\\text{B}$", "B", latex)
+    assert match_choice("\\text{B}", "B", ("red", "blue"))  # a wrapped letter that is no option's text
 
 
 def test_match_choice_exact_text_before_normalised_text() -> None:
