@@ -598,8 +598,9 @@ class MathVR(Benchmark):
     ``scoring_points``, ``scores``. Placeholders are removed and their images attached in order, as the
     official inference script does.
 
-    The dataset card does not pin the type of ``answers``: a list of strings, a JSON-encoded list, or a
-    plain string or number (``"68"``, ``"x=1, y=2"``) are all accepted.
+    The Hugging Face parquet could not be read while this adapter was written (the official scripts
+    load it with ``datasets``). The dataset card does not pin the type of ``answers``: a list of
+    strings, a JSON-encoded list, or a plain string or number (``"68"``, ``"x=1, y=2"``) are accepted.
 
     Scoring: :func:`score_mathvr`. The official ``Math-VR-Eval.py`` asks GPT-4.1 whether the solution is
     fully correct (Answer Correctness) and for rubric points (Process Score); there is no rule-based
@@ -668,6 +669,9 @@ class VStar(Benchmark):
       Without ``test_questions.jsonl`` the options are shown in an order shuffled with a seed derived
       from the question id (the stored order always puts the answer first), and ``meta["option_order"]``
       says so: letters are then not comparable with other harnesses.
+
+    The fields of ``test_questions.jsonl`` are those the common harnesses read (LLaVA's question format);
+    the Hugging Face file itself could not be read while this adapter was written.
 
     Scoring: :func:`score_vstar`, the option letter (or the option's text). The official
     ``vstar_bench_eval.py`` (penghao-wu/vstar, ``eval_model``) does not generate: it picks the option with
@@ -951,6 +955,10 @@ class HRMMSearch(Benchmark):
     Format (Hugging Face ``sensenova/HR-MMSearch``): ``data/train-*.parquet`` (or ``*.parquet``) with
     ``sample_id``, ``query``, ``query_image`` (image struct), ``ground_truth``, ``difficulty``,
     ``category``.
+
+    The Hugging Face parquet could not be read while this adapter was written: the fields are those of the
+    dataset card. SenseNova-MARS's own evaluation reads a converted ``data.jsonl`` (``prompt``,
+    ``reward_model.ground_truth``, ``image``), not this parquet.
 
     Scoring: :func:`score_hrmmsearch`, token F1 against the gold (the AXPO paper's protocol for search
     questions: "F1 score for search questions"). The authors of the benchmark grade differently:
