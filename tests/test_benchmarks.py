@@ -949,3 +949,12 @@ def test_runner_reads_real_benchmarks_from_data_root(config, tmp_path: Path) -> 
         benchmark_questions(cfg, "mmsearch")  # <data_root>/mmsearch does not exist
     synthetic = benchmark_questions(config, "control_shapes")
     assert len(synthetic) == config.evaluation.questions
+
+
+def test_evaluation_token_budgets_replace_the_rollouts(config) -> None:
+    from axpo_core.evaluation.runner import evaluation_config
+
+    assert evaluation_config(config).rollout.max_total_tokens == config.rollout.max_total_tokens  # None: same
+    ev = config.evaluation.model_copy(update={"max_total_tokens": 40960, "max_new_tokens_per_turn": 32768})
+    rollout = evaluation_config(config.model_copy(update={"evaluation": ev})).rollout
+    assert (rollout.max_total_tokens, rollout.max_new_tokens_per_turn, rollout.max_turns) == (40960, 32768, 5)
