@@ -104,6 +104,9 @@ class TrainingConfig(Section):
     questions_per_round: int = Field(8, ge=1)  # B
     pool_size: int = Field(90, ge=1)  # training questions generated before the RL data filter
     filter_samples: int = Field(4, ge=1)  # drop questions the SFT model solves n / n times (the paper: 4)
+    # The paper's second filter: drop questions the teacher (its Qwen3-VL-32B-Thinking) fails n / n times.
+    # A local checkpoint folder; None: no teacher filter (the synthetic suites' oracles are the teacher).
+    teacher_path: str | None = None
     learning_rate: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -137,6 +140,9 @@ class EvaluationConfig(Section):
     samples: int = Field(4, ge=1)  # n per question
     k: list[int] = [1, 4]
     max_turns: int = Field(5, ge=1)
+    # Token budgets of evaluation rollouts (the paper: 32,768 response tokens); None: the rollout's.
+    max_new_tokens_per_turn: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(None, ge=16)
     # The paper's protocol is T 0.7, top-p 0.8, top-k 20, presence penalty 1.5 (the real-scale configs). The
     # tiny default drops the presence penalty: it subtracts 1.5 from every token already in the turn, and a
     # tiny model's logits are not peaked enough to write a tool call's JSON (which repeats `"`, `,` and
@@ -307,6 +313,19 @@ def config_problems(config: Config) -> list[Problem]:
                 f"{r.max_new_tokens_per_turn} is above rollout.max_total_tokens={r.max_total_tokens}",
             )
         )
+    t = config.training
+    if t.questions_per_round > t.pool_size:
+        out.append(
+            Problem(
+                ("training.questions_per_round", "training.pool_size"),
+                f"{t.questions_per_round} questions per round from a pool of {t.pool_size} (before the "
+                "data filter): every round would reuse the same questions; raise training.pool_size",
+            )
+        )
+    if t.teacher_path is not None and not t.teacher_path.strip():
+        out.append(
+            Problem(("training.teacher_path",), "is empty (a checkpoint folder, or null for no filter)")
+        )
     if not config.training.suites:
         out.append(Problem(("training.suites",), f"is empty; known suites: {_known(SUITES)}"))
     for i, suite in enumerate(config.training.suites):
@@ -315,6 +334,16 @@ def config_problems(config: Config) -> list[Problem]:
                 Problem((f"training.suites.{i}",), f"unknown suite {short(suite)}; known: {_known(SUITES)}")
             )
     ev = config.evaluation
+    eval_turn = ev.max_new_tokens_per_turn or r.max_new_tokens_per_turn
+    eval_total = ev.max_total_tokens or r.max_total_tokens
+    own_budget = ev.max_new_tokens_per_turn is not None or ev.max_total_tokens is not None
+    if own_budget and eval_turn > eval_total:  # (the rollout's own pair is checked above)
+        out.append(
+            Problem(
+                ("evaluation.max_new_tokens_per_turn", "evaluation.max_total_tokens"),
+                f"{eval_turn} tokens per turn is above the evaluation's max_total_tokens={eval_total}",
+            )
+        )
     if not ev.k or min(ev.k) < 1:
         out.append(Problem(("evaluation.k",), f"pass@k needs at least one k, each >= 1; got k={short(ev.k)}"))
     elif max(ev.k) > ev.samples:
@@ -422,6 +451,7 @@ def environment_problems(config: Config) -> list[Problem]:
             out.append(Problem((field,), f"{short(value)} has no {need} (not a from_pretrained folder)"))
 
     folder("model.path", config.model.path, need="config.json")
+    folder("training.teacher_path", config.training.teacher_path, need="config.json")
     index = config.tools.search_index
     if index is not None and not Path(index).expanduser().exists():
         out.append(Problem(("tools.search_index",), f"no such file or folder: {short(index)}"))

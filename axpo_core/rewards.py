@@ -27,9 +27,11 @@ characters are not parsed as numbers (Python refuses to convert integers of over
 
 Matching: ``exact`` compares :func:`normalize`-d strings; ``numeric`` compares numbers (see
 :func:`match_numeric`); ``choice`` accepts the option letter or the option text (see
-:func:`match_choice`); ``approx`` compares numbers within an absolute tolerance of 1e-3 (DynaMath's
-rule, see :func:`match_approx`); ``f1`` is graded, not binary: the token-level F1 of MMSearch / SQuAD
-(see :func:`f1_score`), the maximum over the gold answer and its alternatives.
+:func:`match_choice`: a letter first, exact option text before normalised text); ``approx`` compares
+numbers within an absolute tolerance of 1e-3 (DynaMath's rule, see :func:`match_approx`);
+``contains`` accepts an answer that contains the gold answer (DynaMath's rule for its text answers, see
+:func:`match_contains`); ``f1`` is graded, not binary: the token-level F1 of MMSearch / SQuAD (see
+:func:`f1_score`), the maximum over the gold answer and its alternatives.
 
 For ``f1`` the reward is the F1 itself, in [0, 1]. Everything that thresholds rewards (a trajectory is
 "correct" when its reward is > 0.5) therefore counts a search answer correct when its F1 exceeds 0.5;
@@ -45,17 +47,19 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
 
-AnswerType = Literal["exact", "numeric", "choice", "approx", "f1"]
-ANSWER_TYPES: tuple[str, ...] = ("exact", "numeric", "choice", "approx", "f1")
+AnswerType = Literal["exact", "numeric", "choice", "approx", "contains", "f1"]
+ANSWER_TYPES: tuple[str, ...] = ("exact", "numeric", "choice", "approx", "contains", "f1")
 
 __all__ = [
     "ANSWER_TYPES",
     "APPROX_ABS_TOL",
     "AnswerType",
+    "choice_indices",
     "extract_answer",
     "f1_score",
     "match_approx",
     "match_choice",
+    "match_contains",
     "match_exact",
     "match_f1",
     "match_numeric",
@@ -228,36 +232,70 @@ _LETTER = re.compile(
 )
 
 
-def _choice_index(s: str, options: list[str]) -> int | None:
-    """Index of the option ``s`` names (text first, then letter), or None; ``s`` is normalized."""
-    if s in options:
-        return options.index(s)
-    m = _LETTER.match(s)
+def _letter_index(text: str, options: Sequence[str]) -> int | None:
+    """The option a letter form names ("b", "(b)", "b.", "option b", "(b) red" with option b's text), in
+    lower-cased ``text``; None when ``text`` is no letter form, the letter is out of range, or its text
+    is another option's."""
+    m = _LETTER.match(text)
     if m is None:
         return None
-    letter = m.group(1) or m.group(2) or m.group(3)
+    index = ord(m.group(1) or m.group(2) or m.group(3)) - ord("a")
     rest = m.group(4).strip()
-    index = ord(letter) - ord("a")
-    if options:
-        if index >= len(options) or (rest and rest != options[index]):
-            return None
-    elif rest:
+    if index < len(options) and (not rest or rest == normalize(options[index])):
+        return index
+    return None
+
+
+def choice_indices(s: str, choices: Sequence[str]) -> frozenset[int] | None:
+    """The options ``s`` names, or None: a letter first, then an option's exact text, then its text after
+    :func:`normalize`, unless normalising makes that option equal to another one.
+
+    Order matters. A letter ("B", "(B)", "B.", "option B", "(B) red") names its option whatever the option
+    texts are, so an answer can never be re-read as a different option's text. Exact text comes before
+    normalised text because :func:`normalize` drops case and trailing periods: when two options differ
+    only that way (HR-Bench's "ELEVATE" and "ELEVATE."), only the exact text tells them apart, and an
+    answer that matches both after normalising names neither. Options with identical text (MATH-V has
+    some) are all named by that text. A letter is recognised before LaTeX is unwrapped, so an option
+    written ``$\\text{B}$`` is matched by its text; a wrapped letter (``\\text{B}``) that is no option's
+    text still counts as the letter, last.
+    """
+    options = list(choices)
+    n = normalize(s)
+    if not n:
         return None
-    return index
+    light = " ".join(s.split()).lower().rstrip(". ").strip()  # case, spacing, a trailing period: no LaTeX
+    index = _letter_index(light, options)
+    if index is not None:
+        return frozenset({index})
+    exact = frozenset(i for i, o in enumerate(options) if o.strip() == s.strip())
+    if exact:
+        return exact
+    same = frozenset(i for i, o in enumerate(options) if normalize(o) == n)
+    if len({options[i].strip() for i in same}) > 1:  # normalising merged options that differ: exact only
+        return None
+    if same:
+        return same
+    index = _letter_index(n, options)
+    return None if index is None else frozenset({index})
 
 
 def match_choice(pred: str, gold: str, choices: Sequence[str] | None) -> bool:
     """Same option: ``pred`` and ``gold`` may each be a letter ("B", "(B)", "B.", "B)") or the
-    option text; "(B) red" must name a consistent letter and text.
+    option text; "(B) red" must name a consistent letter and text. See :func:`choice_indices` for the
+    order (letter, exact text, normalised text without collisions), which cannot turn a right answer
+    into a wrong one or the reverse when two options differ only by case or a trailing period.
 
-    Option text is tried before letters, so an option literally called "a" is matched as text.
     Without ``choices`` only letter-to-letter and exact text comparisons are possible.
     """
-    options = [normalize(c) for c in choices] if choices else []
+    if choices:
+        p, g = choice_indices(pred, choices), choice_indices(gold, choices)
+        return p is not None and g is not None and bool(p & g)
     p, g = normalize(pred), normalize(gold)
-    p_index, g_index = _choice_index(p, options), _choice_index(g, options)
-    if p_index is not None and g_index is not None:
-        return p_index == g_index
+    p_letter, g_letter = _LETTER.match(p), _LETTER.match(g)
+    if p_letter and g_letter and not p_letter.group(4) and not g_letter.group(4):
+        return (p_letter.group(1) or p_letter.group(2) or p_letter.group(3)) == (
+            g_letter.group(1) or g_letter.group(2) or g_letter.group(3)
+        )
     return bool(p) and p == g
 
 
@@ -276,6 +314,15 @@ def match_approx(pred: str, gold: str, abs_tol: float = APPROX_ABS_TOL) -> bool:
         return match_exact(pred, gold)
     p = _parse_number(pred)
     return p is not None and abs(p - g) <= Fraction(str(abs_tol))
+
+
+def match_contains(pred: str, gold: str) -> bool:
+    """The gold answer occurs in the prediction: DynaMath's rule for every answer type other than float
+    and multiple choice (``gold in answer`` in its evaluation script), case-sensitive as there. LaTeX
+    wrappers (``\\text{}``, ``$``) and runs of whitespace are removed from both sides first; an empty gold
+    never matches."""
+    g = " ".join(_unwrap_text(gold).replace("$", "").split())
+    return bool(g) and g in " ".join(_unwrap_text(pred).replace("$", "").split())
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -330,6 +377,8 @@ def score(text: str, gold: str, answer_type: AnswerType, choices: Sequence[str] 
         ok = match_numeric(pred, gold)
     elif answer_type == "approx":
         ok = match_approx(pred, gold)
+    elif answer_type == "contains":
+        ok = match_contains(pred, gold)
     else:
         ok = match_choice(pred, gold, choices)
     return 1.0 if ok else 0.0

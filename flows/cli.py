@@ -175,8 +175,28 @@ def _print_where(ctx_tracking_uri: str, report_uri: str) -> None:
     print(f"open the MLflow UI: {ui_command(ctx_tracking_uri)}")
 
 
+def cmd_run_dry(args: argparse.Namespace) -> None:
+    """`axpo run --dry-run`: the effective recipe next to the paper's values, and what this machine lacks
+    for the config; no weights are loaded, nothing runs."""
+    from axpo_core.config import environment_problems
+    from axpo_core.recipe import format_recipe
+
+    config = load_config(args.config, args.overrides, check_environment=False)
+    source = args.config or "the default config (configs/tiny.yaml)"
+    print(f"recipe of {source} (experiment {config.experiment}):")
+    print(format_recipe(config))
+    print("! = differs from the paper's value; '-' = not given by the paper (this project's choice)")
+    problems = environment_problems(config)
+    for p in problems:
+        print(f"not ready on this machine: {p.fields[0]}: {p.message}")
+    print("dry run: nothing loaded or run" + ("" if problems else "; the config is ready to run here"))
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """The main job: the pipeline flow (build → SFT → filter → GRPO and AXPO → evaluate → report)."""
+    if args.dry_run:
+        cmd_run_dry(args)
+        return
     config = _flow_config(args)
     from flows.pipeline import pipeline
 
@@ -203,8 +223,39 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         _print_where(results[0].tracking_uri, results[0].report_uri)
 
 
+def cmd_eval_validate(args: argparse.Namespace) -> None:
+    """`axpo eval --validate-only`: how many questions of each real benchmark load from
+    evaluation.data_root, every row and image checked; no model, no Prefect. Fails (exit 2) when a
+    benchmark's data is bad, or a benchmark named in evaluation.benchmarks has no folder."""
+    from axpo_core.evaluation.runner import validate_benchmarks
+
+    config = load_config(args.config, args.overrides, check_environment=False)
+    checks = validate_benchmarks(config)
+    width = max(len(c.benchmark) for c in checks)
+    cap = config.evaluation.questions
+    for c in checks:
+        if c.questions is not None:
+            used = f" (evaluation reads the first {cap})" if cap < c.questions else ""
+            print(f"{c.benchmark:<{width}}  {c.questions:6d} questions  {c.folder}{used}")
+        elif c.error is not None:
+            print(f"{c.benchmark:<{width}}  BAD DATA: {c.error}")
+        else:
+            skipped = "" if c.required else " (skipped)"
+            print(f"{c.benchmark:<{width}}  {'-':>6}  no folder {c.folder}{skipped}")
+    failed = [c.benchmark for c in checks if not c.ok]
+    if failed:
+        raise ValueError(f"benchmark data did not validate: {', '.join(failed)}")
+    if all(c.questions is None for c in checks):
+        raise ValueError(f"no benchmark folder under {config.evaluation.data_root}")
+    loaded = sum(c.questions or 0 for c in checks)
+    print(f"ok: {loaded} questions in {sum(c.questions is not None for c in checks)} benchmarks")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate one checkpoint (a local folder, a store URI, or the config's base model) on the benchmarks."""
+    if args.validate_only:
+        cmd_eval_validate(args)
+        return
     config = _flow_config(args)
     from flows.evaluation import run_evaluation
     from flows.runtime import make_context
@@ -352,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--run-name", default=None, help="default: <experiment>-<config hash>; the same name resumes"
     )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the effective recipe next to the paper's values; load and run nothing",
+    )
     run.set_defaults(func=cmd_run)
 
     sweep = sub.add_parser("sweep", help="the pipeline across scales (and seeds) under one MLflow parent run")
@@ -366,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default=None, help="folder or store URI (default: the base model)")
     evaluate.add_argument("--stage", default="Base", help="the row label in the results table")
     evaluate.add_argument("--run-name", default=None)
+    evaluate.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="check the real benchmarks' files under evaluation.data_root and print how many questions "
+        "load (no model)",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     report = sub.add_parser(
@@ -438,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     (`AXPO_DEBUG=1` prints it first); Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
     try:
-        if args.func in FLOW_COMMANDS:
+        if (
+            args.func in FLOW_COMMANDS
+            and not getattr(args, "validate_only", False)
+            and not getattr(args, "dry_run", False)
+        ):
             from flows.runtime import configure_prefect, in_process_run
 
             configure_prefect()  # before Prefect is imported: ephemeral server timeouts, analytics off

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
+from axpo_core.evaluation.judge import make_judge
 from axpo_core.evaluation.report import (
     EvalRow,
     build_report,
@@ -68,6 +69,8 @@ def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: 
         benchmark_questions(config, benchmark),
         config.evaluation.samples,
         config.evaluation.k,
+        # the benchmark's own scorer (rule) or an LLM judge, per evaluation.judge
+        judge=make_judge(config.evaluation, device=config.model.device),
     )
     uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(benchmark)
     ctx.store.put_jsonl(uri, result.records)

@@ -9,7 +9,7 @@ from prefect import task
 
 from axpo_core.models.loader import ensure_model
 from axpo_core.rollout.factory import MODEL_CACHE, build_engine
-from axpo_core.training.data import filter_solved, question_pool
+from axpo_core.training.data import filter_rl_pool
 from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint
 from tasks.persistence import RESUMABLE
 from tasks.progress import progress_enabled
@@ -40,9 +40,18 @@ def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
 
 @task(name="filter_rl_data", **RESUMABLE)
 def filter_rl_data(ctx: RunContext, policy: CheckpointRef) -> tuple[list[str], dict]:
-    """The paper's filter: keep the pool questions the starting policy does not solve n out of n times."""
+    """The paper's filter: keep the pool questions the starting policy does not solve n out of n times
+    and, with `training.teacher_path`, that the teacher solves at least once in n."""
     config = ctx.config
-    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
-    kept, summary = filter_solved(engine, question_pool(config), config.training.filter_samples)
+    teacher_path = config.training.teacher_path
+
+    def teacher():  # loaded after the policy's pass, whose engine is then released
+        return build_engine(config, model_path=teacher_path)[0]
+
+    kept, summary = filter_rl_pool(
+        build_engine(config, policy=load_checkpoint(ctx, policy.uri))[0],
+        config,
+        teacher if teacher_path else None,
+    )
     ctx.store.put_json(ctx.layout(policy.scale).base + "/data/rl_questions.json", {"kept": kept, **summary})
     return kept, summary

@@ -93,7 +93,7 @@ def make_mathvision_parquet(folder: Path) -> None:
     write_parquet(folder / "data" / "testmini-00000-of-00001-f8ff70fcb2f29b1d.parquet", rows)
 
 
-def make_dynamath(folder: Path) -> None:
+def make_dynamath(folder: Path, extra: dict | None = None) -> None:
     """GitHub DynaMath/DynaMath: dataset.json (id -> question) + image/imageN.png."""
     data = {
         "1": {
@@ -120,11 +120,80 @@ def make_dynamath(folder: Path) -> None:
             "subject": "statistics",
             "level": "elementary school",
         },
+        **(extra or {}),
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.json").write_text(json.dumps(data, indent=4))
     for key in data:
         save_image(folder / "image" / f"image{key}.png", RED)
+
+
+def dynamath_entry(question: str, answer: str, answer_type: str, key: str) -> dict:
+    return {
+        "question": question,
+        "answer": answer,
+        "image": f"image/image{key}.png",
+        "answer_type": answer_type,
+        "subject": "algebra",
+        "level": "high school",
+    }
+
+
+# Entries as published in DynaMath's dataset.json (2024-11), each a form the first adapter rejected or
+# misread: answer types "single answer" and "int", and multiple-choice options without "Choices: (A)".
+DYNAMATH_PUBLISHED = {
+    "465": dynamath_entry(
+        "The results are displayed in the Venn diagram below. How many more customers prefer only "
+        "Non-Organic products than only Organic ones?",
+        "49",
+        "single answer",
+        "465",
+    ),
+    "477": dynamath_entry(
+        "Matrix A is given in the image. What is the sum of all elements in the matrix A?",
+        "-15.700000000000001",
+        "int",
+        "477",
+    ),
+    "245": dynamath_entry(
+        "Which data structure is the following graph shown?  (A) heap (B) stack (C) binary tree "
+        "(D) planted tree ",
+        "C",
+        "multiple choice",
+        "245",
+    ),
+    "298": dynamath_entry(
+        "Which differential equation generates the slope field? (A) -2x + -2y (B) -2x - 2y (C) -2y - 2x "
+        "(D) -2x (E) -2x - 2y ",
+        "E",
+        "multiple choice",
+        "298",
+    ),
+    "366": dynamath_entry(
+        "Which group has the largest Y value?\nA. Group 1\nB. Group 2\nC. Group 3",
+        "A",
+        "multiple choice",
+        "366",
+    ),
+    "468": dynamath_entry(
+        "What is the intersection of sets A and B?\nA: [2, 8, 10]\nB: [1, 2, 8]\nC: [1, 11]\nD: [3, 4, 6]\n",
+        "D",
+        "multiple choice",
+        "468",
+    ),
+    "127": dynamath_entry(
+        "We turn the sheet clockwise through 90°. Which figure can we now see? choice: (A) (B) (C) (D)",
+        "A",
+        "multiple choice",
+        "127",
+    ),
+    "139": dynamath_entry(
+        "For which point will you obtain the smallest quotient?  choice: (A) A (B) B (C) C (D)",
+        "B",
+        "multiple choice",
+        "139",
+    ),
+}
 
 
 def make_mathvr(folder: Path) -> None:
@@ -153,8 +222,9 @@ def make_mathvr(folder: Path) -> None:
     write_parquet(folder / "data" / "test-00000-of-00001.parquet", rows)
 
 
-def make_vstar(folder: Path) -> None:
-    """craigwu/vstar_bench: <category>/<stem>.jpg + <stem>.json, options[0] is correct."""
+def make_vstar(folder: Path, published_order: bool = True, labels: bool = True) -> None:
+    """craigwu/vstar_bench: <category>/<stem>.jpg + <stem>.json (options[0] is correct) and
+    test_questions.jsonl, the published option order in the LLaVA question format with a label."""
     save_image(folder / "direct_attributes" / "sa_1.jpg", RED, (64, 48))
     (folder / "direct_attributes" / "sa_1.json").write_text(
         json.dumps(
@@ -177,6 +247,28 @@ def make_vstar(folder: Path) -> None:
             }
         )
     )
+    if not published_order:
+        return
+    trailer = "\nAnswer with the option's letter from the given choices directly."
+    rows = [
+        {
+            "image": "direct_attributes/sa_1.jpg",
+            "text": "What is the colour of the glove?\n(A) blue\n(B) white\n(C) red\n(D) green" + trailer,
+            "category": "direct_attributes",
+            "question_id": 0,
+            "label": "C",
+        },
+        {
+            "image": "relative_position/sa_2.png",
+            "text": "Is the cup on the left or right of the dog?\n(A) left\n(B) right" + trailer,
+            "category": "relative_position",
+            "question_id": 1,
+            "label": "A",
+        },
+    ]
+    if not labels:
+        rows = [{k: v for k, v in r.items() if k != "label"} for r in rows]
+    write_jsonl(folder / "test_questions.jsonl", rows)
 
 
 def make_visualprobe(folder: Path) -> None:
@@ -265,13 +357,13 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[tuple[int, str, s
     "dynamath": (
         make_dynamath,
         ["dynamath-1", "dynamath-5", "dynamath-2"],
-        [(0, "2.094", "2.1", "approx"), (1, "no", "A", "choice"), (2, "may", "June", "exact")],
+        [(0, "2.094", "2.1", "approx"), (1, "no", "A", "choice"), (2, "May", "June", "contains")],
     ),
     "mathvr": (make_mathvr, ["mathvr-0", "mathvr-1"], [(0, "3", "4", "numeric"), (1, "7.0", "8", "numeric")]),
     "vstar": (
         make_vstar,
         ["vstar-direct_attributes-sa_1", "vstar-relative_position-sa_2"],
-        [(0, "red", "blue", "choice"), (1, "left", "right", "choice")],
+        [(0, "C", "blue", "choice"), (0, "red", "A", "choice"), (1, "left", "right", "choice")],
     ),
     "visualprobe": (
         make_visualprobe,
@@ -351,6 +443,31 @@ def test_mathvision_questions(tmp_path: Path) -> None:
     assert free.meta["level"] == 1 and free.meta["group"] == "reasoning"
 
 
+def test_mathvision_five_letter_options_and_official_equality(tmp_path: Path) -> None:
+    rows = [
+        {"id": "6", "question": "Which one?", "options": ["(A)", "(B)", "(C)", "(D)", "(E)"], "answer": "D"},
+        {"id": "7", "question": "Who?", "options": ["A", "C", "C", "D", "it depends"], "answer": "C"},
+        {"id": "8", "question": "Length?", "options": [], "answer": "\\frac{7}{3}"},
+        {"id": "9", "question": "Point?", "options": [], "answer": "(1,2)"},
+    ]
+    write_jsonl(
+        tmp_path / "mv" / "data" / "testmini.jsonl", [{**r, "image": f"images/{r['id']}.jpg"} for r in rows]
+    )
+    for r in rows:
+        save_image(tmp_path / "mv" / "images" / f"{r['id']}.jpg", RED)
+    letters, repeated, fraction, point = get_benchmark("mathvision").load(tmp_path / "mv")
+    assert letters.choices == ("A", "B", "C", "D", "E") and "(A) (A)" not in letters.text
+    assert "Options: A, B, C, D, E." in letters.text
+    mv = get_benchmark("mathvision")
+    assert mv.score(letters, boxed("D")) == 1.0 and mv.score(letters, boxed("(D)")) == 1.0
+    assert mv.score(letters, boxed("E")) == 0.0
+    # option B's text is "C": the letter C names option C, the gold
+    assert mv.score(repeated, boxed("C")) == 1.0 and mv.score(repeated, boxed("B")) == 0.0
+    # is_equal: values compared to 2 decimals, tuples element by element
+    assert mv.score(fraction, boxed("2.33")) == 1.0 and mv.score(fraction, boxed("2.3")) == 0.0
+    assert mv.score(point, boxed("(1, 2.001)")) == 1.0 and mv.score(point, boxed("(2,1)")) == 0.0
+
+
 def test_mathvision_parquet_layout_matches_jsonl(tmp_path: Path) -> None:
     make_mathvision(tmp_path / "jsonl")
     make_mathvision_parquet(tmp_path / "parquet")
@@ -369,7 +486,53 @@ def test_dynamath_parses_inline_choices_and_hints(tmp_path: Path) -> None:
     )
     assert score(boxed("2.0954"), floating.answer, "approx") == 1.0  # |diff| = 0.001: DynaMath's tolerance
     assert score(boxed("2.0955"), floating.answer, "approx") == 0.0
-    assert text.meta["dynamath_type"] == "text"
+    assert text.meta["dynamath_type"] == "text" and text.answer_type == "contains"
+
+
+def test_dynamath_published_answer_types_and_option_forms(tmp_path: Path) -> None:
+    make_dynamath(tmp_path / "dm", DYNAMATH_PUBLISHED)
+    questions = {
+        q.question_id.removeprefix("dynamath-"): q for q in get_benchmark("dynamath").load(tmp_path / "dm")
+    }
+    assert len(questions) == 3 + len(DYNAMATH_PUBLISHED)  # nothing rejected
+    single, integer = questions["465"], questions["477"]
+    assert single.answer_type == integer.answer_type == "contains"
+    assert single.meta["dynamath_type"] == "single answer" and integer.meta["dynamath_type"] == "int"
+    assert questions["245"].choices == ("heap", "stack", "binary tree", "planted tree")
+    assert questions["298"].choices[4] == "-2x - 2y" and questions["298"].answer == "E"
+    assert questions["366"].choices == ("Group 1", "Group 2", "Group 3")
+    assert questions["468"].choices == ("[2, 8, 10]", "[1, 2, 8]", "[1, 11]", "[3, 4, 6]")
+    assert questions["127"].choices == ("A", "B", "C", "D")  # options drawn in the picture
+    assert questions["139"].choices == ("A", "B", "C", "D")  # "(D)" without text is its letter
+    dm = get_benchmark("dynamath")
+    # the official rule for every type but float and multiple choice: the gold is a substring of the answer
+    assert dm.score(single, boxed("49")) == 1.0 and dm.score(single, boxed("There are 49 more")) == 1.0
+    assert dm.score(single, boxed("4")) == 0.0  # the gold "49" is not in "4" (only the reverse)
+    assert dm.score(questions["2"], boxed("May")) == 1.0 and dm.score(questions["2"], boxed("may")) == 0.0
+    assert dm.score(integer, boxed("-15.7")) == 0.0  # the published float artefact, as the official rule
+    assert (
+        dm.score(questions["245"], boxed("C")) == 1.0
+        and dm.score(questions["245"], boxed("binary tree")) == 1.0
+    )
+    assert dm.score(questions["468"], boxed("D")) == 1.0 and dm.score(questions["468"], boxed("A")) == 0.0
+    # "-2x - 2y" is both B and E: a letter decides; the text names both options (the gold among them)
+    assert dm.score(questions["298"], boxed("E")) == 1.0 and dm.score(questions["298"], boxed("B")) == 0.0
+    # float answers are read from their first token, pi multiplying, as DynaMath's script reads them
+    assert dm.score(questions["1"], boxed("2.094 radians")) == 1.0
+    assert dm.score(questions["1"], boxed("\\frac{2}{3}\u03c0")) == 1.0  # (2/3) * pi = 2.0944
+    assert dm.score(questions["1"], boxed("0.6667\u03c0")) == 1.0
+
+
+def test_dynamath_multiple_choice_without_options_names_the_field(tmp_path: Path) -> None:
+    broken = {"9": dynamath_entry("Which one is larger?", "A", "multiple choice", "9")}
+    make_dynamath(tmp_path / "dm", broken)
+    expect_error(
+        lambda: get_benchmark("dynamath").load(tmp_path / "dm"), "dataset.json: entry '9'", "'question'"
+    )
+    make_dynamath(tmp_path / "dm2", {"9": dynamath_entry("Pick: (A) x (B) y", "C", "multiple choice", "9")})
+    expect_error(
+        lambda: get_benchmark("dynamath").load(tmp_path / "dm2"), "entry '9'", "field 'answer'", "'C'"
+    )
 
 
 def test_mathvr_images_follow_placeholders(tmp_path: Path) -> None:
@@ -381,14 +544,32 @@ def test_mathvr_images_follow_placeholders(tmp_path: Path) -> None:
     assert multimodal.meta["needs_judge"] is False
 
 
-def test_vstar_shuffles_options_stably_and_keeps_gold_text(tmp_path: Path) -> None:
+def test_vstar_uses_the_published_option_order(tmp_path: Path) -> None:
     make_vstar(tmp_path / "vs")
     attr, rel = get_benchmark("vstar").load(tmp_path / "vs")
-    assert sorted(attr.choices) == ["blue", "green", "red", "white"] and attr.answer == "red"
-    assert attr.images[0].size == (64, 48) and attr.meta["category"] == "direct_attributes"
-    letter = chr(ord("A") + attr.choices.index("red"))
-    assert score(boxed(letter), attr.answer, "choice", attr.choices) == 1.0
-    assert rel.meta["target_object"] == ["cup", "dog"]
+    assert attr.choices == ("blue", "white", "red", "green") and attr.answer == "C"
+    assert attr.text.startswith("What is the colour of the glove?\nOptions: (A) blue (B) white (C) red")
+    assert "Answer with the option's letter from the given choices directly" not in attr.text
+    assert attr.images[0].size == (64, 48) and attr.meta["option_order"] == "published"
+    assert (
+        rel.choices == ("left", "right") and rel.answer == "A" and rel.meta["category"] == "relative_position"
+    )
+    vstar = get_benchmark("vstar")
+    assert vstar.score(attr, boxed("C")) == 1.0 and vstar.score(attr, boxed("red")) == 1.0
+    assert vstar.score(attr, boxed("A")) == 0.0
+    # copies of test_questions.jsonl from before the labels: the gold is the annotation's first option
+    make_vstar(tmp_path / "old", labels=False)
+    assert [q.answer for q in get_benchmark("vstar").load(tmp_path / "old")] == ["C", "A"]
+
+
+def test_vstar_without_test_questions_shuffles_stably(tmp_path: Path) -> None:
+    make_vstar(tmp_path / "vs", published_order=False)
+    attr, rel = get_benchmark("vstar").load(tmp_path / "vs")
+    assert sorted(attr.choices) == ["blue", "green", "red", "white"]
+    assert attr.choices[ord(attr.answer) - ord("A")] == "red"
+    assert attr.meta["option_order"].startswith("shuffled") and rel.meta["target_object"] == ["cup", "dog"]
+    assert score(boxed(attr.answer), attr.answer, "choice", attr.choices) == 1.0
+    assert get_benchmark("vstar").load(tmp_path / "vs") == [attr, rel]
 
 
 def test_visualprobe_resolves_images_against_parent(tmp_path: Path) -> None:
@@ -397,6 +578,40 @@ def test_visualprobe_resolves_images_against_parent(tmp_path: Path) -> None:
     sign, animal = get_benchmark("visualprobe").load(folder)
     assert sign.images[0].size == (80, 60) and "<image>" not in sign.text
     assert animal.choices == ("cat", "dog")
+
+
+def test_hrbench_options_that_differ_by_a_trailing_period(tmp_path: Path) -> None:
+    """A published HR-Bench shape: two options differ only by a trailing period. Normalising makes them
+    equal, so only the exact text (or the letter) names one of them; the right text scores 1, the wrong 0."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    b64 = base64.b64encode(image_bytes(GREEN, (96, 64))).decode()
+    write_tsv(
+        folder / "hr_bench_4k.tsv",
+        HR_HEADER,
+        [
+            [
+                "0",
+                "What does the sign say?",
+                "A",
+                "single",
+                "ELEVATE",
+                "ELEVATE.",
+                "ELEVATOR",
+                "LEVEL",
+                b64,
+                "0",
+            ]
+        ],
+    )
+    (q,) = get_benchmark("hrbench4k").load(folder)
+    hr = get_benchmark("hrbench4k")
+    assert hr.score(q, boxed("ELEVATE")) == 1.0 and hr.score(q, boxed("A")) == 1.0
+    assert hr.score(q, boxed("ELEVATE.")) == 0.0 and hr.score(q, boxed("B")) == 0.0
+    assert hr.score(q, boxed("elevate")) == 0.0  # names both options after normalising: neither
+    assert hr.score(q, boxed("elevator")) == 0.0 and hr.score(q, boxed("level")) == 0.0
+    assert score(boxed("ELEVATE"), q.answer, "choice", q.choices) == 1.0  # the engine's reward agrees
+    assert score(boxed("ELEVATE."), q.answer, "choice", q.choices) == 0.0
 
 
 def test_hrbench_references_and_options(tmp_path: Path) -> None:
@@ -412,6 +627,48 @@ def test_hrbench_references_and_options(tmp_path: Path) -> None:
         "category": "cross",
         "cycle_category": "0",
     }
+
+
+def test_mathvr_plain_string_answers(tmp_path: Path) -> None:
+    make_mathvr(tmp_path / "vr")
+    file = tmp_path / "vr" / "data" / "test-00000-of-00001.parquet"
+    rows = pq.read_table(file).to_pylist()
+    rows = [{**r, "answers": json.dumps(r["answers"])} for r in rows]  # a string column
+    rows[0]["answers"], rows[1]["answers"] = "68", "x=1, y=2"
+    write_parquet(file, rows)
+    number, system = get_benchmark("mathvr").load(tmp_path / "vr")
+    assert number.answer == "68" and system.answer == "x=1, y=2" and not system.meta["needs_judge"]
+    vr = get_benchmark("mathvr")
+    assert vr.score(number, boxed("68.0")) == 1.0 and vr.score(system, boxed("x=1, y=2")) == 1.0
+    rows[0]["answers"] = '["3", "4"]'  # JSON-encoded lists still read as lists
+    write_parquet(file, rows)
+    assert get_benchmark("mathvr").load(tmp_path / "vr")[0].answer == "3; 4"
+
+
+def test_validate_counts_without_keeping_images(tmp_path: Path) -> None:
+    for name, (build, ids, _) in CASES.items():
+        build(tmp_path / name)
+        assert get_benchmark(name).validate(tmp_path / name) == len(ids), name
+    path = tmp_path / "hrbench4k" / "hr_bench_4k.tsv"
+    rows = list(csv.reader(path.open(newline=""), delimiter="\t"))
+    rows[3][8] = base64.b64encode(b"not an image" * 9).decode()
+    write_tsv(path, rows[0], rows[1:])
+    expect_error(
+        lambda: get_benchmark("hrbench4k").validate(tmp_path / "hrbench4k"), "line 4", "cannot decode"
+    )
+
+
+def test_rule_judge_uses_the_benchmark_scorer(tmp_path: Path) -> None:
+    make_dynamath(tmp_path / "dm", DYNAMATH_PUBLISHED)
+    single = next(
+        q for q in get_benchmark("dynamath").load(tmp_path / "dm") if q.question_id == "dynamath-465"
+    )
+    assert RuleJudge().judge(single, boxed("49 customers")) == 1.0
+    assert (
+        score(boxed("49 customers"), single.answer, single.answer_type) == 1.0
+    )  # "contains" in the engine too
+    synthetic = Question("control_shapes-0-0", "control_shapes", "?", (), "red", "choice", ("red", "blue"))
+    assert RuleJudge().judge(synthetic, boxed("A")) == 1.0  # not a benchmark: the engine's reward
 
 
 def test_mmsearch_alternatives_and_text_only_queries(tmp_path: Path) -> None:
@@ -504,6 +761,12 @@ def test_missing_image_file(tmp_path: Path) -> None:
     )
     make_vstar(tmp_path / "vs")
     (tmp_path / "vs" / "relative_position" / "sa_2.png").unlink()
+    expect_error(
+        lambda: get_benchmark("vstar").load(tmp_path / "vs"),
+        "test_questions.jsonl: line 2",
+        "'relative_position/sa_2.png' not found",
+    )
+    (tmp_path / "vs" / "test_questions.jsonl").unlink()  # the annotation folders alone
     expect_error(lambda: get_benchmark("vstar").load(tmp_path / "vs"), "sa_2.json", "no image sa_2.*")
 
 
@@ -686,3 +949,12 @@ def test_runner_reads_real_benchmarks_from_data_root(config, tmp_path: Path) -> 
         benchmark_questions(cfg, "mmsearch")  # <data_root>/mmsearch does not exist
     synthetic = benchmark_questions(config, "control_shapes")
     assert len(synthetic) == config.evaluation.questions
+
+
+def test_evaluation_token_budgets_replace_the_rollouts(config) -> None:
+    from axpo_core.evaluation.runner import evaluation_config
+
+    assert evaluation_config(config).rollout.max_total_tokens == config.rollout.max_total_tokens  # None: same
+    ev = config.evaluation.model_copy(update={"max_total_tokens": 40960, "max_new_tokens_per_turn": 32768})
+    rollout = evaluation_config(config.model_copy(update={"evaluation": ev})).rollout
+    assert (rollout.max_total_tokens, rollout.max_new_tokens_per_turn, rollout.max_turns) == (40960, 32768, 5)

@@ -172,3 +172,75 @@ def test_run_failing_inside_a_prefect_task_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     line = _error_line(done.stderr, only=False)
     assert line.startswith("axpo: error: ValueError: SFT data: only 0 of ")
+
+
+def test_eval_validate_only_counts_each_benchmark(tmp_path, capsys):
+    """`axpo eval --validate-only`: per-benchmark counts of a data folder, no model; bad data is one error
+    naming the file, the entry and the field."""
+    from test_benchmarks import CASES, DYNAMATH_PUBLISHED, make_dynamath
+
+    root = tmp_path / "data"
+    for name, (build, _ids, _checks) in CASES.items():
+        build(root / name)
+    make_dynamath(root / "dynamath", DYNAMATH_PUBLISHED)  # the published answer types and option forms
+    assert main(["eval", "--validate-only", "--set", f"evaluation.data_root={root}"]) == 0
+    out = capsys.readouterr().out
+    counts = {line.split()[0]: line.split()[1] for line in out.splitlines() if " questions  " in line}
+    expected = {name: str(len(ids)) for name, (_b, ids, _c) in CASES.items()}
+    assert counts == {**expected, "dynamath": str(3 + len(DYNAMATH_PUBLISHED))}
+    assert f"ok: {sum(map(int, counts.values()))} questions in 9 benchmarks" in out
+
+    data = json.loads((root / "dynamath" / "dataset.json").read_text())
+    del data["465"]["answer"]
+    (root / "dynamath" / "dataset.json").write_text(json.dumps(data))
+    assert main(["eval", "--validate-only", "--set", f"evaluation.data_root={root}"]) == 2
+    captured = capsys.readouterr()
+    bad = next(line for line in captured.out.splitlines() if line.startswith("dynamath"))
+    assert "BAD DATA" in bad and "dataset.json: entry '465': missing field 'answer'" in bad
+    assert "mathvision" in captured.out and "did not validate: dynamath" in captured.err
+
+
+def test_eval_validate_only_as_the_real_command(tmp_path):
+    """The installed command: a benchmark named in evaluation.benchmarks without a folder fails (exit 2);
+    the default (synthetic) benchmark list checks the nine real ones and skips absent folders."""
+    from test_benchmarks import make_mathvision
+
+    make_mathvision(tmp_path / "data" / "mathvision")
+    done = _axpo_subprocess(["eval", "--validate-only", "--set", "evaluation.data_root=data"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "mathvision" in done.stdout and "3 questions" in done.stdout and "vstar" in done.stdout
+    named = _axpo_subprocess(
+        [
+            "eval",
+            "--validate-only",
+            "--set",
+            "evaluation.data_root=data",
+            "--set",
+            "evaluation.benchmarks=[mathvision,vstar]",
+        ],
+        cwd=tmp_path,
+    )
+    assert named.returncode == 2
+    assert "no folder" in named.stdout and "did not validate: vstar" in _error_line(named.stderr)
+
+
+def test_run_dry_run_prints_the_recipe_beside_the_paper(tmp_path):
+    """`axpo run --config configs/qwen3vl-2b.yaml --dry-run`, the real command: the effective recipe with
+    the paper's value beside each number, no weights loaded (the checkpoint folder does not even exist)."""
+    done = _axpo_subprocess(
+        ["run", "--config", str(ROOT / "configs" / "qwen3vl-2b.yaml"), "--dry-run"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line and line[0].isalpha()}
+    assert "8" in rows["rollout.group_size"].split() and "App. A" in rows["rollout.group_size"]
+    assert rows["training.questions_per_round"].split()[1] == "64"
+    assert "this project's choice" in rows["training.questions_per_round"]
+    assert "64274" in rows["sft.examples"] and "Qwen3-VL-32B-Thinking" in rows["training.teacher_path"]
+    assert "not ready on this machine: model.path: no such folder" in done.stdout
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    tiny = _axpo_subprocess(["run", "--dry-run", "--set", "evaluation.samples=8"], cwd=tmp_path)
+    assert tiny.returncode == 0, tiny.stderr
+    flagged = [line.split()[0] for line in tiny.stdout.splitlines() if line[:1].isalpha() and " ! " in line]
+    assert (
+        "evaluation.samples" in flagged and "sft.examples" in flagged and "rollout.group_size" not in flagged
+    )

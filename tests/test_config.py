@@ -55,9 +55,19 @@ def test_overrides_are_validated():
 
 @pytest.mark.parametrize("name", ["tiny", "qwen3vl-2b", "qwen3vl-4b", "qwen3vl-8b", "qwen3vl-32b"])
 def test_shipped_configs_validate(name, tmp_path):
-    """The real scales' configs name a model folder that this machine lacks: given one, they load."""
+    """The real scales' configs name model, teacher and benchmark folders that this machine lacks: given
+    them, they load."""
+    from axpo_core.evaluation.benchmarks import BENCHMARKS
+
     (tmp_path / "config.json").write_text("{}")
-    overrides = [] if name == "tiny" else [f"model.path={tmp_path}"]
+    for bench in BENCHMARKS:
+        (tmp_path / "data" / bench).mkdir(parents=True)
+    folders = [
+        f"model.path={tmp_path}",
+        f"training.teacher_path={tmp_path}",
+        f"evaluation.data_root={tmp_path}/data",
+    ]
+    overrides = [] if name == "tiny" else folders
     config = load_config(DEFAULT_CONFIG.parent / f"{name}.yaml", overrides)
     assert config.experiment == name
     if name != "tiny":
@@ -372,3 +382,68 @@ def test_cli_folder_as_config_and_debug_traceback(tmp_path):
     debug = _axpo(["ui", "--config", str(tmp_path)], debug=True)
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == done.stderr.strip()
+
+
+REAL_CONFIGS = ["qwen3vl-2b", "qwen3vl-4b", "qwen3vl-8b", "qwen3vl-32b"]
+
+
+@pytest.mark.parametrize("name", REAL_CONFIGS)
+def test_real_scale_configs_load_and_follow_the_paper(name: str) -> None:
+    """Every real-scale config loads (the machine check aside: no checkpoints here) and has the numbers
+    App. A of the paper gives; the dry-run recipe flags none of them as different."""
+    from axpo_core.recipe import recipe_rows
+
+    config = load_config(ROOT / "configs" / f"{name}.yaml", check_environment=False)
+    assert config.rollout.group_size == 8 and config.rollout.max_turns == 3
+    assert config.rollout.sampling.temperature == 1.0
+    assert (config.algorithm.eps_low, config.algorithm.eps_high, config.algorithm.kl_beta) == (0.2, 0.4, 1e-3)
+    assert (config.algorithm.budget_ratio, config.algorithm.continuations_per_prefix) == (0.25, 4)
+    assert config.training.filter_samples == 4
+    assert config.training.questions_per_round <= config.training.pool_size
+    assert (config.sft.examples, config.sft.tool_share) == (64274, 0.25)
+    ev = config.evaluation
+    assert (ev.samples, ev.k, ev.max_turns) == (4, [1, 4], 5)
+    assert ev.max_new_tokens_per_turn == 32768 and ev.max_total_tokens >= 32768
+    assert ev.sampling.model_dump() == {
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
+        "presence_penalty": 1.5,
+    }
+    assert len(ev.benchmarks) == 9 and ev.data_root
+    differing = [r.field for r in recipe_rows(config) if r.differs]
+    assert differing == [], differing
+    if name == "qwen3vl-32b":  # the paper: 32B is the teacher, evaluated as Base only
+        assert config.pipeline.stages == ["Base"] and config.training.teacher_path is None
+    else:
+        assert config.training.teacher_path.endswith("Qwen3-VL-32B-Thinking")
+        assert "SFT+AXPO" in config.pipeline.stages and "GRPO" in config.pipeline.stages
+
+
+def test_real_scale_configs_mark_every_number_the_paper_does_not_give() -> None:
+    """Each numeric line of a real-scale YAML is either a number App. A gives (its comment says "the
+    paper") or is marked "this project's choice" (on the line, or in the comment lines right above it)."""
+    import re
+
+    for name in REAL_CONFIGS:
+        lines = (ROOT / "configs" / f"{name}.yaml").read_text().splitlines()
+        block: list[str] = []
+        for line in lines:
+            if line.lstrip().startswith("#"):
+                block.append(line)
+                continue
+            if re.search(r":\s*[-\d.]+(e-?\d+)?\s*(#|$)", line) or re.search(r":\s*\[\d", line):
+                context = line + " ".join(block)
+                assert "the paper" in context or "this project's choice" in context, f"{name}: {line}"
+            block = []  # only the comment lines right above a line count for it
+
+
+def test_questions_per_round_above_the_pool_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"training.questions_per_round: 64 questions per round from a pool of 16"
+    ):
+        load_config(overrides=["training.questions_per_round=64", "training.pool_size=16"])
+    with pytest.raises(ConfigError, match=r"evaluation.max_new_tokens_per_turn: 4096 tokens per turn"):
+        load_config(overrides=["evaluation.max_new_tokens_per_turn=4096"])  # above the rollout's 1024
+    with pytest.raises(ConfigError, match=r"training.teacher_path: no such folder"):
+        load_config(overrides=["training.teacher_path=/nonexistent/teacher"])

@@ -211,12 +211,28 @@ def test_match_choice(pred: str, gold: str, ok: bool) -> None:
     assert match_choice(pred, gold, CHOICES) is ok
 
 
-def test_match_choice_text_before_letter() -> None:
-    """An option whose text is itself a letter is matched as text first."""
-    assert match_choice("a", "a", ("b", "a"))
-    assert match_choice("B", "b", ("b", "a"))  # "B" is the option text "b", not the letter B
-    assert not match_choice("B", "a", ("b", "a"))
-    assert not match_choice("a", "b", ("b", "a"))
+def test_match_choice_letter_first() -> None:
+    """A letter names its option whatever the option texts are (the texts cannot re-read it)."""
+    assert match_choice("a", "A", ("b", "a"))  # "a" is the letter A (option "b"), the gold
+    assert not match_choice("a", "B", ("b", "a"))
+    assert match_choice("B", "B", ("b", "a")) and not match_choice("B", "A", ("b", "a"))
+    assert match_choice("C", "C", ("A", "C", "C", "D", "it depends"))  # letter C, though option B reads "C"
+    # a letter is read before LaTeX is unwrapped: MATH-V's options "$\\text{B}$", "$\\text{G}$", ...
+    latex = ("$\\text{B}$", "$\\text{G}$", "$\\text{O}$")
+    assert match_choice("$\\text{B}$", "A", latex) and not match_choice("$\\text{B}$", "B", latex)
+    assert match_choice("\\text{B}", "B", ("red", "blue"))  # a wrapped letter that is no option's text
+
+
+def test_match_choice_exact_text_before_normalised_text() -> None:
+    """Options that differ only by a trailing period or case: exact text tells them apart, and an answer
+    matching both only after normalising names neither (it can never score the wrong option)."""
+    options = ("ELEVATE", "ELEVATE.", "ELEVATOR")
+    assert match_choice("ELEVATE", "A", options) and not match_choice("ELEVATE", "B", options)
+    assert match_choice("ELEVATE.", "B", options) and not match_choice("ELEVATE.", "A", options)
+    assert not match_choice("elevate", "A", options) and not match_choice("elevate", "B", options)
+    assert match_choice("elevator.", "C", options)  # no collision: normalised text is enough
+    assert match_choice("Red", "A", ("red", "Red")) is False  # case-only collision, not exact: neither
+    assert match_choice("red", "A", ("red", "Red")) and match_choice("Red", "B", ("red", "Red"))
 
 
 def test_match_choice_without_choices() -> None:

@@ -3,9 +3,15 @@
 Every adapter turns benchmark items into :class:`~axpo_core.envs.suites.Question` objects, so the rollout
 engine and :func:`axpo_core.evaluation.runner.evaluate` run them unchanged. Question ids are stable:
 ``<benchmark>-<native id>``. Answer types (see :mod:`axpo_core.rewards`): ``choice`` for multiple choice
-(the gold is the option letter or the option text, as the benchmark stores it), ``numeric`` / ``approx`` /
-``exact`` for free-form math and short answers, ``f1`` for the search benchmarks (the reward is the
-token F1; alternative gold answers ride in ``Question.choices``, which the model never sees).
+(the gold is always the option letter), ``numeric`` / ``approx`` / ``exact`` / ``contains`` for free-form
+math and short answers, ``f1`` for the search benchmarks (the reward is the token F1; alternative gold
+answers ride in ``Question.choices``, which the model never sees).
+
+Scoring: each benchmark has one scorer named after it (``score_mathvision`` ... ``score_mmsearch``, also
+``Benchmark.score``), written after the official evaluation code that its docstring names. The rule judge
+(:class:`axpo_core.evaluation.judge.RuleJudge`) uses it for every benchmark question. Where the authors
+grade with an LLM (HR-Bench, VisualProbe, Math-VR, HR-MMSearch), the rule scorer is a lower bound of
+their score; ``evaluation.judge: llm`` plugs in a local LLM judge instead (rule match first).
 
 Nothing is downloaded: ``load(folder)`` reads the files as the publishers ship them, and every problem
 with them (a missing folder or file, a missing column or field, bad JSON, bad base64, an unreadable or
@@ -23,6 +29,7 @@ import base64
 import binascii
 import csv
 import json
+import math
 import random
 import re
 import sys
@@ -34,6 +41,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from axpo_core import rewards
 from axpo_core.envs.suites import Question, format_options
 from axpo_core.envs.tools import load_image
 from axpo_core.rewards import AnswerType
@@ -51,7 +59,16 @@ __all__ = [
     "UnknownBenchmarkError",
     "VStar",
     "VisualProbe",
+    "benchmark_score",
     "get_benchmark",
+    "score_dynamath",
+    "score_hrbench",
+    "score_hrmmsearch",
+    "score_mathvision",
+    "score_mathvr",
+    "score_mmsearch",
+    "score_visualprobe",
+    "score_vstar",
 ]
 
 Group = Literal["reasoning", "perception", "search"]
@@ -105,14 +122,22 @@ def _text(value: Any, key: str, path: Path, where: str, *, allow_empty: bool = F
     return text.strip()
 
 
-def _str_list(value: Any, key: str, path: Path, where: str, *, skip_empty: bool = False) -> list[str]:
+def _str_list(
+    value: Any, key: str, path: Path, where: str, *, skip_empty: bool = False, scalar: bool = False
+) -> list[str]:
     """A list of strings; parquet gives lists (or numpy arrays), some dumps store them JSON-encoded.
-    ``skip_empty`` drops blank entries instead of rejecting them."""
+    ``skip_empty`` drops blank entries instead of rejecting them; with ``scalar`` a plain string or number
+    ("68", "x=1, y=2", 68) is a one-item list."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            decoded = json.loads(value)
         except json.JSONDecodeError:
-            raise BenchmarkFormatError(path, f"field {key!r} should be a list of strings", where) from None
+            decoded = None if scalar else _NOT_JSON
+        if decoded is _NOT_JSON:
+            raise BenchmarkFormatError(path, f"field {key!r} should be a list of strings", where)
+        value = decoded if isinstance(decoded, (list, tuple)) else ([value] if scalar else decoded)
+    elif scalar and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
     if value is None:
         return []
     if hasattr(value, "tolist"):
@@ -124,6 +149,10 @@ def _str_list(value: Any, key: str, path: Path, where: str, *, skip_empty: bool 
     return [_text(v, f"{key}[{i}]", path, where) for i, v in enumerate(value)]
 
 
+_NOT_JSON = object()
+_PLACEHOLDER_IMAGE = Image.new("RGB", (1, 1))  # validation only: stands in for an image already checked
+
+
 def _decode(data: bytes, source: str, path: Path, where: str, max_pixels: int) -> Image.Image:
     try:
         return load_image(data, max_pixels)
@@ -131,14 +160,18 @@ def _decode(data: bytes, source: str, path: Path, where: str, max_pixels: int) -
         raise BenchmarkFormatError(path, f"{source}: cannot decode image ({exc})", where) from None
 
 
-def _image_file(rel: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int) -> Image.Image:
-    """An image stored next to the annotations: ``rel`` is tried against each base folder in turn."""
+def _image_file(
+    rel: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int, key: str = "image"
+) -> Image.Image:
+    """An image stored next to the annotations: ``rel`` (field ``key``) is tried against each base folder."""
     for base in bases:
         candidate = base / rel
         if candidate.is_file():
-            return _decode(candidate.read_bytes(), f"image {rel!r}", path, where, max_pixels)
+            return _decode(candidate.read_bytes(), f"field {key!r}: image {rel!r}", path, where, max_pixels)
     looked = ", ".join(str(b) for b in bases)
-    raise BenchmarkFormatError(path, f"image file {rel!r} not found (looked in {looked})", where)
+    raise BenchmarkFormatError(
+        path, f"field {key!r}: image file {rel!r} not found (looked in {looked})", where
+    )
 
 
 def _b64_image(value: Any, key: str, path: Path, where: str, max_pixels: int) -> Image.Image:
@@ -161,11 +194,11 @@ def _cell_image(
         if data:
             return _decode(bytes(data), f"field {key!r}", path, where, max_pixels)
         if isinstance(rel, str) and rel:
-            return _image_file(rel, bases, path, where, max_pixels)
+            return _image_file(rel, bases, path, where, max_pixels, key)
     elif isinstance(value, (bytes, bytearray)) and value:
         return _decode(bytes(value), f"field {key!r}", path, where, max_pixels)
     elif isinstance(value, str) and value.strip():
-        return _image_file(value.strip(), bases, path, where, max_pixels)
+        return _image_file(value.strip(), bases, path, where, max_pixels, key)
     raise BenchmarkFormatError(path, f"field {key!r} holds no image", where)
 
 
@@ -228,39 +261,85 @@ def _find_files(folder: Path, patterns: Sequence[str], what: str) -> list[Path]:
     raise BenchmarkFormatError(folder, f"no {what} found (expected {' or '.join(patterns)})")
 
 
-_OPTIONS_TAIL = re.compile(r"(?:choices?|options?)\s*:\s*(\(A\).*)$", re.IGNORECASE | re.DOTALL)
-_OPTION = re.compile(r"\(([A-Z])\)\s*")
+_LABEL = re.compile(r"(?:choices?|options?)\s*:\s*(?=\(A\))", re.IGNORECASE)
+_PAREN_LETTER = re.compile(r"\(([A-Z])\)")
+_LINE_OPTION = re.compile(r"^\s*([A-Z])\s*[.:)]\s*(.*?)\s*$")
 
 
-def _inline_options(question: str, labelled: bool = True) -> list[str] | None:
-    """Options written into the question text, "... Choices: (A) yes (B) no" -> ["yes", "no"]; with
-    ``labelled=False`` the "Choices:" label is optional (the options run from the first "(A)")."""
-    match = _OPTIONS_TAIL.search(question) if labelled else re.search(r"\(A\).*$", question, re.DOTALL)
-    if match is None:
+def _letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def _paren_run(tail: str) -> list[str] | None:
+    """ "(A) heap (B) stack" -> ["heap", "stack"]; an empty option text is its letter ("(A) (B)": the
+    options are drawn in the picture). None unless the letters run A, B, C... (at least two)."""
+    parts = _PAREN_LETTER.split(tail)  # ["", "A", " heap ", "B", " stack"]
+    if parts[0].strip():
         return None
-    parts = _OPTION.split(match.group(1) if labelled else match.group(0))  # ["", "A", "yes ", "B", "no"]
     letters, texts = parts[1::2], [t.strip() for t in parts[2::2]]
-    if letters != [chr(ord("A") + i) for i in range(len(letters))] or not all(texts) or len(texts) < 2:
+    if len(letters) < 2 or letters != _letters(len(letters)):
         return None
-    return texts
+    return [text or letter for letter, text in zip(letters, texts)]
 
 
-def _check_gold_choice(gold: str, choices: Sequence[str], path: Path, where: str) -> None:
-    """The gold must name an option: a letter within range or one option's exact text."""
-    letter = gold.strip().strip("()").upper()
-    if len(letter) == 1 and "A" <= letter < chr(ord("A") + len(choices)):
-        return
-    if gold in choices:
-        return
-    raise BenchmarkFormatError(path, f"answer {gold!r} is not one of the {len(choices)} options", where)
+def _inline_options(question: str) -> list[str] | None:
+    """Options written into the question text, in the forms the published files use:
+
+    - "... Choices: (A) yes (B) no" (also "choice:", "Options:"), the options run from the label;
+    - "... (A) heap (B) stack (C) binary tree" without a label, from the last "(A)" that starts a run;
+    - one option per line at the end: "A. Group 1" / "B: [1, 2]" / "C) ...".
+    """
+    label = _LABEL.search(question)
+    starts = [label.end()] if label else [m.start() for m in re.finditer(r"\(A\)", question)][::-1]
+    for start in starts:
+        options = _paren_run(question[start:])
+        if options:
+            return options
+    lines = question.rstrip().splitlines()
+    found: list[tuple[str, str]] = []
+    for line in reversed(lines):
+        match = _LINE_OPTION.match(line)
+        if match is None or not match.group(2):
+            break
+        found.insert(0, (match.group(1), match.group(2)))
+    letters = [letter for letter, _ in found]
+    while letters and letters[0] != "A":  # the run must start at A
+        found, letters = found[1:], letters[1:]
+    if len(found) >= 2 and letters == _letters(len(found)):
+        return [text for _, text in found]
+    return None
+
+
+def _strip_inline_options(question: str) -> str:
+    """The question without its trailing option list (for questions whose options go in ``choices``)."""
+    label = _LABEL.search(question)
+    if label is not None:
+        return question[: label.start()].rstrip()
+    first = question.find("(A)")
+    return question[:first].rstrip() if first >= 0 else question
+
+
+def _gold_letter(gold: str, choices: Sequence[str], path: Path, where: str, field: str = "answer") -> str:
+    """The option letter the gold names (a letter, or one option's text); an error naming the field
+    when it names none (or several different ones)."""
+    named = rewards.choice_indices(gold, choices)
+    if named is None or len({choices[i].strip() for i in named}) > 1:
+        raise BenchmarkFormatError(
+            path, f"field {field!r}: {gold!r} is not one of the {len(choices)} options", where
+        )
+    return chr(ord("A") + min(named))
+
+
+def _letter_only(choices: Sequence[str]) -> bool:
+    """Options that are just their letters ("A", "(A)", "A)", "A."): the picture shows them (MathVision)."""
+    return [c.strip().strip("().").upper() for c in choices] == _letters(len(choices))
 
 
 def _choice_text(question: str, choices: Sequence[str]) -> str:
     """The question with its options spelled out; options that are just the letters (the picture shows
-    them, as in MathVision) are not repeated."""
-    letters = [chr(ord("A") + i) for i in range(len(choices))]
-    if [c.strip() for c in choices] == letters:
-        return f"{question}\nOptions: {', '.join(letters)}.\n{LETTER_HINT}"
+    them, as in MathVision) are listed once, as letters ("(A) (A) (B) (B)" helps nobody)."""
+    if _letter_only(choices):
+        return f"{question}\nOptions: {', '.join(_letters(len(choices)))}.\n{LETTER_HINT}"
     return f"{question}\nOptions: {format_options(choices)}\n{LETTER_HINT}"
 
 
@@ -282,7 +361,8 @@ class _Ids:
 
 
 class Benchmark(ABC):
-    """One published benchmark: where its files are in a folder, and how a row becomes a Question."""
+    """One published benchmark: where its files are in a folder, how a row becomes a Question, and how a
+    response is scored (:meth:`score`, after the official evaluation code)."""
 
     name: str
     group: Group
@@ -293,25 +373,43 @@ class Benchmark(ABC):
         self, folder: Path | str, limit: int | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     ) -> list[Question]:
         """The first ``limit`` questions (all when None) of the benchmark stored in ``folder``."""
-        folder = Path(folder)
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        questions: list[Question] = []
+        for question in self._iterate(folder, max_image_pixels, keep_images=True):
+            questions.append(question)
+            if limit is not None and len(questions) >= limit:
+                break
+        return questions
+
+    def validate(self, folder: Path | str, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> int:
+        """How many questions ``folder`` holds, every row and image checked as :meth:`load` checks them,
+        holding one question in memory at a time (HR-Bench 8K would need ~20 GB loaded whole)."""
+        return sum(1 for _ in self._iterate(folder, max_image_pixels, keep_images=False))
+
+    def _iterate(self, folder: Path | str, max_image_pixels: int, keep_images: bool) -> Iterator[Question]:
+        folder = Path(folder)
         if not folder.is_dir():
             raise BenchmarkFormatError(
                 folder, f"{self.name} folder not found (expected the files of {self.source})"
             )
-        questions: list[Question] = []
-        for question in self._questions(folder, max_image_pixels):
-            questions.append(question)
-            if limit is not None and len(questions) >= limit:
-                break
-        if not questions:
+        count = 0
+        for question in self._questions(folder, max_image_pixels, keep_images=keep_images):
+            count += 1
+            yield question
+        if not count:
             raise BenchmarkFormatError(folder, f"{self.name}: no questions found")
-        return questions
+
+    def score(self, question: Question, response_text: str) -> float:
+        """The response's reward in [0, 1] under this benchmark's official rule (see each scorer)."""
+        return rewards.score_question(response_text, question)
 
     @abstractmethod
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
-        """Questions in file order; a generator, so a limited load decodes only the images it keeps."""
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
+        """Questions in file order; a generator, so a limited load decodes only the images it keeps.
+        ``keep_images=False`` (validation) lets an adapter drop images it would otherwise share."""
 
     def _question(
         self, qid: str, text: str, images: Sequence[Image.Image], answer: str, **kw: Any
@@ -360,15 +458,24 @@ class MathVision(Benchmark):
     - GitHub ``mathllm/MATH-V``: ``data/testmini.jsonl`` (or ``testmini.jsonl``) with the same fields and
       ``image`` = ``images/<id>.jpg`` relative to the folder.
 
-    With options the answer is a letter (``choice``; the options are often just "A".."E", drawn in the
-    picture); without options it is free-form (``numeric``: numbers and fractions compare by value,
-    anything else, such as an expression or a letter named in the picture, by exact match).
+    With options (five in the published file, often just "A".."E" or "(A)".."(E)", drawn in the
+    picture) the answer is a letter (``choice``); without options it is free-form (``numeric``).
+
+    Scoring: :func:`score_mathvision`, after ``evaluate`` in ``evaluation/evaluate.py`` and ``is_equal`` in
+    ``evaluation/utils.py`` of mathllm/MATH-V: correct when the answer equals the gold letter or the gold
+    option's text (case-insensitive), or, free-form, the same text or the same number to 2 decimals
+    (tuples element by element). Differences: the answer is the ``\boxed{}`` of the ``<answer>`` block
+    (the official script scrapes free text with "the answer is" patterns), options are matched letter
+    first (see :func:`axpo_core.rewards.choice_indices`), and LaTeX expressions are compared as text or
+    numbers, not through ``latex2sympy``.
     """
 
     name, group, tool_hint = "mathvision", "reasoning", "python"
     source = "MathLLMs/MathVision (data/testmini-*.parquet) or mathllm/MATH-V (data/testmini.jsonl + images/)"
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         ids = _Ids(self.name)
         parquet = sorted(folder.glob("data/testmini-*.parquet")) or sorted(folder.glob("testmini*.parquet"))
         if parquet:
@@ -395,9 +502,14 @@ class MathVision(Benchmark):
         meta = {"level": row.get("level"), "subject": row.get("subject")}
         qid = ids(native, path, where)
         if options:
-            _check_gold_choice(answer, options, path, where)
-            return self._choice_question(qid, question, options, image, answer, meta)
+            if _letter_only(options):  # "(A)".."(E)": the letters themselves
+                options = _letters(len(options))
+            letter = _gold_letter(answer, options, path, where)
+            return self._choice_question(qid, question, options, image, letter, meta)
         return self._question(qid, question, [image], answer, answer_type="numeric", meta=meta)
+
+    def score(self, question: Question, response_text: str) -> float:
+        return score_mathvision(question, response_text)
 
 
 class DynaMath(Benchmark):
@@ -405,25 +517,37 @@ class DynaMath(Benchmark):
 
     Format (GitHub ``DynaMath/DynaMath``): ``dataset.json`` (or ``dataset/dataset.json``), a JSON object
     mapping each seed id to ``{"question", "answer", "image", "answer_type", "subject", "level"}``; the
-    image path (``image/image1.png``) is relative to the JSON file. ``answer_type`` is one of
+    image path (``image/image1.png``) is relative to the JSON file. The published ``answer_type`` values
+    are ``float`` (292), ``multiple choice`` (174), ``text`` (31), ``single answer`` (2) and ``int`` (2):
 
-    - ``"float"``: scored ``approx`` (|pred - gold| <= 0.001, the rule of DynaMath's evaluation);
-    - ``"multiple choice"``: gold is a letter; the options are written in the question
-      ("Choices: (A) yes (B) no") and parsed out so the option text is accepted too;
-    - ``"text"``: scored ``exact`` (DynaMath's own script accepts any substring of the gold; exact
-      matching is stricter and does not reward a bare fragment).
+    - ``float``: ``approx`` (|pred - gold| <= 0.001);
+    - ``multiple choice``: the gold is a letter; the options are written in the question, as
+      "Choices: (A) yes (B) no", "choice: (A) (B) (C) (D)" (drawn options), "(A) heap (B) stack" without a
+      label, or one per line ("A. Group 1", "A: [2, 8]"); all are parsed so the option text counts too;
+    - every other type (``text``, ``single answer``, ``int``, and any type a later release adds):
+      ``contains``: the gold answer is a substring of the prediction, the official rule.
+
+    Scoring: :func:`score_dynamath`, after the per-question scoring loop of
+    ``evaluation/opensource_json_eval.py`` in DynaMath/DynaMath (the same rules as the GPT-4o / Claude /
+    Gemini scripts next to it): float answers are read from their first token ("2.094 radians"; "π"
+    multiplies), multiple choice compares letters, everything else is ``gold in answer``. Differences:
+    the answer is the ``\boxed{}`` of the ``<answer>`` block (the official script reads the "short
+    answer" field of a JSON reply); a multiple-choice answer may also be the option's text (the official
+    script checks the letter only, in the first three characters); the two ``int`` golds keep the
+    published float artefacts ("5.000000000000001"), which the substring rule, as the official one,
+    rarely matches.
     """
 
     name, group, tool_hint = "dynamath", "reasoning", "python"
     source = "DynaMath/DynaMath (dataset.json + image/)"
-    TYPES: ClassVar[dict[str, AnswerType]] = {"float": "approx", "multiple choice": "choice", "text": "exact"}
     HINTS: ClassVar[dict[str, str]] = {
         "float": "Give the answer as a floating-point number with three decimal places.",
         "multiple choice": LETTER_HINT,
-        "text": "",
     }
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         path = _find_files(folder, ("dataset.json", "dataset/dataset.json"), "DynaMath dataset.json")[0]
         data = _read_json(path)
         if not isinstance(data, dict):
@@ -436,27 +560,32 @@ class DynaMath(Benchmark):
             question = _text(_get(row, "question", path, where), "question", path, where)
             answer = _text(_get(row, "answer", path, where), "answer", path, where)
             kind = _text(_get(row, "answer_type", path, where), "answer_type", path, where)
-            if kind not in self.TYPES:
-                raise BenchmarkFormatError(
-                    path, f"unknown answer_type {kind!r} (expected one of {', '.join(self.TYPES)})", where
-                )
             rel = _text(_get(row, "image", path, where), "image", path, where)
             qid = ids(str(key), path, where)
             image = _image_file(rel, [path.parent, folder], path, where, max_image_pixels)
-            choices = _inline_options(question) if kind == "multiple choice" else None
-            if choices is not None:
-                _check_gold_choice(answer, choices, path, where)
-            text = f"{question}\n{self.HINTS[kind]}".strip()
+            choices = None
+            if kind == "multiple choice":
+                choices = _inline_options(question)
+                if choices is None:
+                    raise BenchmarkFormatError(
+                        path, "field 'question': multiple choice, but no options (A), (B), ... in it", where
+                    )
+                answer = _gold_letter(answer, choices, path, where)
+            answer_type: AnswerType = {"float": "approx", "multiple choice": "choice"}.get(kind, "contains")
+            text = f"{question}\n{self.HINTS.get(kind, '')}".strip()
             meta = {"subject": row.get("subject"), "level": row.get("level"), "dynamath_type": kind}
             yield self._question(
                 qid,
                 text,
                 [image],
                 answer,
-                answer_type=self.TYPES[kind],
+                answer_type=answer_type,
                 choices=tuple(choices) if choices else None,
                 meta=meta,
             )
+
+    def score(self, question: Question, response_text: str) -> float:
+        return score_dynamath(question, response_text)
 
 
 class MathVR(Benchmark):
@@ -469,23 +598,30 @@ class MathVR(Benchmark):
     ``scoring_points``, ``scores``. Placeholders are removed and their images attached in order, as the
     official inference script does.
 
-    The dataset card does not pin the type of ``answers``; a string or a list of strings (also
-    JSON-encoded) is accepted. Math-VR grades Answer Correctness with GPT-4.1, so rule scoring
-    (``numeric``, exact fallback) is a lower bound; multi-part golds are joined with "; " and flagged
-    ``meta["needs_judge"]`` - use ``evaluation.judge: llm`` for those.
+    The Hugging Face parquet could not be read while this adapter was written (the official scripts
+    load it with ``datasets``). The dataset card does not pin the type of ``answers``: a list of
+    strings, a JSON-encoded list, or a plain string or number (``"68"``, ``"x=1, y=2"``) are accepted.
+
+    Scoring: :func:`score_mathvr`. The official ``Math-VR-Eval.py`` asks GPT-4.1 whether the solution is
+    fully correct (Answer Correctness) and for rubric points (Process Score); there is no rule-based
+    official scorer. Here a single gold is compared ``numeric`` (numbers by value, else exact text), a
+    lower bound of the judge's Answer Correctness; multi-part golds are joined with "; " and flagged
+    ``meta["needs_judge"]``: use ``evaluation.judge: llm`` for those. The Process Score is not computed.
     """
 
     name, group, tool_hint = "mathvr", "reasoning", "python"
     source = "gogoduan/Math-VR-bench (data/test-*.parquet)"
     _PLACEHOLDER = re.compile(r"<image(\d+)>")
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         files = _find_files(folder, ("data/test-*.parquet", "*.parquet"), "Math-VR parquet file")
         ids = _Ids(self.name)
         for file, where, row in _parquet_rows(files, ("id", "question", "answers")):
             native = _text(_get(row, "id", file, where), "id", file, where)
             question = _text(_get(row, "question", file, where), "question", file, where)
-            golds = _str_list(_get(row, "answers", file, where), "answers", file, where)
+            golds = _str_list(_get(row, "answers", file, where), "answers", file, where, scalar=True)
             if not golds:
                 raise BenchmarkFormatError(file, "field 'answers' is empty", where)
             qid = ids(native, file, where)
@@ -494,7 +630,7 @@ class MathVR(Benchmark):
                 key = f"image{number}"
                 if row.get(key) is None:
                     raise BenchmarkFormatError(
-                        file, f"question refers to <{key}> but {key!r} is empty", where
+                        file, f"field {key!r}: the question refers to <{key}> but {key!r} is empty", where
                     )
                 images.append(
                     _cell_image(row[key], key, [file.parent, folder], file, where, max_image_pixels)
@@ -509,29 +645,90 @@ class MathVR(Benchmark):
             }
             yield self._question(qid, text, images, "; ".join(golds), answer_type="numeric", meta=meta)
 
+    def score(self, question: Question, response_text: str) -> float:
+        return score_mathvr(question, response_text)
+
 
 # --------------------------------------------------------------------------------------------- perception
 
+_VSTAR_TRAILER = re.compile(r"\n?\s*Answer with the option's letter[^\n]*$", re.IGNORECASE)
+
 
 class VStar(Benchmark):
-    """V* Bench (191 questions: direct attributes and relative position).
+    """V* Bench (191 questions: 115 direct attributes, 76 relative position).
 
-    Format (Hugging Face ``craigwu/vstar_bench``): two folders, ``direct_attributes/`` and
-    ``relative_position/``, each with one image per question and a JSON annotation of the same stem
-    holding ``question``, ``options`` (the first option is the correct one), ``target_object`` and
-    ``bbox``. Because the stored order always puts the answer first, the options are shown in an order
-    shuffled with a seed derived from the question id (stable across runs); the gold is the correct
-    option's text.
+    Format (Hugging Face ``craigwu/vstar_bench``), two published parts:
+
+    - ``test_questions.jsonl`` (read when present): one row per question in the LLaVA question format,
+      ``image`` ("direct_attributes/sa_4690.jpg"), ``text`` (the question, then "(A) ..." lines in the
+      published option order, then "Answer with the option's letter from the given choices directly."),
+      ``category``, ``question_id`` and ``label`` (the gold letter; older copies lack it, and then the
+      gold is found through the annotation's first option);
+    - ``direct_attributes/`` and ``relative_position/``: one image per question and a JSON annotation of
+      the same stem with ``question``, ``options`` (the first one is correct), ``target_object``, ``bbox``.
+      Without ``test_questions.jsonl`` the options are shown in an order shuffled with a seed derived
+      from the question id (the stored order always puts the answer first), and ``meta["option_order"]``
+      says so: letters are then not comparable with other harnesses.
+
+    The fields of ``test_questions.jsonl`` are those the common harnesses read (LLaVA's question format);
+    the Hugging Face file itself could not be read while this adapter was written.
+
+    Scoring: :func:`score_vstar`, the option letter (or the option's text). The official
+    ``vstar_bench_eval.py`` (penghao-wu/vstar, ``eval_model``) does not generate: it picks the option with
+    the lowest loss under the model (``multiple_choices_inference``) and counts option 0 as correct.
+    Generative harnesses ask for the letter of ``test_questions.jsonl``'s order, as here.
     """
 
     name, group, tool_hint = "vstar", "perception", "image_zoom_in"
-    source = "craigwu/vstar_bench (direct_attributes/ and relative_position/: <stem>.jpg + <stem>.json)"
+    source = "craigwu/vstar_bench (test_questions.jsonl, direct_attributes/ and relative_position/)"
     CATEGORIES = ("direct_attributes", "relative_position")
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
+        if (folder / "test_questions.jsonl").is_file():
+            yield from self._published_order(folder, max_image_pixels)
+        else:
+            yield from self._annotations(folder, max_image_pixels)
+
+    def _published_order(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+        path = folder / "test_questions.jsonl"
+        ids = _Ids(self.name)
+        for where, row in _jsonl_rows(path):
+            rel = _text(_get(row, "image", path, where), "image", path, where)
+            text = _text(_get(row, "text", path, where), "text", path, where)
+            body = _VSTAR_TRAILER.sub("", text).rstrip()
+            choices = _inline_options(body)
+            if choices is None:
+                raise BenchmarkFormatError(path, "field 'text' has no options (A), (B), ...", where)
+            question = _strip_inline_options(body)
+            category = str(row.get("category") or Path(rel).parent.name)
+            stem = Path(rel).stem
+            qid = ids(f"{category}-{stem}", path, where)
+            annotation = (folder / rel).with_suffix(".json")
+            if row.get("label") is not None:
+                label = _text(row["label"], "label", path, where)
+                gold = _gold_letter(label, choices, path, where, field="label")
+            elif annotation.is_file():  # copies published before the labels: the annotation's first option
+                stored = _get(_read_json(annotation), "options", annotation, "annotation")
+                first = _str_list(stored, "options", annotation, "annotation")[0]
+                gold = _gold_letter(first, choices, path, where, field="label")
+            else:
+                raise BenchmarkFormatError(
+                    path,
+                    f"missing field 'label' (and no annotation {annotation.name} to take it from)",
+                    where,
+                )
+            image = _image_file(rel, [folder], path, where, max_image_pixels)
+            meta = {"category": category, "question_id": row.get("question_id"), "option_order": "published"}
+            yield self._choice_question(qid, question, choices, image, gold, meta)
+
+    def _annotations(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
         for category in self.CATEGORIES:
             if not (folder / category).is_dir():
-                raise BenchmarkFormatError(folder / category, "V* category folder not found")
+                raise BenchmarkFormatError(
+                    folder / category, "V* category folder not found (nor test_questions.jsonl)"
+                )
         ids = _Ids(self.name)
         for category in self.CATEGORIES:
             for path in sorted((folder / category).glob("*.json")):
@@ -550,12 +747,17 @@ class VStar(Benchmark):
                 image = _decode(image_path.read_bytes(), image_path.name, path, where, max_image_pixels)
                 choices = list(options)
                 random.Random(zlib.crc32(qid.encode())).shuffle(choices)
+                gold = chr(ord("A") + choices.index(options[0]))
                 meta = {
                     "category": category,
                     "target_object": row.get("target_object"),
                     "bbox": row.get("bbox"),
+                    "option_order": "shuffled (no test_questions.jsonl)",
                 }
-                yield self._choice_question(qid, question, choices, image, options[0], meta)
+                yield self._choice_question(qid, question, choices, image, gold, meta)
+
+    def score(self, question: Question, response_text: str) -> float:
+        return score_vstar(question, response_text)
 
 
 class VisualProbe(Benchmark):
@@ -569,8 +771,13 @@ class VisualProbe(Benchmark):
     ``VisualProbe_*`` folders. The dataset card documents no schema, so this is the layout the Mini-o3
     code reads (``data.image_key=images``, ``data.answer_key=solution``).
 
-    Answers are short open-ended phrases (Mini-o3 grades them with an LLM judge): ``exact`` with the
-    rule judge; a single-letter answer with "(A) ..." options in the question becomes ``choice``.
+    Scoring: :func:`score_visualprobe`. Mini-o3 grades with GPT-4o: ``inner_acc_reward`` in
+    ``verl/utils/reward_score/general_qa_tool.py`` (Mini-o3/Mini-o3; its README's recipe sets
+    ``use_hybrid_reward_manager``, so every validation sample goes through that judge) asks for
+    "Score: 0 or 1" on a meaningful match. The rule scorer here is the exact-match part of it
+    (normalised text, or a letter for "(A) ..." questions, as ``general_qa_tool_mc.inner_acc_reward``):
+    a lower bound of the authors' judge, which also accepts synonyms and paraphrases. Use
+    ``evaluation.judge: llm`` for the judge.
     """
 
     name, group, tool_hint = "visualprobe", "perception", "image_zoom_in"
@@ -578,7 +785,9 @@ class VisualProbe(Benchmark):
     QUESTION_KEYS = ("problem", "question", "prompt")
     ANSWER_KEYS = ("solution", "answer")
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         path = _find_files(folder, ("val.json",), "VisualProbe val.json")[0]
         rows = _read_json(path)
         if not isinstance(rows, list):
@@ -590,7 +799,7 @@ class VisualProbe(Benchmark):
                 raise BenchmarkFormatError(path, "an item should be a JSON object", where)
             question = self._first(row, self.QUESTION_KEYS, path, where)
             answer = self._first(row, self.ANSWER_KEYS, path, where)
-            rels = _str_list(_get(row, "images", path, where), "images", path, where)
+            rels = _str_list(_get(row, "images", path, where), "images", path, where, scalar=True)
             if not rels:
                 raise BenchmarkFormatError(path, "field 'images' is empty", where)
             native = (
@@ -598,16 +807,17 @@ class VisualProbe(Benchmark):
             )
             qid = ids(native, path, where)
             images = [
-                _image_file(rel, [folder, folder.parent], path, where, max_image_pixels) for rel in rels
+                _image_file(rel, [folder, folder.parent], path, where, max_image_pixels, "images")
+                for rel in rels
             ]
             text = question.replace("<image>", " ").strip()
-            choices = _inline_options(text, labelled=False) if re.fullmatch(r"\(?[A-Z]\)?", answer) else None
+            choices = _inline_options(text) if re.fullmatch(r"\(?[A-Z]\)?", answer) else None
             kind: AnswerType = "choice" if choices else "exact"
             yield self._question(
                 qid,
                 text,
                 images,
-                answer,
+                answer.strip("()") if choices else answer,
                 answer_type=kind,
                 choices=tuple(choices) if choices else None,
                 meta={"split": "hard"},
@@ -619,6 +829,9 @@ class VisualProbe(Benchmark):
             if key in row:
                 return _text(row[key], key, path, where)
         raise BenchmarkFormatError(path, f"missing field {keys[0]!r} (or {', '.join(keys[1:])})", where)
+
+    def score(self, question: Question, response_text: str) -> float:
+        return score_visualprobe(question, response_text)
 
 
 class HRBench(Benchmark):
@@ -632,7 +845,16 @@ class HRBench(Benchmark):
     shares; rows that share an image share one decoded copy.
 
     Memory: an 8K image decodes to ~100 MB, so the 200 distinct 8K images need ~20 GB; cap the load
-    with ``limit`` (``evaluation.questions``) on small machines.
+    with ``limit`` (``evaluation.questions``) on small machines (:meth:`validate` keeps none of them).
+
+    Scoring: :func:`score_hrbench`, the option letter or the option's exact text (see
+    :func:`axpo_core.rewards.choice_indices`: options that differ only by a trailing period, as some
+    published ones do, are told apart by exact text only). The official evaluation
+    (``HRBenchDataset.evaluate`` in ``hrbench/vlmeval/dataset/image_mcq.py`` with ``build_prompt`` /
+    ``parse_score`` in ``hrbench/vlmeval/dataset/utils/hrbench.py``, DreamMr/HR-Bench) asks an LLM whether
+    the prediction answers "B. <text>" and averages accuracy per ``cycle_category`` (200 rows each, so the
+    same as the overall mean). The rule score is a lower bound of that judge's; ``evaluation.judge: llm``
+    plugs a local one in.
     """
 
     group, tool_hint = "perception", "image_zoom_in"
@@ -643,7 +865,9 @@ class HRBench(Benchmark):
         self.name, self.resolution = name, resolution
         self.filename = f"hr_bench_{resolution}.tsv"
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         path = folder / self.filename
         if not path.is_file():  # accept a renamed file, but never the other resolution's
             tsvs = [p for p in sorted(folder.glob("*.tsv")) if self.resolution in p.name.lower()]
@@ -652,6 +876,7 @@ class HRBench(Benchmark):
             path = tsvs[0]
         ids = _Ids(self.name)
         decoded: dict[str, Image.Image] = {}  # index -> image: rows sharing an image share one copy
+        checked: set[str] = set()  # validation: indices whose image decoded (nothing kept)
         for where, row in self._rows(path):
             native = _text(row["index"], "index", path, where)
             question = _text(row["question"], "question", path, where)
@@ -666,16 +891,26 @@ class HRBench(Benchmark):
                 )
             choices = [t for _, t in options]
             if answer not in letters:
-                raise BenchmarkFormatError(path, f"answer {answer!r} is not one of the option letters", where)
+                raise BenchmarkFormatError(
+                    path, f"field 'answer': {answer!r} is not one of the option letters {letters}", where
+                )
             qid = ids(native, path, where)
             cell = row["image"].strip()
             if len(cell) > 64:
-                image = decoded[native] = _b64_image(cell, "image", path, where, max_image_pixels)
+                image = _b64_image(cell, "image", path, where, max_image_pixels)
+                if keep_images:
+                    decoded[native] = image
+                checked.add(native)
             elif cell in decoded:
                 image = decoded[cell]
+            elif cell in checked:  # validation: that row's image decoded; the question needs no copy
+                image = _PLACEHOLDER_IMAGE
             else:  # a reference to a row further down (or beyond the limit)
                 found = self._find_image(path, cell, where)
-                image = decoded[cell] = _b64_image(found, "image", path, where, max_image_pixels)
+                image = _b64_image(found, "image", path, where, max_image_pixels)
+                if keep_images:
+                    decoded[cell] = image
+                checked.add(cell)
             meta = {"category": row.get("category"), "cycle_category": row.get("cycle_category")}
             yield self._choice_question(qid, question, choices, image, answer, meta)
 
@@ -697,6 +932,9 @@ class HRBench(Benchmark):
                     raise BenchmarkFormatError(path, f"expected {len(header)} tab-separated fields", where)
                 yield where, row
 
+    def score(self, question: Question, response_text: str) -> float:
+        return score_hrbench(question, response_text)
+
     @staticmethod
     def _find_image(path: Path, index: str, where: str) -> str:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -716,14 +954,27 @@ class HRMMSearch(Benchmark):
 
     Format (Hugging Face ``sensenova/HR-MMSearch``): ``data/train-*.parquet`` (or ``*.parquet``) with
     ``sample_id``, ``query``, ``query_image`` (image struct), ``ground_truth``, ``difficulty``,
-    ``category``. Scored ``f1`` (token F1, as for MMSearch); the paper of the benchmark uses an LLM
-    judge, available with ``evaluation.judge: llm``.
+    ``category``.
+
+    The Hugging Face parquet could not be read while this adapter was written: the fields are those of the
+    dataset card. SenseNova-MARS's own evaluation reads a converted ``data.jsonl`` (``prompt``,
+    ``reward_model.ground_truth``, ``image``), not this parquet.
+
+    Scoring: :func:`score_hrmmsearch`, token F1 against the gold (the AXPO paper's protocol for search
+    questions: "F1 score for search questions"). The authors of the benchmark grade differently:
+    ``llm_judge_score`` in ``inference/eval.py`` of OpenSenseNova/SenseNova-MARS counts an exact match
+    (SQuAD-normalised) as correct and asks GPT-4o about everything else. Their judge accepts every exact
+    match, so exact match is a strict lower bound of its score, and F1 (partial credit where the judge
+    gives 0 or 1) is not comparable with it: report it as this project's rule score, or set
+    ``evaluation.judge: llm`` for a local judge (rule match first).
     """
 
     name, group, tool_hint = "hrmmsearch", "search", "search"
     source = "sensenova/HR-MMSearch (data/train-*.parquet)"
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         files = _find_files(folder, ("data/*.parquet", "*.parquet"), "HR-MMSearch parquet file")
         ids = _Ids(self.name)
         for file, where, row in _parquet_rows(files, ("sample_id", "query", "query_image", "ground_truth")):
@@ -737,6 +988,9 @@ class HRMMSearch(Benchmark):
             meta = {"difficulty": row.get("difficulty"), "category": row.get("category")}
             yield self._question(qid, f"{query}\n{SHORT_HINT}", [image], gold, answer_type="f1", meta=meta)
 
+    def score(self, question: Question, response_text: str) -> float:
+        return score_hrmmsearch(question, response_text)
+
 
 class MMSearch(Benchmark):
     """MMSearch end-to-end task (300 questions, some without an image).
@@ -745,15 +999,23 @@ class MMSearch(Benchmark):
     ``end2end/*.parquet``) with ``sample_id``, ``query``, ``query_image`` (image struct, null for
     text-only queries), ``gt_answer``, ``alternative_gt_answers`` (list), ``area``, ``subfield``,
     ``timestamp``, ``gt_requery`` and ``image_search_result``. Scored ``f1``: the best token F1 over
-    ``gt_answer`` and the alternatives, as ``get_f1_score`` of the MMSearch code. The pre-computed
-    ``image_search_result`` screenshot is not given to the model: here the policy searches with its own
-    ``search`` tool.
+    ``gt_answer`` and the alternatives. The pre-computed ``image_search_result`` screenshot is not given
+    to the model: here the policy searches with its own ``search`` tool.
+
+    Scoring: :func:`score_mmsearch`, after ``eval_end2end.py`` (the loop that keeps the best
+    ``get_f1_score`` over ``gt_answer`` and ``alternative_gt_answers``) and ``score/f1_score.py`` of
+    CaraJ7/MMSearch: SQuAD normalisation (lowercase, no punctuation or articles), token-multiset F1.
+    Differences: the prediction is the ``\\boxed{}`` of the ``<answer>`` block (the official end-to-end
+    task reads the model's final answer text) and LaTeX wrappers are removed first. The AXPO paper adds
+    an LLM judge (gpt-5-mini) for answers F1 grades badly: ``evaluation.judge: llm``.
     """
 
     name, group, tool_hint = "mmsearch", "search", "search"
     source = "CaraJ/MMSearch (end2end.parquet)"
 
-    def _questions(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
+    def _questions(
+        self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
+    ) -> Iterator[Question]:
         files = _find_files(folder, ("end2end.parquet", "end2end/*.parquet"), "MMSearch end2end parquet")
         ids = _Ids(self.name)
         for file, where, row in _parquet_rows(files, ("sample_id", "query", "gt_answer")):
@@ -780,6 +1042,120 @@ class MMSearch(Benchmark):
                 choices=tuple(alternatives) or None,
                 meta=meta,
             )
+
+    def score(self, question: Question, response_text: str) -> float:
+        return score_mmsearch(question, response_text)
+
+
+# --------------------------------------------------------------------------------------------- scorers
+# One per benchmark, each after the official code its adapter's docstring names. All read the answer the
+# way the rollout format prescribes (rewards.extract_answer: the \boxed{} of the <answer> block); a
+# response without one scores 0.
+
+
+def _number(text: str) -> float | None:
+    value = rewards._parse_number(text)  # the project's number forms: 1,200 / 3/4 / \frac{3}{4} / 50%
+    return None if value is None else float(value)
+
+
+def _mathvision_equal(pred: str, gold: str) -> bool:
+    """``is_equal`` of MATH-V's ``evaluation/utils.py``: the same text (case-insensitive), the same tuple,
+    or the same value rounded to 2 decimals."""
+    if rewards.match_exact(pred, gold):
+        return True
+    p, g = rewards.normalize(pred).replace(" ", ""), rewards.normalize(gold).replace(" ", "")
+    if len(p) > 2 and len(g) > 2 and p[0] + p[-1] == g[0] + g[-1] and p[0] + p[-1] in ("()", "[]"):
+        ps, gs = p[1:-1].split(","), g[1:-1].split(",")
+        return len(ps) == len(gs) > 1 and all(_mathvision_equal(a, b) for a, b in zip(ps, gs))
+    pv, gv = _number(pred), _number(gold)
+    return pv is not None and gv is not None and round(pv, 2) == round(gv, 2)
+
+
+def score_mathvision(question: Question, response_text: str) -> float:
+    """MATH-V ``evaluation/evaluate.py`` ``evaluate``: the gold letter or the gold option's text, or,
+    free-form, ``is_equal`` (text, tuple, or value to 2 decimals)."""
+    pred = rewards.extract_answer(response_text)
+    if pred is None:
+        return 0.0
+    if question.choices:
+        return float(rewards.match_choice(pred, question.answer, question.choices))
+    return float(_mathvision_equal(pred, question.answer))
+
+
+def _dynamath_float(pred: str) -> float | None:
+    """The float of DynaMath's script: the first whitespace-separated token, "π" multiplying the number
+    before it ("2π" -> 6.283...); the project's number forms (fractions, 1,200) on top."""
+    token = pred.strip().split(" ")[0] if pred.strip() else ""
+    if "\u03c0" in token or "\\pi" in token:
+        head = token.replace("\\pi", "\u03c0").split("\u03c0")[0]
+        value = _number(head) if head not in ("", "+", "-") else (-1.0 if head == "-" else 1.0)
+        return None if value is None else value * math.pi
+    return _number(token) if _number(token) is not None else _number(pred)
+
+
+def score_dynamath(question: Question, response_text: str) -> float:
+    """DynaMath ``evaluation/opensource_json_eval.py``, per ``answer_type``: float within 0.001,
+    multiple choice by letter (or option text), anything else ``gold in answer``."""
+    pred = rewards.extract_answer(response_text)
+    if pred is None:
+        return 0.0
+    kind = question.meta.get("dynamath_type")
+    if kind == "float":
+        gold, value = _number(question.answer), _dynamath_float(pred)
+        if gold is None:
+            return float(rewards.match_exact(pred, question.answer))
+        return float(value is not None and abs(value - gold) <= rewards.APPROX_ABS_TOL + 1e-12)
+    if kind == "multiple choice":
+        return float(rewards.match_choice(pred, question.answer, question.choices))
+    return float(rewards.match_contains(pred, question.answer))
+
+
+def score_mathvr(question: Question, response_text: str) -> float:
+    """Math-VR: no rule-based official scorer (``Math-VR-Eval.py`` asks GPT-4.1); a single gold compared
+    by value, else as text: a lower bound of the judge's Answer Correctness."""
+    return rewards.score_question(response_text, question)
+
+
+def score_vstar(question: Question, response_text: str) -> float:
+    """V*: the option letter (or text) of ``test_questions.jsonl``'s order; the official
+    ``vstar_bench_eval.py`` ranks options by likelihood instead (nothing to reproduce generatively)."""
+    pred = rewards.extract_answer(response_text)
+    return 0.0 if pred is None else float(rewards.match_choice(pred, question.answer, question.choices))
+
+
+def score_visualprobe(question: Question, response_text: str) -> float:
+    """VisualProbe: the exact-match part of Mini-o3's grading (normalised text; a letter for "(A) ..."
+    questions); a lower bound of its GPT-4o judge (``general_qa_tool.py`` ``inner_acc_reward``)."""
+    return rewards.score_question(response_text, question)
+
+
+def score_hrbench(question: Question, response_text: str) -> float:
+    """HR-Bench: the option letter or its exact text; a lower bound of the official LLM judge
+    (``hrbench/vlmeval/dataset/utils/hrbench.py``)."""
+    pred = rewards.extract_answer(response_text)
+    return 0.0 if pred is None else float(rewards.match_choice(pred, question.answer, question.choices))
+
+
+def score_hrmmsearch(question: Question, response_text: str) -> float:
+    """HR-MMSearch: token F1 (the AXPO paper's search protocol); the benchmark's own harness
+    (SenseNova-MARS ``inference/eval.py`` ``llm_judge_score``) is exact match, then GPT-4o."""
+    pred = rewards.extract_answer(response_text)
+    return 0.0 if pred is None else rewards.match_f1(pred, [question.answer, *(question.choices or ())])
+
+
+def score_mmsearch(question: Question, response_text: str) -> float:
+    """MMSearch ``eval_end2end.py``: the best ``get_f1_score`` over ``gt_answer`` and the alternatives."""
+    pred = rewards.extract_answer(response_text)
+    return 0.0 if pred is None else rewards.match_f1(pred, [question.answer, *(question.choices or ())])
+
+
+def benchmark_score(question: Question, response_text: str) -> float | None:
+    """The score of a response to a benchmark question under its benchmark's scorer; None for a question
+    of no registered benchmark (a synthetic suite's)."""
+    benchmark = BENCHMARKS.get(str(question.meta.get("benchmark", "")))
+    if benchmark is None or question.suite != benchmark.name:
+        return None
+    return benchmark.score(question, response_text)
 
 
 # --------------------------------------------------------------------------------------------- registry

@@ -4,8 +4,10 @@ A judge maps ``(question, response_text)`` to a reward in [0, 1], on the same sc
 engine's :func:`axpo_core.rewards.score_question`, so :func:`apply_judge` can overwrite trajectory rewards and
 :func:`axpo_core.evaluation.runner.score_samples` counts pass@k unchanged.
 
-- :class:`RuleJudge` is exactly the engine's reward: answer extraction, normalisation and the
-  exact / numeric / approx / choice / F1 rules of :mod:`axpo_core.rewards`.
+- :class:`RuleJudge` scores a real benchmark's question with that benchmark's scorer (written after its
+  official evaluation code, see :mod:`axpo_core.evaluation.benchmarks`) and anything else (the synthetic
+  suites) with the engine's reward: answer extraction, normalisation and the rules of
+  :mod:`axpo_core.rewards`.
 - :class:`LLMJudge` asks a local transformers model (no network) whether the extracted answer matches
   the gold one, for benchmarks whose golds are hard to match by rule (VisualProbe, Math-VR,
   HR-MMSearch grade with an LLM). It never raises on model output: a missing answer, a generation
@@ -40,10 +42,15 @@ class Judge(Protocol):
 
 
 class RuleJudge:
-    """The rollout engine's own reward (:func:`axpo_core.rewards.score_question`): deterministic and free."""
+    """Deterministic and free: the benchmark's own scorer for a real benchmark's question
+    (:func:`axpo_core.evaluation.benchmarks.benchmark_score`), else the rollout engine's reward
+    (:func:`axpo_core.rewards.score_question`)."""
 
     def judge(self, question: Question, response_text: str) -> float:
-        return rewards.score_question(response_text, question)
+        from axpo_core.evaluation.benchmarks import benchmark_score
+
+        scored = benchmark_score(question, response_text)
+        return rewards.score_question(response_text, question) if scored is None else scored
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,57 @@ def benchmark_questions(config: Config, benchmark: str) -> list[Question]:
     return get_suite(benchmark).generate(ev.questions, EVAL_SEED_OFFSET + config.seed)
 
 
-def evaluation_config(config: Config) -> Config:
-    """The paper's protocol: evaluation sampling (T 0.7, top-p 0.8, top-k 20, presence 1.5), 5 turns."""
+@dataclass
+class BenchmarkCheck:
+    """What `validate_benchmarks` found for one real benchmark."""
+
+    benchmark: str
+    folder: str
+    questions: int | None  # how many load; None when the folder is missing or a row is bad
+    error: str | None = None  # the one BenchmarkFormatError message (file: row: field problem)
+    required: bool = True  # named in evaluation.benchmarks (a missing folder is then a failure)
+
+    @property
+    def ok(self) -> bool:
+        return self.questions is not None or (not self.required and self.error is None)
+
+
+def validate_benchmarks(config: Config) -> list[BenchmarkCheck]:
+    """Check the real benchmarks' data under ``evaluation.data_root`` without loading a model: every row
+    and image of each benchmark is read as an evaluation would read it (one question in memory at a
+    time) and counted. Checked: the real benchmarks in ``evaluation.benchmarks``, or all nine when it
+    names none (the synthetic default), those without a folder then skipped rather than failed."""
+    from pathlib import Path
+
+    from axpo_core.evaluation.benchmarks import BENCHMARKS, BenchmarkFormatError
+
     ev = config.evaluation
-    rollout = config.rollout.model_copy(update={"max_turns": ev.max_turns, "sampling": ev.sampling})
+    if ev.data_root is None:
+        raise ValueError("set evaluation.data_root to the folder holding one sub-folder per benchmark")
+    root = Path(ev.data_root).expanduser()
+    named = [b for b in ev.benchmarks if b in BENCHMARKS]
+    checks = []
+    for name in named or list(BENCHMARKS):
+        folder = root / name
+        if not folder.is_dir():
+            checks.append(BenchmarkCheck(name, str(folder), None, None, required=bool(named)))
+            continue
+        try:
+            count = BENCHMARKS[name].validate(folder, config.tools.max_image_pixels)
+            checks.append(BenchmarkCheck(name, str(folder), count))
+        except BenchmarkFormatError as exc:
+            checks.append(BenchmarkCheck(name, str(folder), None, str(exc)))
+    return checks
+
+
+def evaluation_config(config: Config) -> Config:
+    """The paper's protocol: evaluation sampling (T 0.7, top-p 0.8, top-k 20, presence 1.5), 5 turns, and
+    the evaluation token budgets where set (the paper: 32,768 response tokens)."""
+    ev = config.evaluation
+    update = {"max_turns": ev.max_turns, "sampling": ev.sampling}
+    if ev.max_new_tokens_per_turn is not None:
+        update["max_new_tokens_per_turn"] = ev.max_new_tokens_per_turn
+    if ev.max_total_tokens is not None:
+        update["max_total_tokens"] = ev.max_total_tokens
+    rollout = config.rollout.model_copy(update=update)
     return config.model_copy(update={"rollout": rollout})

@@ -21,7 +21,7 @@ from axpo_core.envs.suites import Question
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.trajectory import Trajectory
-from axpo_core.training.data import question_pool, questions_by_ids, round_question_ids
+from axpo_core.training.data import question_pool_ids, questions_by_ids, round_question_ids
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
 from axpo_core.training.update import UpdateStats, make_optimizer
 
@@ -46,7 +46,7 @@ class RLTrainer:
     ):
         self.config = config
         # Without the RL data filter (see flows/pipeline), the whole seeded pool is eligible.
-        self.pool_ids = pool_ids if pool_ids is not None else [q.question_id for q in question_pool(config)]
+        self.pool_ids = pool_ids if pool_ids is not None else question_pool_ids(config)
         self.policy = policy
         self.engine = engine
         self.optimizer = make_optimizer(policy.model, config.training)
