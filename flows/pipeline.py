@@ -16,7 +16,7 @@ from flows.runtime import locked_context
 from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef, RunContext
-from tasks.evaluation import EvalRef, report, tool_check
+from tasks.evaluation import EvalRef, report, sweep_report, tool_check
 from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
 from tasks.tracking import close_tracking_run, log_metrics, open_tracking_run
@@ -176,5 +176,6 @@ def _sweep(ctx: RunContext) -> list[PipelineResult]:
         key=artifact_key("sweep", ctx.run_name),
         description="Pass@k per scale, seed, stage and benchmark",
     )
+    sweep_report(ctx)
     close_tracking_run(ctx, parent)
     return results

@@ -102,3 +102,21 @@ def report(ctx: RunContext, evaluations: list[EvalRef], tool_rows: list[dict] | 
         tools_markdown=to_markdown(tools) if tools else "",
         outcomes_markdown=to_markdown(outcomes) if outcomes else "",
     )
+
+
+@task(name="sweep_report")
+def sweep_report(ctx: RunContext) -> ReportRef:
+    """The sweep's report over its variants' run folders: means with intervals over seeds, paired arm
+    differences, cost per arm, diagnostic bands (axpo_core.evaluation.seeds); results.md is the headline
+    table with intervals. Built where the run folder is local (an S3 sweep: download it, `axpo report`)."""
+    from axpo_core.evaluation.run_dir import read_run
+    from axpo_core.evaluation.seeds import seed_table
+
+    layout = ctx.layout()
+    if layout.base.startswith("s3://"):
+        return ReportRef(uri=layout.report(), markdown="(S3 sweep: download it and run `axpo report` on it)\n")
+    folder = local_path(layout.base)
+    build_report(folder, ks=ctx.config.evaluation.k)
+    markdown = to_markdown(seed_table(read_run(folder), ctx.config.evaluation.k))
+    ctx.store.put_text(layout.report("results.md"), markdown)
+    return ReportRef(uri=layout.report(), markdown=markdown)

@@ -163,6 +163,38 @@ def _rerun_resumes_and_logs_no_metric_twice(config, first, tmp_path) -> None:
     assert after == before  # every (run, key, step) still logged exactly once
 
 
+def test_sweep_over_two_seeds_reports_intervals_and_paired_differences(prefect_server, tmp_path):
+    """Two seeds, GRPO / AXPO / GRPO with 2x rollouts from each seed's SFT: the sweep's report has the
+    across-seed tables, with each seed's arms paired on the same evaluation questions; a rerun resumes."""
+    import csv
+
+    from flows.pipeline import sweep
+
+    config = small_config(
+        tmp_path,
+        "training.rounds=1",
+        "pipeline.seeds=[0,1]",
+        "pipeline.stages=[SFT,SFT+GRPO,SFT+AXPO]",
+        "pipeline.ablations={x2: {name: grpo, rollout_multiplier: 2}}",
+    )
+    results = sweep(config, "sw")
+    assert [(r.seed, r.scale) for r in results] == [(0, "tiny-s"), (1, "tiny-s")]
+    report_dir = tmp_path / "store" / "tiny" / "sw" / "report"
+    rows = list(csv.DictReader((report_dir / "seed_means.csv").open()))
+    assert {r["stage"] for r in rows} == {"SFT", "SFT+GRPO", "SFT+AXPO", "SFT+GRPO[x2]"}
+    assert {r["seeds"] for r in rows} == {"2"}
+    diffs = {r["difference"] for r in csv.DictReader((report_dir / "paired_differences.csv").open())}
+    assert {"SFT+AXPO − SFT+GRPO", "SFT+AXPO − SFT+GRPO[x2]"} <= diffs
+    cost = {r["stage"]: r for r in csv.DictReader((report_dir / "cost.csv").open())}
+    # 2x rollouts: twice the originals per round (2 questions x 4 instead of x 2)
+    assert float(cost["SFT+GRPO[x2]"]["rollouts"]) == 2 * float(cost["SFT+GRPO"]["rollouts"])
+    assert float(cost["SFT+AXPO"]["wall time (s)"]) > 0
+    assert (report_dir / "results.md").read_text().startswith("| scale | stage | seeds |")
+
+    again = sweep(config, "sw")
+    assert [r.table_markdown for r in again] == [r.table_markdown for r in results]
+
+
 def test_crash_in_round_two_update_resumes_without_redoing_work(prefect_server, tmp_path, monkeypatch):
     import tasks.rl as rl
     from flows.pipeline import pipeline
