@@ -114,7 +114,7 @@ def sweep_report(ctx: RunContext) -> ReportRef:
 
     layout = ctx.layout()
     if layout.base.startswith("s3://"):
-        return ReportRef(uri=layout.report(), markdown="(S3 sweep: download it and run `axpo report` on it)\n")
+        return ReportRef(uri=layout.report(), markdown="(an S3 sweep: download it, run `axpo report`)\n")
     folder = local_path(layout.base)
     build_report(folder, ks=ctx.config.evaluation.k)
     markdown = to_markdown(seed_table(read_run(folder), ctx.config.evaluation.k))
