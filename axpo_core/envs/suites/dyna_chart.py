@@ -91,8 +91,8 @@ class DynaChart(Suite):
         return f"v = bar_values({question.meta['ymax']}); print({question.meta['expression']})"
 
     _CODE_THINK = ("The bars are too fine to read by eye, so I measure them with code.",)
-    _ANSWER_THINK = ("The code printed the answer.",)
-    _GUESS_THINK = ("The bars are too fine to read, so I guess.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _GUESS_THINK = ("The bars are too fine to read. I guess {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

@@ -115,8 +115,8 @@ class MathDiagram(Suite):
         return given, code, code.replace("//", "/").replace("*", "×")
 
     _CODE_THINK = ("{given} I compute the {asked} with code.",)
-    _ANSWER_THINK = ("The code printed the answer.",)
-    _MENTAL_THINK = ("{given} The {asked} is {words}.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _MENTAL_THINK = ("{given} The {asked} is {words} = {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

@@ -95,8 +95,8 @@ class PythonCount(Suite):
         return f"the {targets[0]} dots" if len(targets) == 1 else f"the {targets[0]} and {targets[1]} dots"
 
     _CODE_THINK = ("The dots are too small to count by eye, so I count {what} with code.",)
-    _ANSWER_THINK = ("The code printed the answer.",)
-    _GUESS_THINK = ("The dots are too small to count, so I guess.",)
+    _ANSWER_THINK = ("The code printed {value}.",)
+    _GUESS_THINK = ("The dots are too small to count. I guess {value}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)

@@ -209,8 +209,8 @@ class _SearchSuite(Suite):
         "founder": "it was founded by {founder}",
         "mascot": "its mascot is the {mascot}",
     }
-    _ANSWER_THINK = ("The result gives the answer.",)
-    _GUESS_THINK = ("I do not know it, so I guess.",)
+    _ANSWER_THINK = ("The result says {sentence}.",)
+    _GUESS_THINK = ("I do not know it. I guess {answer}.",)
 
     def oracle(self, question: Question, rng: random.Random | None = None) -> list[str]:
         rng = self._turn_rng(question, rng)
