@@ -39,6 +39,7 @@ boto3's own (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -278,6 +279,11 @@ class ObjectStore(ABC):
         self._put_dir(src, files, uri, new_writer_id())
         return uri
 
+    def folder_version(self, uri: str) -> str:
+        """The version of the complete folder `uri`: a digest of its marker, which names the writer and its
+        files (a rewrite, even of equal bytes, is a new version). StorageError when it is incomplete."""
+        return content_version(self.get_bytes(_join(uri, [MARKER])))
+
     def get_dir(self, uri: str, local_dir: str | Path) -> Path:
         """Download a complete folder to `local_dir` and return it.
 
@@ -341,6 +347,12 @@ class ObjectStore(ABC):
 
 READ_ATTEMPTS = 4  # get_dir reads of a folder that keeps changing under it, before it gives up
 REPAIR_ROUNDS = 2  # S3 put_dir rewrites of files another writer replaced, before it gives up
+
+
+def content_version(data: bytes) -> str:
+    """A short digest of an object's bytes: what a task's returned ref names, so that a downstream task's
+    cache key changes whenever the artifact under the same URI does."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def new_writer_id() -> str:

@@ -66,6 +66,7 @@ class Arm(BaseModel):
 
 class CheckpointRef(BaseModel):
     uri: str
+    version: str = ""  # store.folder_version: a rewritten checkpoint is a new input downstream
     stage: str  # base | sft | grpo | axpo | ...
     scale: str
     round: int = 0
@@ -74,6 +75,7 @@ class CheckpointRef(BaseModel):
 class RolloutRef(BaseModel):
     uri: str  # trajectories (tokens + images) for the next steps
     records_uri: str  # rollouts/round-N.jsonl, one JSON line per rollout
+    version: str = ""  # content_version of the trajectories
     question_ids: list[str]
     rollouts: int
     tool_use_rate: float
@@ -83,12 +85,14 @@ class RolloutRef(BaseModel):
 
 class DetectRef(BaseModel):
     uri: str | None  # the continuation requests (JSON); None when nothing is resampled
+    version: str = ""
     triggered: list[str]
     requests: int
 
 
 class ResampleRef(BaseModel):
     uri: str | None
+    version: str = ""
     continuations: int
     seconds: float = 0.0
 

@@ -23,7 +23,7 @@ from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_tabl
 from axpo_core.models.loader import SpecialIds, load_processors
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
-from axpo_core.storage import local_path
+from axpo_core.storage import content_version, local_path
 from tasks.artifacts import artifact_key
 from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint, stage_slug
 from tasks.persistence import RESUMABLE
@@ -35,6 +35,7 @@ class EvalRef(BaseModel):
     benchmark: str
     uri: str  # eval/<benchmark>.jsonl: one record per sample
     metrics: dict[str, float]
+    version: str = ""  # content_version of the records (the report reads them from storage)
 
 
 class ReportRef(BaseModel):
@@ -74,7 +75,15 @@ def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: 
     )
     uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(benchmark)
     ctx.store.put_jsonl(uri, result.records)
-    return EvalRef(scale=checkpoint.scale, stage=stage, benchmark=benchmark, uri=uri, metrics=result.metrics)
+    version = content_version(ctx.store.get_bytes(uri))
+    return EvalRef(
+        scale=checkpoint.scale,
+        stage=stage,
+        benchmark=benchmark,
+        uri=uri,
+        metrics=result.metrics,
+        version=version,
+    )
 
 
 @task(name="report", **RESUMABLE)

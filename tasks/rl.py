@@ -6,6 +6,7 @@ outputs back to storage; what it returns is a small record.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 
@@ -20,6 +21,7 @@ from axpo_core.rollout.serialization import (
     trajectories_from_bytes,
     trajectories_to_bytes,
 )
+from axpo_core.storage import content_version
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
 from axpo_core.training.data import questions_by_ids, round_question_ids
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
@@ -50,12 +52,14 @@ def rollout(
     engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
     trajectories = rollout_step(engine, config, questions_by_ids(question_ids), round_index)
     store = ctx.store
-    uri = store.put_bytes(layout.rollouts(round_index) + ".pkl", trajectories_to_bytes(trajectories))
+    data = trajectories_to_bytes(trajectories)
+    uri = store.put_bytes(layout.rollouts(round_index) + ".pkl", data)
     records_uri = store.put_jsonl(layout.rollouts(round_index), [t.record() for t in trajectories])
     n = len(trajectories)
     return RolloutRef(
         uri=uri,
         records_uri=records_uri,
+        version=content_version(data),
         question_ids=question_ids,
         rollouts=n,
         tool_use_rate=sum(t.used_tool for t in trajectories) / n,
@@ -76,8 +80,10 @@ def detect_failures(
     if not requests:
         return DetectRef(uri=None, triggered=triggered, requests=0)
     uri = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.requests.json"
-    ctx.store.put_json(uri, requests_to_records(requests))
-    return DetectRef(uri=uri, triggered=triggered, requests=len(requests))
+    records = requests_to_records(requests)
+    ctx.store.put_json(uri, records)
+    version = content_version(json.dumps(records, sort_keys=True).encode())
+    return DetectRef(uri=uri, version=version, triggered=triggered, requests=len(requests))
 
 
 @task(name="resample", **RESUMABLE)
@@ -102,13 +108,17 @@ def resample(
         engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
     )
     layout = ctx.layout(policy.scale, arm.slug)
-    uri = store.put_bytes(
-        layout.base + f"/rollouts/round-{round_index}.resampled.pkl", trajectories_to_bytes(continuations)
-    )
+    data = trajectories_to_bytes(continuations)
+    uri = store.put_bytes(layout.base + f"/rollouts/round-{round_index}.resampled.pkl", data)
     store.put_jsonl(
         layout.base + f"/rollouts/round-{round_index}.resampled.jsonl", [t.record() for t in continuations]
     )
-    return ResampleRef(uri=uri, continuations=len(continuations), seconds=time.monotonic() - started)
+    return ResampleRef(
+        uri=uri,
+        version=content_version(data),
+        continuations=len(continuations),
+        seconds=time.monotonic() - started,
+    )
 
 
 @task(name="update", **RESUMABLE)
@@ -170,6 +180,8 @@ def update(
     return RoundRecord(
         stage=arm.stage,
         round=round_index,
-        checkpoint=CheckpointRef(uri=uri, stage=arm.stage, scale=policy.scale, round=round_index),
+        checkpoint=CheckpointRef(
+            uri=uri, stage=arm.stage, scale=policy.scale, round=round_index, version=store.folder_version(uri)
+        ),
         metrics={k: float(v) for k, v in metrics.items()},
     )

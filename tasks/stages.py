@@ -22,7 +22,7 @@ def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
     folder = ensure_model(scale, config.model.path, MODEL_CACHE, seed=config.seed)
     uri = ctx.layout(scale).checkpoint("base")
     ctx.store.put_dir(folder, uri)
-    return CheckpointRef(uri=uri, stage="base", scale=scale)
+    return CheckpointRef(uri=uri, stage="base", scale=scale, version=ctx.store.folder_version(uri))
 
 
 @task(name="sft", **RESUMABLE)
@@ -35,7 +35,8 @@ def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
         result = run_sft(ctx.config, folder, Path(tmp) / "sft", show_progress=progress_enabled())
         uri = ctx.store.put_dir(result.path, ctx.layout(base.scale).checkpoint("sft"))
     summary = {k: v for k, v in result.summary.items() if isinstance(v, int | float | str | bool)}
-    return CheckpointRef(uri=uri, stage="sft", scale=base.scale), summary
+    ref = CheckpointRef(uri=uri, stage="sft", scale=base.scale, version=ctx.store.folder_version(uri))
+    return ref, summary
 
 
 @task(name="filter_rl_data", **RESUMABLE)

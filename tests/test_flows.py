@@ -469,3 +469,8 @@ def test_a_code_edit_recomputes_and_an_unchanged_rerun_resumes(prefect_server, t
     assert signature in code
     grpo.write_text(code.replace(signature, signature + "    return [7.0 for _ in rewards]\n"))
     assert run() == ("Completed", [7.0, 7.0])  # the edited code ran, not the cached result
+
+    # An edit outside the task's import closure (the report's plots) changes nothing it could compute.
+    plots = src / "axpo_core" / "evaluation" / "plots.py"
+    plots.write_text(plots.read_text() + "\n\ndef _edited() -> None:\n    pass\n")
+    assert run() == ("Cached", [7.0, 7.0])

@@ -371,3 +371,37 @@ def test_kill_9_of_axpo_run_leaves_no_prefect_server_behind(tmp_path):
             run.wait()
         if server is not None and _alive(server):
             os.kill(server, signal.SIGKILL)
+
+
+def test_a_tasks_code_digest_covers_its_import_closure_only():
+    """tasks.rl reaches grpo.py (through training.steps) but not the report; tasks.evaluation reaches both."""
+    import inspect
+
+    import tasks.evaluation
+    import tasks.rl
+    from tasks.persistence import task_code_files
+
+    def names(module):
+        files = task_code_files(inspect.getsourcefile(module), module.__name__)
+        return {f"{p.parent.name}/{p.name}" for p in files}
+
+    rl, evaluation = names(tasks.rl), names(tasks.evaluation)
+    assert {"algorithms/grpo.py", "algorithms/axpo.py", "training/update.py", "tasks/rl.py"} <= rl
+    assert "evaluation/report.py" not in rl and "evaluation/plots.py" not in rl
+    assert {"evaluation/report.py", "evaluation/plots.py", "evaluation/viewer.py"} <= evaluation
+
+
+def test_a_rewritten_folder_is_a_new_version(tmp_path):
+    """What a CheckpointRef names: the same bytes rewritten under the same URI are a new input downstream."""
+    from axpo_core.storage import content_version, open_store
+
+    store = open_store(f"file://{tmp_path}/store")
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"weights")
+    uri = store.put_dir(src, store.uri("exp", "ckpt"))
+    first = store.folder_version(uri)
+    assert store.folder_version(uri) == first  # stable while nothing is written
+    store.put_dir(src, uri)
+    assert store.folder_version(uri) != first
+    assert content_version(b"a") == content_version(b"a") != content_version(b"b")
