@@ -30,13 +30,31 @@ PREFECT_DEFAULTS = {
 }
 
 
+def _database_per_prefect_version(home: Path) -> None:
+    """The ephemeral server's database, one per Prefect version (unless the user set one): Prefect
+    migrates its database forward on start and cannot open one a newer release has migrated, so a shared
+    `~/.prefect/prefect.db` touched by another Prefect version would stop every run here."""
+    import prefect
+
+    if any(
+        os.environ.get(k)
+        for k in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+    ):
+        return
+    path = Path(home).expanduser() / f"axpo-prefect-{prefect.__version__}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{path}"
+
+
 def configure_prefect() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     _fill_worker_filter_paging()
     from prefect.settings import get_current_settings
 
-    if not get_current_settings().api.url:  # this process may start Prefect's ephemeral server
+    settings = get_current_settings()
+    if not settings.api.url:  # this process may start Prefect's ephemeral server
+        _database_per_prefect_version(settings.home)
         server_dies_with_this_process()
 
 

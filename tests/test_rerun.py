@@ -405,3 +405,31 @@ def test_a_rewritten_folder_is_a_new_version(tmp_path):
     store.put_dir(src, uri)
     assert store.folder_version(uri) != first
     assert content_version(b"a") == content_version(b"a") != content_version(b"b")
+
+
+def test_the_ephemeral_server_keeps_one_database_per_prefect_version(tmp_path):
+    """A ~/.prefect/prefect.db that another Prefect release migrated cannot be opened by this one: the
+    project's runs use a database named by the Prefect version, unless the user chose one."""
+    import prefect
+
+    probe = (
+        "import os; from flows.runtime import configure_prefect; configure_prefect(); "
+        "print(os.environ['PREFECT_SERVER_DATABASE_CONNECTION_URL'])"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if "DATABASE_CONNECTION_URL" not in k and k != "PREFECT_API_URL"
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = tmp_path / "home" / f"axpo-prefect-{prefect.__version__}.db"
+    assert out.stdout.strip() == f"sqlite+aiosqlite:///{expected}"
+    mine = "sqlite+aiosqlite:////somewhere/else.db"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": mine},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == mine
