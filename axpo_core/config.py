@@ -83,6 +83,11 @@ class AlgorithmConfig(Section):
     # per_stream: Eq. 5 read literally: the GRPO term, each prefix term and each continuation term are
     #   token means, summed. Under GRPO (no extra streams) the two are the same.
     loss_normalization: Literal["batch_token_mean", "per_stream"] = "batch_token_mean"
+    # The policy objective: ppo_clip (App. A, Eq. clip-app) or cispo (MiniMax-M1's clipped IS weight, a
+    # baseline of the paper's comparison table; its upper bound is eps_high, this project's choice, so the
+    # two differ only in the objective; no lower bound by default, as MiniMax-M1).
+    loss: Literal["ppo_clip", "cispo"] = "ppo_clip"
+    cispo_eps_low: float | None = Field(None, ge=0)
     adv_eps: float = Field(1e-6, gt=0)
     # AXPO
     budget_ratio: float = Field(0.25, ge=0, le=1)  # r: extra continuations <= r * B * N

@@ -90,6 +90,8 @@ def clipped_policy_loss(
     kl_beta: float = 0.0,
     aggregation: str = "token-mean",
     token_weights: torch.Tensor | None = None,
+    objective: str = "ppo_clip",
+    cispo_eps_low: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss to *minimize*: −L_clip of App. A (Eq. clip-app), per token, then aggregated over the batch.
 
@@ -103,6 +105,11 @@ def clipped_policy_loss(
         with an empty mask counts as 0, as in TRL).
     `token_weights` [B, T] (zero off the mask) replaces the aggregation: the loss is Σ ℓ·w (the update
     computes w from `algorithm.loss_normalization`, training/update.py `token_weights`).
+    `objective="cispo"` (CISPO, MiniMax-M1, arXiv 2506.13585, Eq. 4-5) clips the importance weight instead
+    of the update: ℓ = −sg(r̂)·Â·logπθ with r̂ = clip(ρ, 1 − ε_low^IS, 1 + ε_high^IS), so a token past the
+    bound still gets the gradient −r̂·Â·∇logπθ (PPO-clip gives it none). ε_high^IS is `eps_high`;
+    ε_low^IS is `cispo_eps_low`, None for no lower bound, as MiniMax-M1 sets it. Inside the bounds the
+    gradient equals PPO-clip's.
     Masked-out positions never reach an exp, so padding garbage cannot turn into inf/NaN.
     Stats (detached): token-means over masked tokens of kl, ratio, the clip fractions (TRL's definitions:
     low = ρ < 1 − ε_low with Â < 0, high = ρ > 1 + ε_high with Â > 0), and the loss without the KL term.
@@ -116,8 +123,15 @@ def clipped_policy_loss(
     zero = torch.zeros_like(logprobs)
 
     ratio = torch.exp(torch.where(on, logprobs - old_logprobs, zero))
-    clipped_ratio = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    policy_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    if objective == "cispo":
+        low_bound = None if cispo_eps_low is None else 1 - cispo_eps_low
+        weight = torch.clamp(ratio, min=low_bound, max=1 + eps_high).detach()
+        policy_loss = -weight * advantages * torch.where(on, logprobs, zero)
+    elif objective == "ppo_clip":
+        clipped_ratio = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+        policy_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    else:
+        raise ValueError(f"unknown objective {objective!r}; expected ppo_clip or cispo")
     per_token = policy_loss
     kl = zero
     if ref_logprobs is not None and kl_beta != 0.0:
@@ -140,8 +154,12 @@ def clipped_policy_loss(
         def token_mean(x: torch.Tensor) -> torch.Tensor:
             return (x.to(mask_f.dtype) * mask_f).sum() / n_tokens
 
-        low = (ratio < 1 - eps_low) & (advantages < 0)
-        high = (ratio > 1 + eps_high) & (advantages > 0)
+        if objective == "cispo":  # tokens whose importance weight was clipped (whatever the advantage's sign)
+            low = ratio < 1 - cispo_eps_low if cispo_eps_low is not None else torch.zeros_like(on)
+            high = ratio > 1 + eps_high
+        else:
+            low = (ratio < 1 - eps_low) & (advantages < 0)
+            high = (ratio > 1 + eps_high) & (advantages > 0)
         stats = {
             "policy_loss": aggregate(policy_loss).detach(),
             "kl": token_mean(kl),

@@ -222,6 +222,8 @@ def _step(
             ref_logprobs=ref,
             kl_beta=algorithm.kl_beta if ref is not None else 0.0,
             token_weights=row_weights.unsqueeze(1) * mask,
+            objective=algorithm.loss,
+            cispo_eps_low=algorithm.cispo_eps_low,
         )
         if not torch.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
