@@ -167,12 +167,14 @@ def _print_result(result) -> None:
         print(f"[{stage}] last round: {shown}")
 
 
-def _print_where(ctx_tracking_uri: str, report_uri: str) -> None:
+def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:
     from axpo_core.tracking import ui_command
 
     print(f"\nreport: {report_uri}")
     print(f"MLflow store: {ctx_tracking_uri}")
     print(f"open the MLflow UI: {ui_command(ctx_tracking_uri)}")
+    if mlflow_url:
+        print(f"  then this run: {mlflow_url}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -182,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     result = pipeline(config, args.run_name)
     _print_result(result)
-    _print_where(result.tracking_uri, result.report_uri)
+    _print_where(result.tracking_uri, result.report_uri, result.mlflow_url)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -200,7 +202,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     for result in results:
         _print_result(result)
     if results:
-        _print_where(results[0].tracking_uri, results[0].report_uri)
+        _print_where(results[0].tracking_uri, results[0].report_uri, results[0].mlflow_url)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -246,9 +248,12 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     from axpo_core.tracking import ui_command
+    from tasks.tracking import ui_link
 
-    command = ui_command(make_context(config).tracking_uri, port=args.port)
+    ctx = make_context(config)
+    command = ui_command(ctx.tracking_uri, port=args.port)
     print(command)
+    print(f"then open {ui_link(ctx, port=args.port)}")
     if args.start:
         subprocess.run(command.split(), check=False)
 

@@ -50,6 +50,7 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
 
     from axpo_core.tracking import Tracker
     from flows.pipeline import pipeline
+    from tasks.context import stage_slug
 
     config = small_config(tmp_path)
     monkeypatch.setenv("AXPO_PROGRESS", "1")  # bars on, as on a terminal
@@ -96,19 +97,49 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     _rerun_resumes_and_logs_no_metric_twice(config, result, tmp_path)
 
     tracker = Tracker(result.tracking_uri, tmp_path, config.tracking.experiment)
+    children_stages = ("Base", "SFT", "SFT+GRPO", "SFT+AXPO")
     children = {run.name: run for run in tracker.child_runs(result.parent_run_id)}
     assert set(children) == {"tiny-s/Base", "tiny-s/SFT", "tiny-s/SFT+GRPO", "tiny-s/SFT+AXPO"}
     for stage, algo in (("SFT+GRPO", "grpo"), ("SFT+AXPO", "axpo")):
         run = children[f"tiny-s/{stage}"]
         assert run.tags["algo"] == algo and run.tags["scale"] == "tiny-s" and run.tags["seed"] == "0"
-        assert [step for step, _ in tracker.metric_history(run.run_id, "tool_use_rate")] == [1, 2]
+        assert (
+            run.tags["stage"] == stage
+            and run.tags["ablation"] == "none"
+            and len(run.tags["config_hash"]) == 12
+        )
+        assert run.tags["rollouts_uri"].endswith(f"/e2e/tiny-s/{stage_slug(stage)}/rollouts")
+        assert run.params["algorithm.name"] == algo and run.params["training.rounds"] == "2"
+        assert [step for step, _ in tracker.metric_history(run.run_id, "diag/tool_use_rate")] == [1, 2]
+        assert [step for step, _ in tracker.metric_history(run.run_id, "train/reward_mean")] == [1, 2]
         assert [step for step, _ in tracker.metric_history(run.run_id, "update/loss")] == [1, 2]
+        assert set(tracker.list_artifacts(run.run_id, "rollouts")) == {
+            "rollouts/round-1.sample.jsonl",
+            "rollouts/round-2.sample.jsonl",
+        }
+        assert "diagnostics/rounds.csv" in tracker.list_artifacts(run.run_id, "diagnostics")
+    assert children["tiny-s/SFT+AXPO"].tags["config_hash"] != children["tiny-s/SFT+GRPO"].tags["config_hash"]
     for run in children.values():
         assert tracker.metric_history(run.run_id, "eval/zoom_detail/pass_at_1")
+        assert "eval/average/pass_at_1" in run.metrics
+    parent = tracker.get_run(result.parent_run_id)
+    assert {f"summary/avg_pass_at_1/{stage_slug(s)}" for s in children_stages} <= set(parent.metrics)
+    report_files = set(tracker.list_artifacts(result.parent_run_id, "report"))
+    assert {"report/report.html", "report/report.md", "report/rollouts.html", "report/plots"} <= report_files
+    assert "results/results_table.json" in tracker.list_artifacts(result.parent_run_id, "results")
+    assert result.mlflow_url.endswith(f"/runs/{result.parent_run_id}?workflowType=machine_learning")
 
     async def artifact_keys():
-        from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
-        from prefect.client.schemas.sorting import ArtifactSort
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            DeploymentFilter,
+            FlowFilter,
+            FlowRunFilter,
+            TaskRunFilter,
+            WorkPoolFilter,
+            WorkQueueFilter,
+        )
+        from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, TaskRunSort
 
         async with get_client() as client:  # explicit filters: this Prefect's server rejects null ones (422)
             artifacts = await client.read_artifacts(
@@ -118,11 +149,36 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
                 sort=ArtifactSort.CREATED_DESC,
                 limit=200,
             )
-            return {a.key for a in artifacts}
+            flow_runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                deployment_filter=DeploymentFilter(),
+                work_pool_filter=WorkPoolFilter(),
+                work_queue_filter=WorkQueueFilter(),
+                sort=FlowRunSort.ID_DESC,
+                limit=200,
+            )
+            task_runs = await client.read_task_runs(
+                flow_filter=FlowFilter(),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                deployment_filter=DeploymentFilter(),
+                sort=TaskRunSort.ID_DESC,
+                limit=500,
+            )
+            return {a.key for a in artifacts}, {r.name for r in flow_runs}, {r.name for r in task_runs}
 
     import asyncio
 
-    keys = asyncio.run(artifact_keys())
+    keys, flow_run_names, task_run_names = asyncio.run(artifact_keys())
+    # Prefect's run names read as the experiment
+    assert {
+        "axpo_round[tiny-s SFT+AXPO r2]",
+        "train[tiny-s SFT+GRPO]",
+        "pipeline[tiny-s seed0]",
+    } <= flow_run_names
+    assert {"evaluate[SFT+GRPO × zoom_detail]", "update[tiny-s SFT+AXPO r1]"} <= task_run_names
     assert "results-e2e" in keys and "evaluate-e2e" in keys
     assert {"train-e2e-tiny-s-sft-axpo", "train-e2e-tiny-s-sft-grpo", "sft-e2e-tiny-s"} <= keys
 
