@@ -253,10 +253,15 @@ def log_report(ctx: RunContext, run_id: str, report_uri: str, artifact_path: str
     """The report folder (report.html/.md, plots/, rollouts.html, CSVs) into the run's artifacts; an S3
     report is downloaded first."""
     t = tracker(ctx)
-    if report_uri.startswith("s3://"):
+    if report_uri.startswith("s3://"):  # written file by file (no folder marker): copied the same way
+        store = ctx.store
+        prefix = report_uri.rstrip("/") + "/"
         with tempfile.TemporaryDirectory(prefix="axpo-report-") as tmp:
-            folder = ctx.store.get_dir(report_uri, Path(tmp) / "report")
-            t.log_artifact(run_id, folder, artifact_path)
+            for uri in store.list(report_uri):
+                local = Path(tmp, uri.removeprefix(prefix))
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(store.get_bytes(uri))
+            t.log_artifact(run_id, tmp, artifact_path)
     else:
         t.log_artifact(run_id, local_path(report_uri), artifact_path)
 

@@ -467,3 +467,35 @@ def test_paired_difference() -> None:
     assert t975(100) == 1.96
     with pytest.raises(ValueError, match="no seed in common"):
         paired_difference({0: 1.0}, {1: 1.0})
+
+
+def test_report_from_s3_storage_into_an_s3_artifact_store(
+    tmp_path: Path,
+    moto_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Storage and MLflow's artifacts both in S3: the report is read from the store and logged to S3."""
+    from tasks.tracking import log_report, tracker
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "unset-after-the-test")
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
+    ctx = _ctx(
+        tmp_path,
+        "s3-report",
+        f"storage.root=s3://{s3_bucket}/runs",
+        f"storage.s3_endpoint_url={moto_endpoint}",
+        f"tracking.artifact_location=s3://{s3_bucket}/mlflow",
+    )
+    layout = ctx.layout()
+    ctx.store.put_text(layout.report("results.md"), "| stage | pass@1 |\n")
+    ctx.store.put_text(layout.report("plots/tool_use_rate.png"), "png")
+    t = tracker(ctx)
+    run = t.start_run("run1")
+    log_report.fn(ctx, run, layout.report())
+    assert sorted(t.list_artifacts(run, "report")) == ["report/plots", "report/results.md"]
+    listing = s3_client(moto_endpoint).list_objects_v2(Bucket=s3_bucket, Prefix="mlflow/")
+    assert sorted(o["Key"] for o in listing["Contents"]) == [
+        f"mlflow/{run}/artifacts/report/plots/tool_use_rate.png",
+        f"mlflow/{run}/artifacts/report/results.md",
+    ]
