@@ -266,8 +266,9 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     """Register deployments/prefect.yaml (pipeline and the nightly sweep) on a process work pool.
 
     Reads the YAML and deploys each entry through Prefect's Python API (`flow.from_source(...).deploy`):
-    `prefect deploy` 3.8.8 itself fails against its own server with this FastAPI (a null `limit` in its
-    worker check gives 422), after which it exits non-zero.
+    `prefect deploy` 3.8.8 failed against its own server under FastAPI 0.154 (a null `limit` in its worker
+    check gave 422); with the pinned 3.9.1 `prefect deployment ls` / `flow-run ls` / `work-pool ls` work,
+    `prefect deploy` itself was not retried.
     """
     import os
     import shutil
