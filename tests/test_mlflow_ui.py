@@ -225,11 +225,12 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def save_shot(driver, shots: Path, name: str) -> Path:
+def save_shot(driver, shots: Path, name: str, for_docs: bool = False) -> Path:
+    """A screenshot into the test's folder; the README's one (`for_docs`) also to $AXPO_DOCS_SCREENSHOTS."""
     path = shots / f"{name}.png"
     driver.save_screenshot(str(path))
     docs = os.environ.get("AXPO_DOCS_SCREENSHOTS")
-    if docs:
+    if docs and for_docs:
         Path(docs).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, Path(docs) / f"{name}.png")
     return path
@@ -343,7 +344,7 @@ def test_compare_grpo_and_axpo_in_the_mlflow_ui(sweep_store: dict, mlflow_ui: st
     )
     bands = [t for t in traces if t["fill"] and any(x is not None for x in t["x"])]
     assert len(bands) == 2, traces
-    save_shot(driver, shots, "mlflow-compare-tool-use")
+    save_shot(driver, shots, "mlflow-compare-tool-use", for_docs=True)
 
     # 3. The parent run's artifacts: the report folder of each variant, with report.html in it.
     driver.get(t.ui_url(mlflow_ui, sweep_store["parent"]).replace("?", "/artifacts?"))
