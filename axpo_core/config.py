@@ -190,6 +190,10 @@ class StorageConfig(Section):
 class TrackingConfig(Section):
     tracking_uri: str | None = None  # default: sqlite:///<output dir>/mlflow.db
     experiment: str = "axpo"
+    # Where MLflow keeps run artifacts (report, tables, rollout samples): e.g. s3://bucket/mlflow (reached
+    # through storage.s3_endpoint_url). Default: <output dir>/mlartifacts next to a local store, or the
+    # tracking server's own default. Fixed when the MLflow experiment is created (MLflow cannot move it).
+    artifact_location: str | None = None
 
 
 class Config(Section):

@@ -10,17 +10,28 @@ are retried a few times.
 
 Defaults: the backend is `sqlite:///<output dir>/mlflow.db`, and a local backend keeps artifacts in
 `<output dir>/mlartifacts` (MLflow's own default would be `./mlruns` in whatever the working directory is).
-Pass `artifact_location="s3://bucket/mlflow"` (and set `MLFLOW_S3_ENDPOINT_URL` for MinIO/moto) to keep
-them in S3. Telemetry is off unless `MLFLOW_DISABLE_TELEMETRY` says otherwise: the pipeline runs offline.
+Pass `artifact_location="s3://bucket/mlflow"` (and `s3_endpoint_url`, or `MLFLOW_S3_ENDPOINT_URL`, for
+MinIO/moto) to keep them in S3. Telemetry is off unless `MLFLOW_DISABLE_TELEMETRY` says otherwise: the
+pipeline runs offline.
+
+How the UI shows it: the experiment is tagged as model training (`mlflow.experimentKind`), every run and
+the experiment carry a description (`mlflow.note.content`), and per-round metrics are named by prefix
+(`train/`, `diag/`, `update/`, `eval/<benchmark>/`, `summary/`) so the chart view groups them into
+sections. MLflow 3.17's UI picks its GenAI or model-training view from a switch in its sidebar (remembered
+in the browser, GenAI by default), not from the experiment's tag: `ui_url` links straight to the training
+view (`?workflowType=machine_learning`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +49,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
+    MAX_EXPERIMENT_TAG_VAL_LENGTH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -48,6 +60,20 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PARENT_TAG = MLFLOW_PARENT_RUN_ID
+NOTE_TAG = "mlflow.note.content"  # the description the UI shows (and edits) on a run or an experiment
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # lists a run's tables, which the UI then shows as tables
+# The experiment kind: "custom_model_development" is the UI's "Machine learning" (model training), as
+# opposed to "genai_development" (traces, sessions). Values from mlflow/server/js (MLflow 3.17).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+#: The UI's query parameter that opens the model-training view rather than GenAI (see the module docstring).
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
+#: Per-round quantities of the training batch itself (under `train/`); every other bare diagnostic goes
+#: under `diag/` (the paper's diagnostics: tool use, all-wrong rates, flips, errors, AXPO's counts).
+TRAIN_KEYS = frozenset(
+    {"reward_mean", "reward_mean_resampled", "mean_turns", "tokens_original", "tokens_resampled", "rollouts"}
+)
 _LOCAL_SCHEMES = ("sqlite:", "file:")
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
@@ -61,6 +87,49 @@ def _lock_for(tracking_uri: str) -> threading.RLock:
 def default_tracking_uri(output_dir: str | Path) -> str:
     """`sqlite:///<absolute output dir>/mlflow.db` (four slashes: SQLAlchemy's absolute form)."""
     return f"sqlite:///{Path(output_dir).absolute() / 'mlflow.db'}"
+
+
+def round_metric_name(key: str) -> str:
+    """The MLflow name of a per-round metric: `tool_use_rate` -> `diag/tool_use_rate`, `reward_mean` ->
+    `train/reward_mean`; a name that already has a prefix (`update/loss`) is kept."""
+    if "/" in key:
+        return key
+    return f"train/{key}" if key in TRAIN_KEYS else f"diag/{key}"
+
+
+def round_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A round's diagnostics and update stats under their MLflow names (`round_metric_name`)."""
+    return {round_metric_name(k): v for k, v in metrics.items()}
+
+
+def config_hash(config: BaseModel | Mapping[str, Any]) -> str:
+    """12 hex digits of sha256 over the config's canonical JSON: equal configs, equal hashes."""
+    dumped = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    text = json.dumps(dumped, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=4)
+def source_commit(path: str | Path | None = None) -> str:
+    """The git commit of the checkout holding `path` (default: this package), `+dirty` when tracked files
+    differ from it; `unknown` outside a git checkout (an installed wheel) or without git."""
+    where = str(Path(path) if path else Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(
+            ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    dirty = "+dirty" if status.returncode == 0 and status.stdout.strip() else ""
+    return head.stdout.strip() + dirty
 
 
 def _is_local(tracking_uri: str) -> bool:
@@ -122,7 +191,12 @@ class Tracker:
         output_dir: str | Path,
         experiment: str,
         artifact_location: str | None = None,
+        s3_endpoint_url: str | None = None,
     ) -> None:
+        """`s3_endpoint_url` (MinIO, moto) is where an `s3://` artifact location lives; MLflow reads it from
+        the process environment (`MLFLOW_S3_ENDPOINT_URL`), which is set to it unless already set."""
+        if s3_endpoint_url and artifact_location and artifact_location.startswith("s3://"):
+            os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3_endpoint_url)
         self.output_dir = Path(output_dir).absolute()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri or default_tracking_uri(self.output_dir)
@@ -169,7 +243,9 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
             try:
-                return self.client.create_experiment(name, artifact_location=artifact_location)
+                return self.client.create_experiment(
+                    name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+                )
             except MlflowException as exc:  # created meanwhile by another process
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -177,6 +253,8 @@ class Tracker:
                 assert exp is not None
         if exp.lifecycle_stage == "deleted":
             self.client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         if artifact_location and exp.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
             logger.warning(
                 "experiment %r already stores artifacts at %s, not %s (MLflow cannot move them)",
@@ -323,6 +401,48 @@ class Tracker:
         for batch in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self._call(lambda b=batch: self.client.log_batch(run_id, tags=b))
 
+    def describe_run(self, run_id: str, text: str) -> None:
+        """The run's description (Markdown), shown on its page and in the runs table's tooltip."""
+        self.set_tags(run_id, {NOTE_TAG: text})
+
+    def describe_experiment(self, text: str) -> None:
+        """The experiment's description (Markdown), shown above its runs."""
+        value = _stringify(text, MAX_EXPERIMENT_TAG_VAL_LENGTH)
+        self._call(lambda: self.client.set_experiment_tag(self.experiment_id, NOTE_TAG, value))
+
+    def experiment_tags(self) -> dict[str, str]:
+        return dict(self._call(lambda: self.client.get_experiment(self.experiment_id)).tags)
+
+    def log_table(self, run_id: str, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table (a `.json` artifact the UI shows as a table; `MlflowClient.load_table`
+        reads it). Unlike `MlflowClient.log_table`, which appends to an existing file, logging again
+        replaces it: a rerun does not duplicate the rows. Non-finite numbers become null."""
+        if not artifact_file.endswith(".json"):
+            raise ValueError(f"log_table: {artifact_file!r} must end with .json")
+        columns: list[str] = []
+        for row in rows:
+            columns += [str(k) for k in row if str(k) not in columns]
+
+        def cell(value: Any) -> Any:
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+        table = {"columns": columns, "data": [[cell(row.get(c)) for c in columns] for row in rows]}
+        self._call(lambda: self.client.log_text(run_id, json.dumps(table), artifact_file))
+
+        def register() -> None:
+            listed = json.loads(self.client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+            entry = {"path": artifact_file, "type": "table"}
+            if entry not in listed:
+                self.client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))
+
+        self._call(register)
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        """The artifact paths directly under `path` (folders included)."""
+        return [a.path for a in self._call(lambda: self.client.list_artifacts(run_id, path))]
+
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a folder's contents, into the run's artifacts (under `artifact_path`)."""
         path = Path(local_path)
@@ -363,12 +483,21 @@ class Tracker:
     def ui_command(self, port: int = 5000) -> str:
         return ui_command(self.tracking_uri, port)
 
+    def ui_url(self, base_url: str = "http://127.0.0.1:5000", run_id: str | None = None) -> str:
+        return ui_url(base_url, self.experiment_id, run_id)
+
 
 def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """The command that shows a backend in MLflow's UI (for a tracking server: its URL)."""
     if not _is_local(tracking_uri):
         return tracking_uri
     return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --host 127.0.0.1 --port {port}"
+
+
+def ui_url(base_url: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The UI's page of an experiment's runs (or of one run), in the model-training view."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/{page}?{TRAINING_VIEW_QUERY}"
 
 
 def _record(run: Any) -> RunRecord:

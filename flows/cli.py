@@ -167,12 +167,14 @@ def _print_result(result) -> None:
         print(f"[{stage}] last round: {shown}")
 
 
-def _print_where(ctx_tracking_uri: str, report_uri: str) -> None:
+def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:
     from axpo_core.tracking import ui_command
 
     print(f"\nreport: {report_uri}")
     print(f"MLflow store: {ctx_tracking_uri}")
     print(f"open the MLflow UI: {ui_command(ctx_tracking_uri)}")
+    if mlflow_url:
+        print(f"  then this run: {mlflow_url}")
 
 
 def cmd_run_dry(args: argparse.Namespace) -> None:
@@ -202,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     result = pipeline(config, args.run_name)
     _print_result(result)
-    _print_where(result.tracking_uri, result.report_uri)
+    _print_where(result.tracking_uri, result.report_uri, result.mlflow_url)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -220,7 +222,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     for result in results:
         _print_result(result)
     if results:
-        _print_where(results[0].tracking_uri, results[0].report_uri)
+        _print_where(results[0].tracking_uri, results[0].report_uri, results[0].mlflow_url)
 
 
 def cmd_eval_validate(args: argparse.Namespace) -> None:
@@ -297,9 +299,12 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     from axpo_core.tracking import ui_command
+    from tasks.tracking import ui_link
 
-    command = ui_command(make_context(config).tracking_uri, port=args.port)
+    ctx = make_context(config)
+    command = ui_command(ctx.tracking_uri, port=args.port)
     print(command)
+    print(f"then open {ui_link(ctx, port=args.port)}")
     if args.start:
         subprocess.run(command.split(), check=False)
 
@@ -312,8 +317,9 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     """Register deployments/prefect.yaml (pipeline and the nightly sweep) on a process work pool.
 
     Reads the YAML and deploys each entry through Prefect's Python API (`flow.from_source(...).deploy`):
-    `prefect deploy` 3.8.8 itself fails against its own server with this FastAPI (a null `limit` in its
-    worker check gives 422), after which it exits non-zero.
+    `prefect deploy` 3.8.8 failed against its own server under FastAPI 0.154 (a null `limit` in its worker
+    check gave 422); with the pinned 3.9.1 `prefect deployment ls` / `flow-run ls` / `work-pool ls` work,
+    `prefect deploy` itself was not retried.
     """
     import os
     import shutil

@@ -30,7 +30,7 @@ def task_runner(kind: str, max_workers: int):
     raise ValueError(f"unknown task runner {kind!r}")
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", flow_run_name="evaluate[{ctx.run_name}]")
 def evaluate_flow(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> list[EvalRef]:
     """`checkpoints` maps a stage label (Base, SFT, SFT+GRPO, ...) to its checkpoint; × every benchmark."""
     pairs = [

@@ -19,7 +19,18 @@ from tasks.context import Arm, CheckpointRef, RunContext
 from tasks.evaluation import EvalRef, report, sweep_report, tool_check
 from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
-from tasks.tracking import close_tracking_run, log_metrics, open_tracking_run
+from tasks.tracking import (
+    close_tracking_run,
+    log_arm_artifacts,
+    log_eval_summary,
+    log_metrics,
+    log_report,
+    log_sweep_summary,
+    open_tracking_run,
+    parent_run_fields,
+    stage_run_fields,
+    ui_link,
+)
 
 RL_ARMS = {"SFT+GRPO": ("grpo", "SFT"), "SFT+AXPO": ("axpo", "SFT"), "GRPO": ("grpo", "Base")}
 
@@ -32,6 +43,7 @@ class PipelineResult(BaseModel):
     report_uri: str
     tracking_uri: str
     parent_run_id: str
+    mlflow_url: str = ""  # the parent run in MLflow's UI (model-training view)
     evaluations: list[EvalRef]
     final_metrics: dict[str, dict[str, float]]  # stage -> last round's diagnostics
     round_metrics: dict[str, list[dict[str, float]]] = {}  # stage -> every round's diagnostics, in order
@@ -50,7 +62,7 @@ def arms(config: Config) -> list[Arm]:
     return chosen
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", flow_run_name="pipeline[{config.model.scale} seed{config.seed}]")
 def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> PipelineResult:
     """The main job. The run folder is locked for its duration: a second process on the same run name is
     refused (flows.runlock.RunLocked) instead of redoing and double-logging the work."""
@@ -62,10 +74,15 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
     config = ctx.config
     scale, seed = config.model.scale, config.seed
     own_parent = parent_run_id is None
-    parent = parent_run_id or open_tracking_run(
-        ctx, ctx.run_name, tags={"kind": "pipeline", "scale": scale, "seed": str(seed)}, log_config=True
-    )
-    tags = {"scale": scale, "seed": str(seed)}
+    if own_parent:
+        parent_tags, parent_note = parent_run_fields(ctx, "pipeline")
+        parent = open_tracking_run(
+            ctx, ctx.run_name, tags=parent_tags, log_config=True, description=parent_note
+        )
+    else:
+        parent = parent_run_id
+    # Under a sweep's parent the children of every variant meet: the seed keeps their names apart.
+    prefix = scale if own_parent else f"{scale}/seed{seed}"
 
     rl_arms = arms(config)
     needs_sft = any(s.startswith("SFT") for s in config.pipeline.stages) or any(
@@ -91,11 +108,13 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
     round_metrics: dict[str, list[dict[str, float]]] = {}
     for arm in rl_arms:
         start = checkpoints["SFT"] if arm.stage.startswith("SFT") else base
+        run_tags, params, note = stage_run_fields(ctx, arm.stage, arm.algo, arm.config(config), arm)
         stage_runs[arm.stage] = open_tracking_run(
-            ctx, f"{scale}/{arm.stage}", parent, tags={**tags, "algo": arm.algo, "stage": arm.stage}
+            ctx, f"{prefix}/{arm.stage}", parent, tags=run_tags, params=params, description=note
         )
         with steps.step(arm.stage):
             records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
+        log_arm_artifacts(ctx, stage_runs[arm.stage], arm, scale, records)
         checkpoints[arm.stage] = records[-1].checkpoint
         final_metrics[arm.stage] = records[-1].metrics
         round_metrics[arm.stage] = [r.metrics for r in records]
@@ -110,8 +129,10 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
     for stage in evaluated:
         if stage not in stage_runs:  # Base and SFT have no training run: one for their evaluation
             algo = {"Base": "none", "SFT": "sft"}.get(stage, stage)
+            run_tags, params, note = stage_run_fields(ctx, stage, algo, config)
+            run_tags["checkpoint_uri"] = evaluated[stage].uri
             stage_runs[stage] = open_tracking_run(
-                ctx, f"{scale}/{stage}", parent, tags={**tags, "algo": algo, "stage": stage}
+                ctx, f"{prefix}/{stage}", parent, tags=run_tags, params=params, description=note
             )
         metrics = {
             f"eval/{e.benchmark}/{k}": v
@@ -122,6 +143,11 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         log_metrics(ctx, stage_runs[stage], metrics)
     with steps.step("report"):
         summary = report(ctx, evaluations, tool_rows)
+        # On a sweep's parent, each variant's report and table sit in their own folder; the sweep logs
+        # the headline numbers over seeds.
+        where = "" if own_parent else f"/{scale}-seed{seed}"
+        log_eval_summary(ctx, parent, stage_runs, evaluations, own_parent, f"results{where}")
+        log_report(ctx, parent, summary.uri, f"report{where}")
     steps.close()
     for run_id in stage_runs.values():
         close_tracking_run(ctx, run_id)
@@ -135,6 +161,7 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         report_uri=summary.uri,
         tracking_uri=ctx.tracking_uri,
         parent_run_id=parent,
+        mlflow_url=ui_link(ctx, parent),
         evaluations=evaluations,
         final_metrics=final_metrics,
         round_metrics=round_metrics,
@@ -143,7 +170,10 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
     )
 
 
-@flow(name="sweep")
+@flow(
+    name="sweep",
+    flow_run_name="sweep[{config.experiment} {config.pipeline.scales} × seeds {config.pipeline.seeds}]",
+)
 def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
     """The pipeline for every scale × seed in `pipeline.scales` / `pipeline.seeds`, one parent run (the
     sweep's run folder locked, and each variant's own folder by its pipeline)."""
@@ -153,7 +183,8 @@ def sweep(config: Config, run_name: str | None = None) -> list[PipelineResult]:
 
 def _sweep(ctx: RunContext) -> list[PipelineResult]:
     config = ctx.config
-    parent = open_tracking_run(ctx, ctx.run_name, tags={"kind": "sweep"}, log_config=True)
+    parent_tags, parent_note = parent_run_fields(ctx, "sweep")
+    parent = open_tracking_run(ctx, ctx.run_name, tags=parent_tags, log_config=True, description=parent_note)
     results = []
     variants = [(scale, seed) for scale in config.pipeline.scales for seed in config.pipeline.seeds]
     for scale, seed in progress(variants, desc="sweep (scale x seed)"):
@@ -176,6 +207,8 @@ def _sweep(ctx: RunContext) -> list[PipelineResult]:
         key=artifact_key("sweep", ctx.run_name),
         description="Pass@k per scale, seed, stage and benchmark",
     )
-    sweep_report(ctx)
+    swept = sweep_report(ctx)
+    log_sweep_summary(ctx, parent, [(r.seed, r.evaluations) for r in results])
+    log_report(ctx, parent, swept.uri, "report")
     close_tracking_run(ctx, parent)
     return results

@@ -169,8 +169,9 @@ def in_process_run() -> Iterator[None]:
 
 
 def _fill_worker_filter_paging() -> None:
-    """Prefect 3.8.8's client posts `"limit": null` when listing a pool's workers (as `deploy` does), which
-    its own server rejects (422) with this FastAPI/pydantic. Send the server's defaults instead."""
+    """Prefect's client posts `"limit": null` when listing a pool's workers (as `deploy` does), which the
+    3.8.8 server rejected (422) under FastAPI 0.154; 3.9.1's server (the pinned one) accepts it. Sending the
+    server's defaults costs nothing and keeps `axpo deploy` working against an older server."""
     from prefect.client.orchestration._work_pools.client import WorkPoolAsyncClient, WorkPoolClient
 
     for cls in (WorkPoolClient, WorkPoolAsyncClient):

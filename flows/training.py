@@ -14,7 +14,7 @@ from tasks.rl import detect_failures, resample, rollout, update
 from tasks.stages import sft
 
 
-@flow(name="sft")
+@flow(name="sft", flow_run_name="sft[{base.scale}]")
 def sft_flow(ctx: RunContext, base: CheckpointRef) -> CheckpointRef:
     checkpoint, summary = sft(ctx, base)
     publish_table(
@@ -25,7 +25,7 @@ def sft_flow(ctx: RunContext, base: CheckpointRef) -> CheckpointRef:
     return checkpoint
 
 
-@flow(name="axpo_round")
+@flow(name="axpo_round", flow_run_name="axpo_round[{policy.scale} {arm.stage} r{round_index}]")
 def axpo_round(
     ctx: RunContext,
     arm: Arm,
@@ -41,7 +41,7 @@ def axpo_round(
     return update(ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id)
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name="train[{start.scale} {arm.stage}]")
 def train(
     ctx: RunContext,
     arm: Arm,

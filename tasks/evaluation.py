@@ -45,7 +45,7 @@ class ReportRef(BaseModel):
     outcomes_markdown: str = ""  # the SFT agent's tool-call outcomes per benchmark
 
 
-@task(name="tool_check", **RESUMABLE)
+@task(name="tool_check", task_run_name="tool_check[{base.scale}]", **RESUMABLE)
 def tool_check(ctx: RunContext, base: CheckpointRef) -> list[dict]:
     """Oracle-with-tool and no-tool-oracle accuracy per tool suite (evaluation questions), to report/."""
     model = ctx.config.model  # only the tokenizer and image processor: the weights are not needed here
@@ -58,7 +58,7 @@ def tool_check(ctx: RunContext, base: CheckpointRef) -> list[dict]:
     return rows
 
 
-@task(name="evaluate", **RESUMABLE)
+@task(name="evaluate", task_run_name="evaluate[{stage} × {benchmark}]", **RESUMABLE)
 def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: str) -> EvalRef:
     config = evaluation_config(ctx.config)
     # Same sampling noise for every stage on a benchmark, whichever worker runs it (threads or Dask).

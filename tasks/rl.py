@@ -41,7 +41,7 @@ from tasks.context import (
 from tasks.persistence import RESUMABLE
 
 
-@task(name="rollout", **RESUMABLE)
+@task(name="rollout", task_run_name="rollout[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
 def rollout(
     ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, pool_ids: list[str]
 ) -> RolloutRef:
@@ -68,7 +68,11 @@ def rollout(
     )
 
 
-@task(name="detect_failures", **RESUMABLE)
+@task(
+    name="detect_failures",
+    task_run_name="detect_failures[{policy.scale} {arm.stage} r{round_index}]",
+    **RESUMABLE,
+)
 def detect_failures(
     ctx: RunContext, arm: Arm, round_index: int, rollouts: RolloutRef, policy: CheckpointRef
 ) -> DetectRef:
@@ -86,7 +90,7 @@ def detect_failures(
     return DetectRef(uri=uri, version=version, triggered=triggered, requests=len(requests))
 
 
-@task(name="resample", **RESUMABLE)
+@task(name="resample", task_run_name="resample[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
 def resample(
     ctx: RunContext,
     arm: Arm,
@@ -121,7 +125,7 @@ def resample(
     )
 
 
-@task(name="update", **RESUMABLE)
+@task(name="update", task_run_name="update[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
 def update(
     ctx: RunContext,
     arm: Arm,

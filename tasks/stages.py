@@ -15,7 +15,7 @@ from tasks.persistence import RESUMABLE
 from tasks.progress import progress_enabled
 
 
-@task(name="build_model", **RESUMABLE)
+@task(name="build_model", task_run_name="build_model[{scale}]", **RESUMABLE)
 def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
     """The base policy: a tiny scale built from its config, or a real checkpoint from `model.path`."""
     config = ctx.config
@@ -25,7 +25,7 @@ def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
     return CheckpointRef(uri=uri, stage="base", scale=scale, version=ctx.store.folder_version(uri))
 
 
-@task(name="sft", **RESUMABLE)
+@task(name="sft", task_run_name="sft[{base.scale}]", **RESUMABLE)
 def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
     """SFT through TRL's SFTTrainer on the suites' correct oracle trajectories (~25% with tool calls)."""
     from axpo_core.training.sft import run_sft
@@ -39,7 +39,7 @@ def sft(ctx: RunContext, base: CheckpointRef) -> tuple[CheckpointRef, dict]:
     return ref, summary
 
 
-@task(name="filter_rl_data", **RESUMABLE)
+@task(name="filter_rl_data", task_run_name="filter_rl_data[{policy.scale} {policy.stage}]", **RESUMABLE)
 def filter_rl_data(ctx: RunContext, policy: CheckpointRef) -> tuple[list[str], dict]:
     """The paper's filter: keep the pool questions the starting policy does not solve n out of n times
     and, with `training.teacher_path`, that the teacher solves at least once in n."""

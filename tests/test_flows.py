@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from moto_fixtures import moto_endpoint, s3_bucket, s3_client  # noqa: F401
@@ -50,8 +51,10 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
 
     from axpo_core.tracking import Tracker
     from flows.pipeline import pipeline
+    from tasks.context import stage_slug
 
     config = small_config(tmp_path)
+    started = datetime.now(UTC).isoformat()
     monkeypatch.setenv("AXPO_PROGRESS", "1")  # bars on, as on a terminal
     result = pipeline(config, "e2e")
 
@@ -96,15 +99,37 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     _rerun_resumes_and_logs_no_metric_twice(config, result, tmp_path)
 
     tracker = Tracker(result.tracking_uri, tmp_path, config.tracking.experiment)
+    children_stages = ("Base", "SFT", "SFT+GRPO", "SFT+AXPO")
     children = {run.name: run for run in tracker.child_runs(result.parent_run_id)}
     assert set(children) == {"tiny-s/Base", "tiny-s/SFT", "tiny-s/SFT+GRPO", "tiny-s/SFT+AXPO"}
     for stage, algo in (("SFT+GRPO", "grpo"), ("SFT+AXPO", "axpo")):
         run = children[f"tiny-s/{stage}"]
         assert run.tags["algo"] == algo and run.tags["scale"] == "tiny-s" and run.tags["seed"] == "0"
-        assert [step for step, _ in tracker.metric_history(run.run_id, "tool_use_rate")] == [1, 2]
+        assert (
+            run.tags["stage"] == stage
+            and run.tags["ablation"] == "none"
+            and len(run.tags["config_hash"]) == 12
+        )
+        assert run.tags["rollouts_uri"].endswith(f"/e2e/tiny-s/{stage_slug(stage)}/rollouts")
+        assert run.params["algorithm.name"] == algo and run.params["training.rounds"] == "2"
+        assert [step for step, _ in tracker.metric_history(run.run_id, "diag/tool_use_rate")] == [1, 2]
+        assert [step for step, _ in tracker.metric_history(run.run_id, "train/reward_mean")] == [1, 2]
         assert [step for step, _ in tracker.metric_history(run.run_id, "update/loss")] == [1, 2]
+        assert set(tracker.list_artifacts(run.run_id, "rollouts")) == {
+            "rollouts/round-1.sample.jsonl",
+            "rollouts/round-2.sample.jsonl",
+        }
+        assert "diagnostics/rounds.csv" in tracker.list_artifacts(run.run_id, "diagnostics")
+    assert children["tiny-s/SFT+AXPO"].tags["config_hash"] != children["tiny-s/SFT+GRPO"].tags["config_hash"]
     for run in children.values():
         assert tracker.metric_history(run.run_id, "eval/zoom_detail/pass_at_1")
+        assert "eval/average/pass_at_1" in run.metrics
+    parent = tracker.get_run(result.parent_run_id)
+    assert {f"summary/avg_pass_at_1/{stage_slug(s)}" for s in children_stages} <= set(parent.metrics)
+    report_files = set(tracker.list_artifacts(result.parent_run_id, "report"))
+    assert {"report/report.html", "report/report.md", "report/rollouts.html", "report/plots"} <= report_files
+    assert "results/results_table.json" in tracker.list_artifacts(result.parent_run_id, "results")
+    assert result.mlflow_url.endswith(f"/runs/{result.parent_run_id}?workflowType=machine_learning")
 
     async def artifact_keys():
         from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
@@ -118,13 +143,36 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
                 sort=ArtifactSort.CREATED_DESC,
                 limit=200,
             )
-            return {a.key for a in artifacts}
+            # Posted as the server wants it (its client's list methods send nulls it rejects, and their
+            # empty deployment filter would keep only deployed runs); only this test's runs.
+            flow_runs = await _runs_named(client, "flow_runs", FLOW_RUN_NAMES, started)
+            task_runs = await _runs_named(client, "task_runs", TASK_RUN_NAMES, started)
+            return {a.key for a in artifacts}, flow_runs, task_runs
 
     import asyncio
 
-    keys = asyncio.run(artifact_keys())
+    keys, flow_run_names, task_run_names = asyncio.run(artifact_keys())
+    assert flow_run_names == FLOW_RUN_NAMES and task_run_names == TASK_RUN_NAMES
     assert "results-e2e" in keys and "evaluate-e2e" in keys
     assert {"train-e2e-tiny-s-sft-axpo", "train-e2e-tiny-s-sft-grpo", "sft-e2e-tiny-s"} <= keys
+
+
+# Prefect's run names read as the experiment (a few of them)
+FLOW_RUN_NAMES = {"axpo_round[tiny-s SFT+AXPO r2]", "train[tiny-s SFT+GRPO]", "pipeline[tiny-s seed0]"}
+TASK_RUN_NAMES = {"evaluate[SFT+GRPO × zoom_detail]", "update[tiny-s SFT+AXPO r1]", "sft[tiny-s]"}
+
+
+async def _runs_named(client, kind: str, names: set[str], started: str) -> set[str]:
+    """The names of the flow or task runs (`kind`: flow_runs | task_runs) with these names started since."""
+    body = {
+        kind: {"name": {"any_": sorted(names)}, "start_time": {"after_": started}},
+        "sort": "ID_DESC",
+        "limit": 200,
+        "offset": 0,
+    }
+    response = await client._client.post(f"/{kind}/filter", json=body)
+    response.raise_for_status()
+    return {run["name"] for run in response.json()}
 
 
 def _metric_entries(tracking_uri: str, parent_run_id: str) -> Counter:
