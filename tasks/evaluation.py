@@ -9,16 +9,10 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from axpo_core.evaluation.judge import make_judge
-from axpo_core.evaluation.report import (
-    EvalRow,
-    build_report,
-    results_table,
-    to_csv,
-    to_markdown,
-    tool_outcome_table,
-)
+from axpo_core.evaluation.report import build_report, tool_outcome_table
 from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
 from axpo_core.evaluation.runner import evaluate as run_evaluation
+from axpo_core.evaluation.tables import EvalRow, results_table, to_csv, to_markdown
 from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_table
 from axpo_core.models.loader import SpecialIds, load_processors
 from axpo_core.rollout.chat import ChatFormat

@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import task
 
 from axpo_core.config import Config
-from axpo_core.evaluation.report import EvalRow, results_table, to_csv
+from axpo_core.evaluation.tables import EvalRow, results_table, to_csv
 from axpo_core.storage import local_path
 from axpo_core.tracking import (
     GIT_COMMIT_TAG,

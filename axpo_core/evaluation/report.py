@@ -1,10 +1,9 @@
-"""The results table in the paper's shape: rows (scale, stage), columns benchmarks + average, Pass@k."""
+"""The report of a run folder: the results table (evaluation/tables.py), tool-call and diagnostics tables,
+plots and the rollout viewer, as Markdown and HTML."""
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import math
 from collections import Counter
@@ -16,62 +15,12 @@ from typing import TYPE_CHECKING
 from axpo_core.evaluation.passk import mean_and_ci, pass_at_k
 from axpo_core.evaluation.run_dir import RunData, is_ablation, read_run, report_ks, run_folder, stage_key
 from axpo_core.evaluation.runner import tool_metrics
+from axpo_core.evaluation.tables import EvalRow, Table, results_table, to_csv
 from axpo_core.evaluation.toolcheck import tools_necessary_table
 from axpo_core.evaluation.viewer import write_viewer
 
 if TYPE_CHECKING:
     from axpo_core.evaluation.plots import Plot
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    scale: str
-    stage: str
-    benchmark: str
-    metrics: dict[str, float]
-
-
-Table = list[dict[str, str | float]]  # one dict per row, column -> value (percentages as floats)
-
-
-def results_table(rows: Sequence[EvalRow], ks: Sequence[int]) -> list[dict[str, str | float]]:
-    """One dict per (scale, stage): `<benchmark> pass@k` columns and `average pass@k` (over benchmarks)."""
-    benchmarks = sorted({r.benchmark for r in rows})
-    cells = {(r.scale, r.stage, r.benchmark): r.metrics for r in rows}
-    table = []
-    for scale, stage in sorted({(r.scale, r.stage) for r in rows}, key=lambda s: (s[0], stage_key(s[1]))):
-        row: dict[str, str | float] = {"scale": scale, "stage": stage}
-        for k in ks:
-            values = []
-            for benchmark in benchmarks:
-                value = cells.get((scale, stage, benchmark), {}).get(f"pass@{k}")
-                row[f"{benchmark} pass@{k}"] = float("nan") if value is None else 100.0 * value
-                if value is not None:
-                    values.append(100.0 * value)
-            row[f"average pass@{k}"] = sum(values) / len(values) if values else float("nan")
-        table.append(row)
-    return table
-
-
-def to_markdown(table: Sequence[dict[str, str | float]]) -> str:
-    if not table:
-        return "(no results)\n"
-    columns = list(table[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in table:
-        lines.append(
-            "| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(table: Sequence[dict[str, str | float]]) -> str:
-    buffer = io.StringIO()
-    if table:
-        writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------
