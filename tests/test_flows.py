@@ -238,6 +238,12 @@ def test_sweep_over_two_seeds_reports_intervals_and_paired_differences(prefect_s
     assert float(cost["SFT+GRPO[x2]"]["rollouts"]) == 2 * float(cost["SFT+GRPO"]["rollouts"])
     assert float(cost["SFT+AXPO"]["wall time (s)"]) > 0
     assert (report_dir / "results.md").read_text().startswith("| scale | stage | seeds |")
+    from axpo_core.tracking import Tracker
+
+    tracker = Tracker(results[0].tracking_uri, tmp_path, config.tracking.experiment)
+    parent = results[0].parent_run_id  # the sweep's parent run: it holds the across-seed report
+    assert "report/report.md" in tracker.list_artifacts(parent, "report")
+    assert "report/seed_means.csv" in tracker.list_artifacts(parent, "report")
 
     again = sweep(config, "sw")
     assert [r.table_markdown for r in again] == [r.table_markdown for r in results]
