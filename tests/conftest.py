@@ -43,3 +43,37 @@ def chat(policy):
     from axpo_core.rollout.chat import ChatFormat
 
     return ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def headless_chromium(window_size: str):
+    """A headless Debian Chromium driver with a throwaway profile (a generator: yield it from a fixture);
+    skips the test when chromium or chromedriver is missing."""
+    import shutil
+    import tempfile
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
+    if missing:
+        pytest.skip(
+            f"headless browser test needs {' and '.join(missing)} (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="axpo-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={profile}", f"--window-size={window_size}",
+    ):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -18,16 +18,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import headless_chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SEEDS = (0, 1)
 ROUNDS = 4
 ARMS = (("SFT+GRPO", "grpo"), ("SFT+AXPO", "axpo"))
@@ -194,28 +193,9 @@ def mlflow_ui(sweep_store: dict):
 
 @pytest.fixture(scope="module")
 def browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
-    if missing:
-        pytest.skip(
-            f"headless browser test needs {' and '.join(missing)} (apt-get install chromium chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="axpo-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--user-data-dir={profile}", "--window-size=1500,950",
-    ):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    for driver in headless_chromium("1500,950"):
+        driver.implicitly_wait(0)
+        yield driver
 
 
 @pytest.fixture(scope="module")
