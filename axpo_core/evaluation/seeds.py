@@ -14,7 +14,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from axpo_core.evaluation.run_dir import RunData, stage_key
-from axpo_core.evaluation.stats import bootstrap_interval, paired_scores, question_scores, seed_interval
+from axpo_core.evaluation.stats import (
+    bootstrap_interval,
+    paired_scores,
+    question_scores,
+    seed_interval,
+    t_interval,
+)
 
 Table = list[dict[str, str | float]]
 
@@ -187,7 +193,6 @@ def diagnostic_bands(run: RunData, keys: Sequence[str] = BAND_KEYS) -> dict[tupl
     """(scale, stage) -> metric -> round -> (mean, low, high) over seeds: the t interval where ≥ 2 seeds
     measured it (a round whose denominator is 0 measured nothing and is left out for that seed)."""
     from axpo_core.evaluation.plots import DIAGNOSTIC_PLOTS
-    from axpo_core.evaluation.stats import t_interval
 
     denominators = {key: denominator for key, _, _, denominator in DIAGNOSTIC_PLOTS}
     bands: dict[tuple[str, str], dict[str, dict]] = {}
