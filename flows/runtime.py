@@ -56,6 +56,7 @@ def configure_prefect() -> None:
     if not settings.api.url:  # this process may start Prefect's ephemeral server
         _database_per_prefect_version(settings.home)
         server_dies_with_this_process()
+        _SubprocessDyingWithParent.server_log = Path(settings.home).expanduser() / "axpo-prefect-server.log"
 
 
 # --- the ephemeral server dies with its parent -------------------------------------------------------------
@@ -111,7 +112,11 @@ def _dies_with_parent_preexec() -> Callable[[], None]:
 
 class _SubprocessDyingWithParent:
     """The `subprocess` module as Prefect's server module sees it, except that Popen children get a
-    parent-death signal."""
+    parent-death signal, and write to `server_log` instead of the run's terminal: when the run ends,
+    the server is stopped with SIGTERM mid-flush, and its services then print CancelledError tracebacks
+    that say nothing about the run."""
+
+    server_log: Path | None = None
 
     def __getattr__(self, name: str) -> Any:
         import subprocess
@@ -124,7 +129,11 @@ class _SubprocessDyingWithParent:
 
         if kwargs.get("preexec_fn") is None:
             kwargs["preexec_fn"] = _dies_with_parent_preexec()
-        return subprocess.Popen(*args, **kwargs)
+        log = _SubprocessDyingWithParent.server_log
+        if log is None or "stdout" in kwargs or "stderr" in kwargs:
+            return subprocess.Popen(*args, **kwargs)
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            return subprocess.Popen(*args, stdout=out, stderr=subprocess.STDOUT, **kwargs)
 
 
 def server_dies_with_this_process() -> None:

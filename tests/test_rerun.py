@@ -314,6 +314,19 @@ def test_a_child_outlives_the_thread_that_asked_for_it_but_not_its_killed_proces
             os.kill(child, signal.SIGKILL)
 
 
+def test_the_ephemeral_servers_output_goes_to_its_log_not_the_runs_terminal(tmp_path, monkeypatch):
+    """Its shutdown tracebacks (services cancelled mid-flush by SIGTERM) would end every run's output."""
+    from flows.runtime import _SubprocessDyingWithParent
+
+    log = tmp_path / "server.log"
+    monkeypatch.setattr(_SubprocessDyingWithParent, "server_log", log)
+    child = _SubprocessDyingWithParent.Popen(["sh", "-c", "echo out; echo err >&2"])
+    assert child.wait() == 0 and log.read_text().split() == ["out", "err"]
+    given = _SubprocessDyingWithParent.Popen(["sh", "-c", "echo mine"], stdout=subprocess.PIPE)
+    assert given.communicate()[0] == b"mine\n"  # a caller's own pipes are kept
+    assert log.read_text().split() == ["out", "err"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_kill_9_of_axpo_run_leaves_no_prefect_server_behind(tmp_path):
