@@ -32,7 +32,12 @@ from tasks.tracking import (
     ui_link,
 )
 
-RL_ARMS = {"SFT+GRPO": ("grpo", "SFT"), "SFT+AXPO": ("axpo", "SFT"), "GRPO": ("grpo", "Base")}
+RL_ARMS = {
+    "SFT+GRPO": ("grpo", "SFT"),
+    "SFT+AXPO": ("axpo", "SFT"),
+    "SFT+ARPO": ("arpo", "SFT"),
+    "GRPO": ("grpo", "Base"),
+}
 
 
 class PipelineResult(BaseModel):

@@ -4,6 +4,7 @@ Read top to bottom:
   1. `group_advantages`   Â_i = (r_i − mean(r)) / (std(r) + ε) within one group of rollouts.
   2. `grpo_advantages`    groups trajectories by `Trajectory.group` and broadcasts Â_i to rollout i's policy
                           tokens, giving one `Scored` per trajectory (per-token advantages + the loss mask).
+                          r_i is `shaped_reward`: the raw reward unless a tool bonus/penalty is configured.
   3. `clipped_policy_loss` the PPO-clip surrogate of App. A Eq. (clip-app) over padded [B, T] tensors, with
                           DAPO's asymmetric clip range and the k3 KL estimator toward the frozen reference.
 
@@ -64,16 +65,42 @@ def broadcast(
     return Scored(trajectory, [advantage if m else 0.0 for m in mask], mask, stream)
 
 
+def shaped_reward(trajectory: Trajectory, cfg: AlgorithmConfig) -> float:
+    """The reward the advantage reads: the raw answer reward, plus the comparison table's reward shaping.
+
+    * tool bonus b (DeepEyes, arXiv 2505.14362, its tool-use reward; Pixel-Reasoner and PyVision-RL use the
+      same kind of bonus): + b for a rollout that used a tool (`tool_bonus_unit: rollout`, DeepEyes) or
+      + b per tool call (`call`, the paper's "per-tool-call reward", tab_comparison.tex caption), only on
+      correct rollouts (`tool_bonus_on: correct`, DeepEyes: the bonus needs a right answer) or on all.
+    * tool penalty p (OTC, arXiv 2504.14870): − p per tool call (`tool_penalty_unit: call`) or once per
+      tool-using rollout (`rollout`), on correct rollouts (`tool_penalty_on: correct`: OTC multiplies its
+      tool reward into the correctness reward, so a wrong answer's 0 is never moved) or on all. OTC's own
+      tool reward is cos(m·π / (2m + c)) × the answer reward (OTC-PPO; OTC-GRPO centres it on the group's
+      fewest calls); the linear −p·m here is the same direction (fewer calls for the same correct answer
+      score higher) without OTC's curve.
+    With both at 0 (the default) this is `trajectory.reward` itself, so GRPO is unchanged bit for bit.
+    """
+    reward = trajectory.reward
+    if cfg.tool_bonus == 0.0 and cfg.tool_penalty == 0.0:
+        return reward
+    calls = sum(trajectory.tool_call_opened)  # tool use as the paper counts it (opened `<tool_call>`s)
+    if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
+        reward += cfg.tool_bonus * (calls if cfg.tool_bonus_unit == "call" else float(calls > 0))
+    if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
+        reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
+    return reward
+
+
 def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) -> list[Scored]:
-    """GRPO: normalize rewards within each `Trajectory.group`, broadcast to policy tokens (order kept)."""
+    """GRPO: normalize (shaped) rewards within each `Trajectory.group`, broadcast to policy tokens (order
+    kept)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, trajectory in enumerate(trajectories):
         groups[trajectory.group].append(i)
     advantage = [0.0] * len(trajectories)
     for members in groups.values():
-        for i, a in zip(
-            members, group_advantages([trajectories[i].reward for i in members], cfg.adv_eps), strict=True
-        ):
+        rewards = [shaped_reward(trajectories[i], cfg) for i in members]
+        for i, a in zip(members, group_advantages(rewards, cfg.adv_eps), strict=True):
             advantage[i] = a
     return [broadcast(t, a) for t, a in zip(trajectories, advantage, strict=True)]
 

@@ -1,6 +1,7 @@
 """The four steps of one RL round, as plain functions over in-memory objects.
 
-    rollout → detect (AXPO: trigger, candidates, rank, allocate) → resample (AXPO) → update
+    rollout → detect (AXPO: trigger, candidates, rank, allocate; ARPO: entropy branch points under the
+              budget) → resample (AXPO, ARPO) → update
 
 `RLTrainer` chains them in one process; the Prefect tasks call the same functions with object storage in
 between. Every step is seeded by (config.seed, round), so a rerun after a crash redoes the same work.
@@ -14,7 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from axpo_core.algorithms.axpo import SpecialTokens, axpo_advantages, resample, resampling_on, select_prefixes
+from axpo_core.algorithms.arpo import arpo_advantages, arpo_diagnostics, select_branches
+from axpo_core.algorithms.axpo import (
+    SpecialTokens,
+    axpo_advantages,
+    resample,
+    resampling_on,
+    select_prefixes,
+    trigger,
+)
 from axpo_core.algorithms.diagnostics import step_diagnostics
 from axpo_core.algorithms.grpo import grpo_advantages
 from axpo_core.config import Config, scaled_count
@@ -44,7 +53,13 @@ def detect_step(
     special: SpecialTokens,
     round_index: int,
 ) -> tuple[list[str], list[ContinuationRequest]]:
-    """Which groups failed at the tool call and which prefixes to resample (nothing for GRPO)."""
+    """Which groups failed at the tool call and which prefixes to resample (nothing for GRPO). ARPO's
+    requests are its branches (and the fill); its triggered list is AXPO's, for the shared flip_rate."""
+    if config.algorithm.name == "arpo":
+        rng = random.Random(f"{config.seed}:arpo:{round_index}")
+        n = group_size(config)
+        _, requests = select_branches(originals, config.algorithm, n, rng, special.vocab_size)
+        return trigger(originals, config.algorithm), requests
     if not resampling_on(config.algorithm):
         return [], []
     rng = random.Random(f"{config.seed}:rank:{round_index}")
@@ -89,9 +104,14 @@ def update_step(
     reference: torch.nn.Module | None = None,
     round_index: int = 0,
 ) -> UpdateResult:
-    """Advantages (GRPO, or AXPO's two streams when there are continuations), then one policy update."""
-    if resampling_on(config.algorithm):
-        scored = axpo_advantages(originals, continuations, requests, config.algorithm)
+    """Advantages (GRPO, AXPO's two streams, or ARPO's over the branched group), then one policy update."""
+    algorithm = config.algorithm
+    if algorithm.name == "axpo" and (algorithm.tool_bonus or algorithm.tool_penalty):
+        raise ValueError("algorithm.tool_bonus / tool_penalty are GRPO baselines; AXPO reads the raw reward")
+    if algorithm.name == "arpo":
+        scored = arpo_advantages(originals, continuations, algorithm)
+    elif resampling_on(algorithm):
+        scored = axpo_advantages(originals, continuations, requests, algorithm)
     else:
         scored = grpo_advantages(originals, config.algorithm)
     policy.model.train()
@@ -107,5 +127,10 @@ def update_step(
         seed=config.seed * 7919 + round_index,  # the mini-batch order
     )
     policy.model.eval()
-    diagnostics = step_diagnostics(originals, continuations, requests, scored, list(triggered))
+    diagnostics = step_diagnostics(
+        originals, continuations, requests, scored, list(triggered), algorithm
+    )
+    if algorithm.name == "arpo":
+        vocab_size = SpecialTokens.from_tokenizer(chat.tokenizer).vocab_size
+        diagnostics.update(arpo_diagnostics(originals, requests, algorithm, vocab_size))
     return UpdateResult(stats, diagnostics)
