@@ -73,7 +73,7 @@ class AlgorithmConfig(Section):
     """GRPO, AXPO (DESIGN §4) and ARPO; the AXPO switches reproduce the paper's ablations, the ARPO and
     reward-shaping fields its comparison table (tables/tab_comparison.tex)."""
 
-    name: Literal["grpo", "axpo", "arpo"] = "axpo"
+    name: Literal["grpo", "axpo", "arpo", "rltf"] = "axpo"
     eps_low: float = Field(0.2, ge=0)
     eps_high: float = Field(0.4, ge=0)
     kl_beta: float = Field(1e-3, ge=0)  # 0 skips loading the reference model
@@ -114,11 +114,14 @@ class AlgorithmConfig(Section):
     arpo_branch_budget: int | None = Field(None, ge=0)
     arpo_fill: bool = True  # budget the branches left: fresh rollouts from the prompt (ARPO's termination)
     arpo_advantage: Literal["soft", "hard"] = "soft"  # §3.2; soft (ARPO's default) is GRPO over all M
+    # RLTF-SD (arXiv 2602.02482; algorithms/rltf.py): second attempts after the verifier's critique, per
+    # question; None: ⌊budget_ratio · N⌋, AXPO's extra budget.
+    rltf_revisions: int | None = Field(None, ge=0)
     # Reward shaping of the comparison table (algorithms/grpo.py `shaped_reward`): GRPO + tool bonus
     # (DeepEyes: a bonus for a correct rollout that used a tool) and GRPO + tool penalty (OTC: fewer calls
     # for the same correct answer). Only the advantages see them; rewards, diagnostics' reward_mean and
     # Pass@k keep the raw answer score.
-    tool_bonus: float = Field(0.0, ge=0)
+    tool_bonus: float = Field(0.0, ge=0)  # DeepEyes: 1.5 (its 1.2 tool vs 0.8 accuracy weights)
     tool_bonus_unit: Literal["rollout", "call"] = "rollout"  # once per tool-using rollout, or per call
     tool_bonus_on: Literal["correct", "all"] = "correct"
     tool_penalty: float = Field(0.0, ge=0)
@@ -183,7 +186,7 @@ class EvaluationConfig(Section):
 class PipelineConfig(Section):
     """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
 
-    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "GRPO"]] = [
+    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "SFT+RLTF", "GRPO"]] = [
         "Base",
         "SFT",
         "SFT+GRPO",

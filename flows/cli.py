@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="R rounds of GRPO or AXPO in-process, printing per-round diagnostics"
     )
     _add_config(train)
-    train.add_argument("--algo", choices=["grpo", "axpo", "arpo"], required=True)
+    train.add_argument("--algo", choices=["grpo", "axpo", "arpo", "rltf"], required=True)
     train.add_argument("--rounds", type=int, default=None, help="default: training.rounds of the config")
     train.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
     train.set_defaults(func=cmd_train)

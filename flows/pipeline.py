@@ -36,6 +36,7 @@ RL_ARMS = {
     "SFT+GRPO": ("grpo", "SFT"),
     "SFT+AXPO": ("axpo", "SFT"),
     "SFT+ARPO": ("arpo", "SFT"),
+    "SFT+RLTF": ("rltf", "SFT"),
     "GRPO": ("grpo", "Base"),
 }
 

@@ -230,35 +230,15 @@ def test_branches_continue_after_the_tool_response_through_the_engine(policy, ch
 # 4. Branching off ≡ GRPO, bit for bit, on the real tiny model ---------------------------------------
 
 
-def one_round(policy, config, algorithm: dict, questions):
-    from axpo_core.rollout.chat import ChatFormat
-    from axpo_core.rollout.engine import RolloutEngine
-    from axpo_core.rollout.transformers_backend import TransformersGenerator
-    from axpo_core.training.loop import RLTrainer
-
-    policy = copy.deepcopy(policy)
-    rollout = config.rollout.model_copy(
-        update={"group_size": 2, "max_new_tokens_per_turn": 16, "max_turns": 2, "batch_size": 8}
-    )
-    training = config.training.model_copy(update={"ppo_epochs": 1, "mini_batch_size": 4})
-    algo = config.algorithm.model_copy(update={"kl_beta": 0.0, **algorithm})
-    run = config.model_copy(update={"rollout": rollout, "training": training, "algorithm": algo})
-    chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
-    engine = RolloutEngine(TransformersGenerator(policy, batch_size=8), chat, rollout, run.tools)
-    trainer = RLTrainer(run, policy, engine, pool_ids=[q.question_id for q in questions])
-    result = trainer.run_round(1, questions)
-    return result, [p.detach().clone() for p in policy.model.parameters()]
-
-
 @pytest.mark.parametrize(
     "off",
     [{"arpo_branches": 0}, {"arpo_threshold": 100.0, "arpo_fill": False}, {"arpo_branch_budget": 0}],
     ids=["Z=0", "unreachable-threshold", "no-budget"],
 )
-def test_arpo_with_branching_off_equals_grpo_bit_for_bit(policy, config, off):
+def test_arpo_with_branching_off_equals_grpo_bit_for_bit(one_round, off):
     questions = [q for name in ("zoom_detail", "python_count") for q in get_suite(name).generate(1, 5)]
-    grpo, grpo_params = one_round(policy, config, {"name": "grpo"}, questions)
-    arpo, arpo_params = one_round(policy, config, {"name": "arpo", **off}, questions)
+    grpo, grpo_params = one_round({"name": "grpo"}, questions)
+    arpo, arpo_params = one_round({"name": "arpo", **off}, questions)
     assert [t.token_ids for t in arpo.originals] == [t.token_ids for t in grpo.originals]
     assert [t.logprobs for t in arpo.originals] == [t.logprobs for t in grpo.originals]
     assert arpo.continuations == [] == grpo.continuations
@@ -270,9 +250,9 @@ def test_arpo_with_branching_off_equals_grpo_bit_for_bit(policy, config, off):
     assert arpo.metrics()["arpo_branches"] == 0
 
 
-def test_arpo_round_spends_the_budget_m_per_question(policy, config):
+def test_arpo_round_spends_the_budget_m_per_question(one_round):
     questions = [q for name in ("zoom_detail", "python_count") for q in get_suite(name).generate(1, 5)]
-    result, _ = one_round(policy, config, {"name": "arpo", "arpo_branch_budget": 1}, questions)
+    result, _ = one_round({"name": "arpo", "arpo_branch_budget": 1}, questions)
     per_question = statistics.multimode([t.question_id for t in result.originals + result.continuations])
     assert len(result.originals) + len(result.continuations) == 3 * len(questions)  # M = N' + 1
     assert len(per_question) == len(questions)

@@ -14,8 +14,10 @@ from axpo_core.evaluation.runner import score_samples
 from axpo_core.rollout.trajectory import Trajectory
 
 
-def rollout(sample: int, reward: float, calls: int, lone_closing_tags: int = 0) -> Trajectory:
-    opened = [True] * calls + [False] * lone_closing_tags  # a lone `</tool_call>` is not a tool call
+def rollout(sample: int, reward: float, calls: int, lone_closing_tags: int = 0, failed: int = 0):
+    """`calls` successful tool calls, then `failed` calls that returned an error, then lone closing tags
+    (`</tool_call>` alone is a format error, not a tool call)."""
+    opened = [True] * (calls + failed) + [False] * lone_closing_tags
     return Trajectory(
         question_id="q",
         sample_id=sample,
@@ -26,7 +28,7 @@ def rollout(sample: int, reward: float, calls: int, lone_closing_tags: int = 0) 
         prompt_len=2,
         tool_call_opened=opened,
         tool_calls=["{}"] * len(opened),
-        tool_errors=[None] * len(opened),
+        tool_errors=[None] * calls + ["error"] * (failed + lone_closing_tags),
         tool_outcomes=["ok"] * len(opened),
         reward=reward,
     )
@@ -51,6 +53,14 @@ def test_shaped_reward_hand_values(fields, correct_two_calls, wrong_two_calls, c
     assert shaped_reward(rollout(0, 1.0, 2, lone_closing_tags=1), cfg) == pytest.approx(correct_two_calls)
     assert shaped_reward(rollout(1, 0.0, 2), cfg) == pytest.approx(wrong_two_calls)
     assert shaped_reward(rollout(2, 1.0, 0, lone_closing_tags=2), cfg) == correct_no_tool
+
+
+def test_the_bonus_needs_a_successful_call_and_the_penalty_counts_every_call():
+    only_failed = rollout(0, 1.0, 0, failed=2)
+    assert shaped_reward(only_failed, AlgorithmConfig(name="grpo", tool_bonus=1.5)) == 1.0  # DeepEyes
+    mixed = rollout(1, 1.0, 1, failed=2)
+    assert shaped_reward(mixed, AlgorithmConfig(name="grpo", tool_bonus=0.5, tool_bonus_unit="call")) == 1.5
+    assert shaped_reward(mixed, AlgorithmConfig(name="grpo", tool_penalty=0.1)) == pytest.approx(0.7)
 
 
 def test_advantages_read_the_shaped_reward_and_leave_the_raw_one():

@@ -68,21 +68,33 @@ def broadcast(
 def shaped_reward(trajectory: Trajectory, cfg: AlgorithmConfig) -> float:
     """The reward the advantage reads: the raw answer reward, plus the comparison table's reward shaping.
 
-    * tool bonus b (DeepEyes, arXiv 2505.14362, its tool-use reward; Pixel-Reasoner and PyVision-RL use the
-      same kind of bonus): + b for a rollout that used a tool (`tool_bonus_unit: rollout`, DeepEyes) or
-      + b per tool call (`call`, the paper's "per-tool-call reward", tab_comparison.tex caption), only on
-      correct rollouts (`tool_bonus_on: correct`, DeepEyes: the bonus needs a right answer) or on all.
+    * tool bonus b (DeepEyes, arXiv 2505.14362; Pixel-Reasoner and PyVision-RL reward tool use alike):
+      + b for a rollout with a successful tool call (`tool_bonus_unit: rollout`, DeepEyes: its tool reward
+      is 1 when a zoom returned an image and the answer is right), or + b per successful call (`call`, the
+      paper's "per-tool-call reward", tab_comparison.tex caption); only on correct rollouts
+      (`tool_bonus_on: correct`, DeepEyes) or on all. DeepEyes weighs it 1.2 against 0.8 for accuracy:
+      b = 1.5 on this project's 0/1 reward is the same ratio (GRPO's normalization is scale-free).
     * tool penalty p (OTC, arXiv 2504.14870): − p per tool call (`tool_penalty_unit: call`) or once per
       tool-using rollout (`rollout`), on correct rollouts (`tool_penalty_on: correct`: OTC multiplies its
       tool reward into the correctness reward, so a wrong answer's 0 is never moved) or on all. OTC's own
       tool reward is cos(m·π / (2m + c)) × the answer reward (OTC-PPO; OTC-GRPO centres it on the group's
-      fewest calls); the linear −p·m here is the same direction (fewer calls for the same correct answer
-      score higher) without OTC's curve.
-    With both at 0 (the default) this is `trajectory.reward` itself, so GRPO is unchanged bit for bit.
+      fewest calls); the linear −p·m here has its direction (fewer calls for the same correct answer score
+      higher), not its curve.
+    Calls are opened `<tool_call>` blocks (a lone closing tag is a format error, not a call); the bonus
+    counts the successful ones. With both at 0 (the default) this is `trajectory.reward` itself, so GRPO is
+    unchanged bit for bit.
     """
     reward = trajectory.reward
     if cfg.tool_bonus == 0.0 and cfg.tool_penalty == 0.0:
         return reward
+    opened = trajectory.tool_call_opened
+    calls = sum(opened)
+    successful = sum(o and e is None for o, e in zip(opened, trajectory.tool_errors, strict=True))
+    if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
+        reward += cfg.tool_bonus * (successful if cfg.tool_bonus_unit == "call" else float(successful > 0))
+    if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
+        reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
+    return reward
     calls = sum(trajectory.tool_call_opened)  # tool use as the paper counts it (opened `<tool_call>`s)
     if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
         reward += cfg.tool_bonus * (calls if cfg.tool_bonus_unit == "call" else float(calls > 0))
