@@ -88,6 +88,9 @@ SHOWN = [
     "reward_mean",
     "zero_advantage_group_share",
     "tokens_resampled",
+    "continuations",
+    "arpo_branches",
+    "rltf_revisions",
     "update/loss",
     "update/kl",
     "update/clip_fraction",
@@ -396,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=cmd_sft)
 
     train = sub.add_parser(
-        "train", help="R rounds of GRPO or AXPO in-process, printing per-round diagnostics"
+        "train", help="R rounds of GRPO, AXPO, ARPO or RLTF in-process, printing per-round diagnostics"
     )
     _add_config(train)
     train.add_argument("--algo", choices=["grpo", "axpo", "arpo", "rltf"], required=True)
