@@ -110,7 +110,8 @@ def update_step(
     reference: torch.nn.Module | None = None,
     round_index: int = 0,
 ) -> UpdateResult:
-    """Advantages (GRPO, AXPO's two streams, or ARPO's over the branched group), then one policy update."""
+    """Advantages (GRPO, AXPO's two streams, ARPO's over the branched group, or RLTF's first attempts plus
+    its distillation rows), then one policy update."""
     algorithm = config.algorithm
     if algorithm.name == "axpo" and (algorithm.tool_bonus or algorithm.tool_penalty):
         raise ValueError("algorithm.tool_bonus / tool_penalty are GRPO baselines; AXPO reads the raw reward")
@@ -120,7 +121,7 @@ def update_step(
         scored = rltf_advantages(originals, continuations, algorithm, chat.special.vision_start)
         temperature = config.rollout.sampling.temperature
         distilled = [s for s in scored if s.stream.startswith(DISTILL_STREAM)]
-        _logprobs_under_policy(policy, chat, distilled, temperature)
+        _logprobs_under_policy(policy, chat, distilled, temperature, config.training.micro_batch_size)
     elif resampling_on(algorithm):
         scored = axpo_advantages(originals, continuations, requests, algorithm)
     else:
@@ -149,14 +150,15 @@ def update_step(
     return UpdateResult(stats, diagnostics)
 
 
-def _logprobs_under_policy(policy: Policy, chat, rows: Sequence[Scored], temperature: float) -> None:
+def _logprobs_under_policy(
+    policy: Policy, chat, rows: Sequence[Scored], temperature: float, batch_size: int
+) -> None:
     """Replace the rows' old log-probs by the current policy's, teacher-forced on their own tokens (RLTF's
     re-rooted second attempts: the sampler's were under the feedback context, not this one)."""
     never = policy.special.never_sampled()
     policy.model.eval()
-    size = 8
-    for start in range(0, len(rows), size):
-        chunk = [s.trajectory for s in rows[start : start + size]]
+    for start in range(0, len(rows), batch_size):
+        chunk = [s.trajectory for s in rows[start : start + batch_size]]
         images = [[chat.encode_image(img) for img in t.images] for t in chunk]
         batch = pack(
             [t.token_ids for t in chunk], images, policy.special.pad, policy.special.image_pad, "right",
