@@ -70,9 +70,10 @@ class ToolsConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    """GRPO and AXPO (DESIGN §4); the AXPO switches reproduce the paper's ablations."""
+    """GRPO, AXPO (DESIGN §4) and ARPO; the AXPO switches reproduce the paper's ablations, the ARPO and
+    reward-shaping fields its comparison table (tables/tab_comparison.tex)."""
 
-    name: Literal["grpo", "axpo"] = "axpo"
+    name: Literal["grpo", "axpo", "arpo", "rltf"] = "axpo"
     eps_low: float = Field(0.2, ge=0)
     eps_high: float = Field(0.4, ge=0)
     kl_beta: float = Field(1e-3, ge=0)  # 0 skips loading the reference model
@@ -102,6 +103,30 @@ class AlgorithmConfig(Section):
     # same factor (verl counts them in questions), so the optimizer steps per round stay the same.
     rollout_multiplier: float = Field(1.0, ge=1)
     resample: bool = True  # off: AXPO is GRPO bit for bit
+    # ARPO (arXiv 2507.19849 §3.1; algorithms/arpo.py). Defaults: their released 7B script (k = 20 tokens,
+    # beam 2 = one branch per decision, branch_probability 0.5, entropy_weight 0.2).
+    arpo_entropy_tokens: int = Field(20, ge=1)  # k: tokens after a tool response whose entropy is read
+    arpo_entropy_weight: float = Field(0.2, ge=0)  # β in P_t = α + β·ΔH_t
+    arpo_threshold: float = 0.5  # τ: branch where P_t > τ (above 1 + β·k: never)
+    arpo_base_probability: float | None = Field(None, ge=0, le=1)  # α; None: α ~ U(0, 1) per decision
+    arpo_branches: int = Field(1, ge=0)  # Z partial rollouts per branching decision; 0: ARPO is GRPO
+    # M − N' per question; None: ⌊budget_ratio · N⌋, AXPO's extra budget per question (equal cost).
+    arpo_branch_budget: int | None = Field(None, ge=0)
+    arpo_fill: bool = True  # budget the branches left: fresh rollouts from the prompt (ARPO's termination)
+    arpo_advantage: Literal["soft", "hard"] = "soft"  # §3.2; soft (ARPO's default) is GRPO over all M
+    # RLTF-SD (arXiv 2602.02482; algorithms/rltf.py): second attempts after the verifier's critique, per
+    # question; None: ⌊budget_ratio · N⌋, AXPO's extra budget.
+    rltf_revisions: int | None = Field(None, ge=0)
+    # Reward shaping of the comparison table (algorithms/grpo.py `shaped_reward`): GRPO + tool bonus
+    # (DeepEyes: a bonus for a correct rollout that used a tool) and GRPO + tool penalty (OTC: fewer calls
+    # for the same correct answer). Only the advantages see them; rewards, diagnostics' reward_mean and
+    # Pass@k keep the raw answer score.
+    tool_bonus: float = Field(0.0, ge=0)  # DeepEyes: 1.5 (its 1.2 tool vs 0.8 accuracy weights)
+    tool_bonus_unit: Literal["rollout", "call"] = "rollout"  # once per tool-using rollout, or per call
+    tool_bonus_on: Literal["correct", "all"] = "correct"
+    tool_penalty: float = Field(0.0, ge=0)
+    tool_penalty_unit: Literal["call", "rollout"] = "call"
+    tool_penalty_on: Literal["correct", "all"] = "correct"
 
 
 class TrainingConfig(Section):
@@ -161,7 +186,7 @@ class EvaluationConfig(Section):
 class PipelineConfig(Section):
     """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
 
-    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "GRPO"]] = [
+    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "SFT+RLTF", "GRPO"]] = [
         "Base",
         "SFT",
         "SFT+GRPO",
@@ -388,6 +413,7 @@ def config_problems(config: Config) -> list[Problem]:
     multiplier = config.algorithm.rollout_multiplier
     out += _multiplier_problems(("algorithm.rollout_multiplier",), multiplier, config)
     p = config.pipeline
+    out += _shaping_problems("algorithm", config.algorithm, "SFT+AXPO" in p.stages)
     if not p.stages:
         out.append(Problem(("pipeline.stages",), "is empty: name at least one stage (e.g. [Base])"))
     for name, overrides in p.ablations.items():
@@ -415,7 +441,25 @@ def config_problems(config: Config) -> list[Problem]:
             else:
                 where_m = (f"{where}.rollout_multiplier",)
                 out += _multiplier_problems(where_m, arm.rollout_multiplier, config)
+                out += _shaping_problems(where, arm, arm.name == "axpo")
     out += _storage_problems(config.storage)
+    return out
+
+
+def _shaping_problems(where: str, algorithm: AlgorithmConfig, axpo: bool) -> list[Problem]:
+    """Reward shaping is a GRPO (or ARPO) baseline: AXPO's prefix credit reads the raw reward, so a shaped
+    AXPO would mix two rewards in one group."""
+    out = []
+    for field in ("tool_bonus", "tool_penalty"):
+        if axpo and getattr(algorithm, field) > 0:
+            out.append(
+                Problem(
+                    (f"{where}.{field}",),
+                    f"{getattr(algorithm, field):g} reaches an AXPO arm: reward shaping is a GRPO baseline; "
+                    "set it in an arm with name: grpo (e.g. pipeline.ablations.bonus: {name: grpo, "
+                    "tool_bonus: 0.5})",
+                )
+            )
     return out
 
 

@@ -72,7 +72,15 @@ TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 #: Per-round quantities of the training batch itself (under `train/`); every other bare diagnostic goes
 #: under `diag/` (the paper's diagnostics: tool use, all-wrong rates, flips, errors, AXPO's counts).
 TRAIN_KEYS = frozenset(
-    {"reward_mean", "reward_mean_resampled", "mean_turns", "tokens_original", "tokens_resampled", "rollouts"}
+    {
+        "reward_mean",
+        "reward_mean_shaped",
+        "reward_mean_resampled",
+        "mean_turns",
+        "tokens_original",
+        "tokens_resampled",
+        "rollouts",
+    }
 )
 _LOCAL_SCHEMES = ("sqlite:", "file:")
 _locks: dict[str, threading.RLock] = {}

@@ -44,6 +44,10 @@
    (median over the pairs; `axpo_round_cpu_ratio` in CPU time). The rounds use
    `--axpo-max-new-tokens` per turn (default 160; the config's default is 320) to stay within the time
    budget.
+   ARPO (algorithms/arpo.py) runs the same round from the same weights, at its default budget
+   ⌊r·N⌋ per question (AXPO's ⌊r·B·N⌋ over the B questions): `arpo_extra_share` is its branch and fill
+   tokens / original tokens, `arpo_round_time_ratio` its round / GRPO's (median), and `arpo_branches`,
+   `arpo_fill_rollouts` how its budget went (ARPO spends all of it; AXPO only on triggered groups).
 
 Usage: python bench/round_vs_trl.py [--rounds R] [--questions B] [--group N] [--max-new-tokens L]
        [--axpo-rounds R2] [--axpo-questions B2] [--axpo-group N2] [--axpo-max-new-tokens L2]
@@ -67,6 +71,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from axpo_core.algorithms.arpo import branch_budget  # noqa: E402
 from axpo_core.config import Config, load_config  # noqa: E402
 from axpo_core.envs.suites import Question  # noqa: E402
 from axpo_core.models.loader import Policy, load_policy  # noqa: E402
@@ -317,8 +322,9 @@ def axpo_extra(base: Path, args: argparse.Namespace, work: Path) -> dict[str, ob
 
     engine.continue_from = timed_continue_from
 
-    seconds: dict[str, list[float]] = {"grpo": [], "axpo": []}
-    cpu: dict[str, list[float]] = {"grpo": [], "axpo": []}
+    algos = ("grpo", "axpo", "arpo")
+    seconds: dict[str, list[float]] = {algo: [] for algo in algos}
+    cpu: dict[str, list[float]] = {algo: [] for algo in algos}
     summed = [
         "tokens_original",
         "tokens_resampled",
@@ -327,11 +333,15 @@ def axpo_extra(base: Path, args: argparse.Namespace, work: Path) -> dict[str, ob
         "continuations",
     ]
     totals = dict.fromkeys([*summed, "tool_use_rate", "flip_rate"], 0.0)
+    arpo_totals = dict.fromkeys(
+        ["tokens_original", "tokens_resampled", "continuations", "arpo_branches", "arpo_fill_rollouts"], 0.0
+    )
     prefix_lengths: list[int] = []
     same_originals = True
     for round_index in range(1, args.axpo_rounds + 1):
         results: dict[str, RoundResult] = {}
-        for algo in ("grpo", "axpo") if round_index % 2 else ("axpo", "grpo"):
+        turn = round_index % len(algos)  # each algorithm takes its turn at going first
+        for algo in algos[turn:] + algos[:turn]:
             policy.model.load_state_dict(start_weights)
             algorithm = config.algorithm.model_copy(update={"name": algo})
             trainer = RLTrainer(config.model_copy(update={"algorithm": algorithm}), policy, engine)
@@ -339,10 +349,13 @@ def axpo_extra(base: Path, args: argparse.Namespace, work: Path) -> dict[str, ob
             results[algo] = trainer.run_round(round_index)
             seconds[algo].append(time.perf_counter() - start)
             cpu[algo].append(cpu_seconds() - cpu_start)
-        axpo, grpo = results["axpo"], results["grpo"]
+        axpo, grpo, arpo = results["axpo"], results["grpo"], results["arpo"]
         same_originals &= [t.token_ids for t in axpo.originals] == [t.token_ids for t in grpo.originals]
+        same_originals &= [t.token_ids for t in arpo.originals] == [t.token_ids for t in grpo.originals]
         for key in totals:
             totals[key] += axpo.diagnostics[key]
+        for key in arpo_totals:
+            arpo_totals[key] += arpo.diagnostics[key]
         # Every continuation prefills its prefix (prompt included) once, in the batch that continues it.
         prefix_lengths += [c.parent.prefix_tokens for c in axpo.continuations if c.parent is not None]
 
@@ -370,6 +383,13 @@ def axpo_extra(base: Path, args: argparse.Namespace, work: Path) -> dict[str, ob
         "axpo_round_cpu_ratio": statistics.median(a / g for a, g in zip(cpu["axpo"], cpu["grpo"])),
         "axpo_extra_share": totals["tokens_resampled"] / max(totals["tokens_original"], 1.0),
         "axpo_round_time_ratio": statistics.median(time_ratios),
+        "arpo_budget_rollouts": branch_budget(config.algorithm, args.axpo_group) * args.axpo_questions,
+        "arpo_continuations": int(arpo_totals["continuations"]),
+        "arpo_branches": int(arpo_totals["arpo_branches"]),
+        "arpo_fill_rollouts": int(arpo_totals["arpo_fill_rollouts"]),
+        "arpo_round_s": statistics.mean(seconds["arpo"]),
+        "arpo_round_time_ratio": statistics.median(a / g for a, g in zip(seconds["arpo"], seconds["grpo"])),
+        "arpo_extra_share": arpo_totals["tokens_resampled"] / max(arpo_totals["tokens_original"], 1.0),
     }
 
 
@@ -382,7 +402,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8, help="B prompts per round")
     parser.add_argument("--group", type=int, default=8, help="N completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="L, max completion length")
-    parser.add_argument("--axpo-rounds", type=int, default=2, help="GRPO/AXPO round pairs")
+    parser.add_argument("--axpo-rounds", type=int, default=2, help="GRPO/AXPO/ARPO round triples")
     parser.add_argument("--axpo-questions", type=int, default=4, help="B for part 2")
     parser.add_argument("--axpo-group", type=int, default=8, help="N for part 2")
     parser.add_argument("--axpo-max-new-tokens", type=int, default=160, help="per turn (config default 320)")

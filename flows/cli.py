@@ -88,6 +88,9 @@ SHOWN = [
     "reward_mean",
     "zero_advantage_group_share",
     "tokens_resampled",
+    "continuations",
+    "arpo_branches",
+    "rltf_revisions",
     "update/loss",
     "update/kl",
     "update/clip_fraction",
@@ -396,10 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=cmd_sft)
 
     train = sub.add_parser(
-        "train", help="R rounds of GRPO or AXPO in-process, printing per-round diagnostics"
+        "train", help="R rounds of GRPO, AXPO, ARPO or RLTF in-process, printing per-round diagnostics"
     )
     _add_config(train)
-    train.add_argument("--algo", choices=["grpo", "axpo"], required=True)
+    train.add_argument("--algo", choices=["grpo", "axpo", "arpo", "rltf"], required=True)
     train.add_argument("--rounds", type=int, default=None, help="default: training.rounds of the config")
     train.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
     train.set_defaults(func=cmd_train)

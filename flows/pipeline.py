@@ -32,7 +32,13 @@ from tasks.tracking import (
     ui_link,
 )
 
-RL_ARMS = {"SFT+GRPO": ("grpo", "SFT"), "SFT+AXPO": ("axpo", "SFT"), "GRPO": ("grpo", "Base")}
+RL_ARMS = {
+    "SFT+GRPO": ("grpo", "SFT"),
+    "SFT+AXPO": ("axpo", "SFT"),
+    "SFT+ARPO": ("arpo", "SFT"),
+    "SFT+RLTF": ("rltf", "SFT"),
+    "GRPO": ("grpo", "Base"),
+}
 
 
 class PipelineResult(BaseModel):

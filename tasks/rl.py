@@ -1,4 +1,5 @@
-"""The four tasks of one RL round: rollout → detect_failures → resample → update (AXPO; GRPO skips resample).
+"""The four tasks of one RL round: rollout → detect_failures → resample → update (AXPO, ARPO and RLTF
+resample; GRPO skips it).
 
 Each reads its inputs by URI, calls the matching `axpo_core.training.steps` function and writes its
 outputs back to storage; what it returns is a small record.
@@ -76,7 +77,8 @@ def rollout(
 def detect_failures(
     ctx: RunContext, arm: Arm, round_index: int, rollouts: RolloutRef, policy: CheckpointRef
 ) -> DetectRef:
-    """AXPO's trigger, candidate prefixes, uncertainty ranking and budgeted allocation (nothing for GRPO)."""
+    """AXPO's trigger, candidate prefixes, uncertainty ranking and budgeted allocation; ARPO's entropy branch
+    points; RLTF's failed first attempts and their critiques (nothing for GRPO)."""
     config = arm.config(ctx.config)
     originals = trajectories_from_bytes(ctx.store.get_bytes(rollouts.uri))
     special = SpecialTokens.from_tokenizer(load_checkpoint(ctx, policy.uri).tokenizer)
@@ -99,7 +101,8 @@ def resample(
     rollouts: RolloutRef,
     detected: DetectRef,
 ) -> ResampleRef:
-    """K continuations per selected prefix (prefix prefilled once); a no-op when nothing was selected."""
+    """The requested continuations (prefix prefilled once): AXPO's K per prefix, ARPO's branches and fill,
+    RLTF's second attempts; a no-op when nothing was requested."""
     if detected.uri is None:
         return ResampleRef(uri=None, continuations=0)
     started = time.monotonic()

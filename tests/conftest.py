@@ -45,6 +45,37 @@ def chat(policy):
     return ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
 
 
+@pytest.fixture
+def one_round(policy, config):
+    """`one_round(algorithm overrides, questions, **training fields)`: one in-process RL round (RLTrainer)
+    of a fresh copy of the tiny policy, small sizes, no reference model; returns the RoundResult and the
+    updated parameters.
+    Same overrides and questions, same result: the rollouts and the update are seeded."""
+    import copy
+
+    from axpo_core.rollout.chat import ChatFormat
+    from axpo_core.rollout.engine import RolloutEngine
+    from axpo_core.rollout.transformers_backend import TransformersGenerator
+    from axpo_core.training.loop import RLTrainer
+
+    def run(algorithm: dict, questions: list, **training_fields):
+        trainee = copy.deepcopy(policy)
+        rollout = config.rollout.model_copy(
+            update={"group_size": 2, "max_new_tokens_per_turn": 16, "max_turns": 2, "batch_size": 8}
+        )
+        sizes = {"ppo_epochs": 1, "mini_batch_size": 4, **training_fields}
+        training = config.training.model_copy(update=sizes)
+        algo = config.algorithm.model_copy(update={"kl_beta": 0.0, **algorithm})
+        run_config = config.model_copy(update={"rollout": rollout, "training": training, "algorithm": algo})
+        chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
+        engine = RolloutEngine(TransformersGenerator(trainee, batch_size=8), chat, rollout, run_config.tools)
+        trainer = RLTrainer(run_config, trainee, engine, pool_ids=[q.question_id for q in questions])
+        result = trainer.run_round(1, questions)
+        return result, [p.detach().clone() for p in trainee.model.parameters()]
+
+    return run
+
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 

@@ -40,3 +40,7 @@ def test_round_vs_trl_bench_prints_its_figures():
     assert 0 <= float(figures["axpo_extra_share"])
     assert figures["same_original_rollouts"] == "True"
     assert int(figures["continuations"]) <= int(figures["axpo_budget_continuations"]) == 4
+    # ARPO spends its whole budget, ⌊0.25 · 8⌋ = 2 per question: branches, or fresh rollouts for the rest
+    assert int(figures["arpo_continuations"]) == int(figures["arpo_budget_rollouts"]) == 4
+    assert int(figures["arpo_branches"]) + int(figures["arpo_fill_rollouts"]) == 4
+    assert 0 <= float(figures["arpo_extra_share"]) and float(figures["arpo_round_time_ratio"]) > 0

@@ -118,6 +118,7 @@ def test_step_diagnostics_crafted_batch() -> None:
         "tokens_original": 6 * 13 + 10 * 6,
         "tokens_resampled": 8 * 4,
         "reward_mean": 4 / 16,
+        "reward_mean_shaped": 4 / 16,  # no shaping configured: the raw reward
         "reward_mean_resampled": 1 / 8,
         "triggered_groups": 3,
         "resampled_prefixes": 2,

@@ -249,6 +249,42 @@ def test_sweep_over_two_seeds_reports_intervals_and_paired_differences(prefect_s
     assert [r.table_markdown for r in again] == [r.table_markdown for r in results]
 
 
+def test_comparison_arms_sweep_into_the_papers_table(prefect_server, tmp_path):
+    """The comparison's arms by config (configs/comparison.yaml in miniature): RLTF and ARPO as stages,
+    CISPO and the tool bonus as named arms; the sweep's report has the comparison table, ARPO its branches,
+    RLTF its second attempts (their critiques travel between the tasks with the requests)."""
+    import csv
+
+    from flows.pipeline import sweep
+
+    config = small_config(
+        tmp_path,
+        "training.rounds=1",
+        "pipeline.seeds=[0,1]",
+        "pipeline.stages=[SFT,SFT+GRPO,SFT+RLTF,SFT+ARPO]",
+        "pipeline.ablations={cispo: {name: grpo, loss: cispo}, tool_bonus: {name: grpo, tool_bonus: 1.5}}",
+        "algorithm.arpo_branch_budget=1",  # N' = 2 here: ⌊0.25 · 2⌋ would be no budget at all
+        "algorithm.rltf_revisions=1",
+    )
+    results = sweep(config, "cmp")
+    report_dir = tmp_path / "store" / "tiny" / "cmp" / "report"
+    rows = {r["stage"]: r for r in csv.DictReader((report_dir / "comparison.csv").open())}
+    stages = ("SFT+GRPO", "SFT+GRPO[tool_bonus]", "SFT+RLTF", "SFT+GRPO[cispo]", "SFT+ARPO")
+    methods = ["GRPO (baseline)", "GRPO + tool bonus (DeepEyes)", "RLTF", "CISPO", "ARPO"]
+    assert [rows[s]["method"] for s in stages] == methods
+    assert {r["seeds"] for r in rows.values()} == {"2"} and "[" in rows["SFT+ARPO"]["average pass@1"]
+    cost = {r["stage"]: r for r in csv.DictReader((report_dir / "cost.csv").open())}
+    # ARPO: M = N' + 1 per question, 2 questions: 2 branches or fresh fills per round, beside 4 originals
+    assert float(cost["SFT+ARPO"]["continuations"]) == 2 and float(cost["SFT+ARPO"]["rollouts"]) == 4
+    for r in results:
+        arpo = r.final_metrics["SFT+ARPO"]
+        assert arpo["arpo_branches"] + arpo["arpo_fill_rollouts"] == 2
+        rltf = r.final_metrics["SFT+RLTF"]
+        assert rltf["rltf_revisions"] == rltf["continuations"] <= 2  # one per question with a failed attempt
+        bonus = r.final_metrics["SFT+GRPO[tool_bonus]"]
+        assert bonus["reward_mean_shaped"] >= bonus["reward_mean"]
+
+
 def test_crash_in_round_two_update_resumes_without_redoing_work(prefect_server, tmp_path, monkeypatch):
     import tasks.rl as rl
     from flows.pipeline import pipeline

@@ -187,3 +187,47 @@ def test_sweep_report_has_the_across_seed_sections(tmp_path):
     assert "Across seeds: mean and 95% interval" in text and "paired differences" in text
     assert (out / "seed_means.csv").is_file() and (out / "paired_differences.csv").is_file()
     assert list((out / "plots").glob("*__seeds__tool_use_rate.png"))
+
+
+def test_comparison_table_has_the_papers_rows_columns_and_intervals(tmp_path):
+    from axpo_core.evaluation.report import build_report
+    from axpo_core.evaluation.run_dir import read_run
+    from axpo_core.evaluation.seeds import comparison_table
+
+    q1 = {  # slug -> seed -> q1's rewards on both table benchmarks (q2 always 0); dyna_chart is not a column
+        "sft_grpo": {0: [1, 0, 0, 0], 1: [0, 0, 0, 0]},
+        "sft_arpo": {0: [1, 1, 0, 0], 1: [1, 0, 0, 0]},
+        "sft_grpo_cispo": {0: [0, 0, 0, 0], 1: [0, 0, 0, 0]},
+        "sft_axpo": {0: [1, 1, 1, 1], 1: [1, 1, 0, 0]},
+    }
+    rewards = {
+        (seed, slug, bench): {"q1": per_seed[seed] if bench != "dyna_chart" else [1, 1, 1, 1], "q2": [0] * 4}
+        for slug, per_seed in q1.items()
+        for seed in (0, 1)
+        for bench in ("zoom_detail", "python_count", "dyna_chart")
+    }
+    _write_sweep(tmp_path, rewards, {})
+    run = read_run(tmp_path)
+    table = comparison_table(run, [1, 4])
+    assert [(r["method"], r["stage"]) for r in table] == [
+        ("GRPO (baseline)", "SFT+GRPO"),
+        ("CISPO", "SFT+GRPO[cispo]"),
+        ("ARPO", "SFT+ARPO"),
+        ("AXPO", "SFT+AXPO"),
+    ]
+    arpo = table[2]
+    assert [k for k in arpo if "pass@" in k][:4] == [
+        "python_count pass@1", "python_count pass@4", "zoom_detail pass@1", "zoom_detail pass@4"
+    ]
+    # per seed, pass@1 over the two columns' 4 questions: ARPO (0.5 + 0.5) / 4, (0.25 + 0.25) / 4
+    assert arpo["average pass@1"] == t_interval([0.25, 0.125]).as_text()
+    assert arpo["zoom_detail pass@1"] == t_interval([0.25, 0.125]).as_text()
+    # ARPO − GRPO per seed: 0.25 − 0.125, 0.125 − 0 -> 0.125 both
+    assert arpo["Δ average pass@1 vs GRPO (pp)"] == "12.5 [12.5, 12.5]"
+    assert table[0]["Δ average pass@1 vs GRPO (pp)"] == "–" and arpo["seeds"] == 2
+    report = (build_report(tmp_path, viewer=False) / "report.md").read_text()
+    assert "Comparison to alternative RL recipes" in report and "GRPO (baseline)" in report
+
+    plain = tmp_path / "plain"
+    _write_sweep(plain, {k: v for k, v in rewards.items() if k[1] in ("sft_grpo", "sft_axpo")}, {})
+    assert comparison_table(read_run(plain), [1]) == []  # a sweep without the comparison's own arms

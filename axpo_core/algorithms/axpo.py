@@ -40,11 +40,12 @@ class SpecialTokens:
 
     think_end: int  # `</think>`: the cut for `resample_target="no_tool"`
     tool_call_start: int  # `<tool_call>`: checked at the first opened call's span start
+    vocab_size: int = 0  # V: ARPO normalizes its entropies by log V (0: not normalized)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> SpecialTokens:
         ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>"])
-        return cls(think_end=ids[0], tool_call_start=ids[1])
+        return cls(think_end=ids[0], tool_call_start=ids[1], vocab_size=len(tokenizer))
 
 
 @dataclass(frozen=True)

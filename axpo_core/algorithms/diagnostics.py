@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from axpo_core.algorithms.axpo import trigger
-from axpo_core.algorithms.grpo import Scored
+from axpo_core.algorithms.grpo import Scored, shaped_reward
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
 
@@ -35,6 +35,7 @@ def step_diagnostics(
     requests: Sequence[ContinuationRequest],
     scored: Sequence[Scored],
     triggered: Sequence[str] | None = None,
+    algorithm: AlgorithmConfig | None = None,
 ) -> dict[str, float]:
     """The step's diagnostics, each exactly as computed here.
 
@@ -49,7 +50,9 @@ def step_diagnostics(
       tool_format_error_rate, tool_execution_error_rate   the same split by outcome (envs/tools.py OUTCOMES):
                                format = unparseable, unknown tool, schema-breaking arguments, an unopened or
                                unclosed tag; execution = a well-formed call that failed or missed
-      mean_turns, reward_mean  means over rollouts
+      mean_turns, reward_mean  means over rollouts (reward_mean: the raw answer reward)
+      reward_mean_shaped       mean of the reward the advantages read (`shaped_reward` under `algorithm`'s
+                               tool bonus/penalty; = reward_mean without shaping)
       tokens_original          policy tokens (Σ loss_mask)
     Over AXPO's records (`triggered` defaults to AXPO's tool-target `trigger(originals)`; pass the step's own
     list, `AxpoStepResult.triggered`, for the no_tool ablation):
@@ -131,6 +134,9 @@ def step_diagnostics(
             )
         ),
         "reward_mean": _rate(sum(t.reward for t in originals), n),
+        "reward_mean_shaped": _rate(
+            sum(t.reward if algorithm is None else shaped_reward(t, algorithm) for t in originals), n
+        ),
         "reward_mean_resampled": _rate(sum(c.reward for c in continuations), len(continuations)),
         "triggered_groups": float(len(triggered_set)),
         "resampled_prefixes": float(len(requests)),

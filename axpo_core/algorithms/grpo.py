@@ -4,6 +4,7 @@ Read top to bottom:
   1. `group_advantages`   Â_i = (r_i − mean(r)) / (std(r) + ε) within one group of rollouts.
   2. `grpo_advantages`    groups trajectories by `Trajectory.group` and broadcasts Â_i to rollout i's policy
                           tokens, giving one `Scored` per trajectory (per-token advantages + the loss mask).
+                          r_i is `shaped_reward`: the raw reward unless a tool bonus/penalty is configured.
   3. `clipped_policy_loss` the PPO-clip surrogate of App. A Eq. (clip-app) over padded [B, T] tensors, with
                           DAPO's asymmetric clip range and the k3 KL estimator toward the frozen reference.
 
@@ -64,16 +65,54 @@ def broadcast(
     return Scored(trajectory, [advantage if m else 0.0 for m in mask], mask, stream)
 
 
+def shaped_reward(trajectory: Trajectory, cfg: AlgorithmConfig) -> float:
+    """The reward the advantage reads: the raw answer reward, plus the comparison table's reward shaping.
+
+    * tool bonus b (DeepEyes, arXiv 2505.14362; Pixel-Reasoner and PyVision-RL reward tool use alike):
+      + b for a rollout with a successful tool call (`tool_bonus_unit: rollout`, DeepEyes: its tool reward
+      is 1 when a zoom returned an image and the answer is right), or + b per successful call (`call`, the
+      paper's "per-tool-call reward", tab_comparison.tex caption); only on correct rollouts
+      (`tool_bonus_on: correct`, DeepEyes) or on all. DeepEyes weighs it 1.2 against 0.8 for accuracy:
+      b = 1.5 on this project's 0/1 reward is the same ratio (GRPO's normalization is scale-free).
+    * tool penalty p (OTC, arXiv 2504.14870): − p per tool call (`tool_penalty_unit: call`) or once per
+      tool-using rollout (`rollout`), on correct rollouts (`tool_penalty_on: correct`: OTC multiplies its
+      tool reward into the correctness reward, so a wrong answer's 0 is never moved) or on all. OTC's own
+      tool reward is cos(m·π / (2m + c)) × the answer reward (OTC-PPO; OTC-GRPO centres it on the group's
+      fewest calls); the linear −p·m here has its direction (fewer calls for the same correct answer score
+      higher), not its curve.
+    Calls are opened `<tool_call>` blocks (a lone closing tag is a format error, not a call); the bonus
+    counts the successful ones. With both at 0 (the default) this is `trajectory.reward` itself, so GRPO is
+    unchanged bit for bit.
+    """
+    reward = trajectory.reward
+    if cfg.tool_bonus == 0.0 and cfg.tool_penalty == 0.0:
+        return reward
+    opened = trajectory.tool_call_opened
+    calls = sum(opened)
+    successful = sum(o and e is None for o, e in zip(opened, trajectory.tool_errors, strict=True))
+    if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
+        reward += cfg.tool_bonus * (successful if cfg.tool_bonus_unit == "call" else float(successful > 0))
+    if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
+        reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
+    return reward
+    calls = sum(trajectory.tool_call_opened)  # tool use as the paper counts it (opened `<tool_call>`s)
+    if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
+        reward += cfg.tool_bonus * (calls if cfg.tool_bonus_unit == "call" else float(calls > 0))
+    if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
+        reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
+    return reward
+
+
 def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) -> list[Scored]:
-    """GRPO: normalize rewards within each `Trajectory.group`, broadcast to policy tokens (order kept)."""
+    """GRPO: normalize (shaped) rewards within each `Trajectory.group`, broadcast to policy tokens (order
+    kept)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, trajectory in enumerate(trajectories):
         groups[trajectory.group].append(i)
     advantage = [0.0] * len(trajectories)
     for members in groups.values():
-        for i, a in zip(
-            members, group_advantages([trajectories[i].reward for i in members], cfg.adv_eps), strict=True
-        ):
+        rewards = [shaped_reward(trajectories[i], cfg) for i in members]
+        for i, a in zip(members, group_advantages(rewards, cfg.adv_eps), strict=True):
             advantage[i] = a
     return [broadcast(t, a) for t, a in zip(trajectories, advantage, strict=True)]
 

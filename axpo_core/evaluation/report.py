@@ -326,6 +326,7 @@ def build_report(
         bands = seeds.diagnostic_bands(run)
         tables |= {
             "seed_means": seeds.seed_table(run, ks),
+            "comparison": seeds.comparison_table(run, ks),
             "paired_differences": seeds.paired_table(run, ks),
             "cost": seeds.cost_table(run),
             "diagnostic_bands": seeds.band_rows(bands),
@@ -367,10 +368,11 @@ _SECTIONS = {  # table name -> heading (the per-round diagnostics CSV has no sec
     "tools_necessary": "Are tools necessary? The oracle with its tool, the no-tool oracle, the SFT agent (%)",
     "diagnostics_summary": "Training diagnostics, mean over rounds",
     "seed_means": "Across seeds: mean and 95% interval (t over seeds), Pass@{ks} (%)",
+    "comparison": "Comparison to alternative RL recipes (the paper's table): mean, 95% t interval (%)",
     "paired_differences": "Across seeds: paired differences (same seed, same questions), percentage points",
     "cost": "Across seeds: RL cost per arm, summed over rounds (mean over seeds)",
 }
-_OPTIONAL = {"ablations", "tools_necessary", "seed_means", "paired_differences", "cost"}
+_OPTIONAL = {"ablations", "tools_necessary", "seed_means", "comparison", "paired_differences", "cost"}
 _PLOTS_HEADING = "Diagnostics per round (GRPO dashed, AXPO solid)"
 
 

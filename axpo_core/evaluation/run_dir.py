@@ -33,9 +33,11 @@ _KNOWN_STAGES = {
     "grpo": "GRPO",
     "sft_grpo": "SFT+GRPO",
     "sft_axpo": "SFT+AXPO",
+    "sft_arpo": "SFT+ARPO",
+    "sft_rltf": "SFT+RLTF",
 }
 #: The paper's stage order (its results table's rows); other stages (ablations) sort after, by name.
-STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+AXPO"]
+STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+RLTF", "SFT+ARPO", "SFT+AXPO"]
 
 
 def stage_key(stage: str) -> tuple[int, str]:
@@ -51,7 +53,7 @@ def stage_from_slug(slug: str) -> str:
     """Invert `tasks.context.stage_slug` for the pipeline's stages (`sft_axpo_x` -> `SFT+AXPO[x]`)."""
     if slug in _KNOWN_STAGES:
         return _KNOWN_STAGES[slug]
-    for prefix in ("sft_axpo_", "sft_grpo_"):
+    for prefix in ("sft_axpo_", "sft_grpo_", "sft_arpo_", "sft_rltf_"):
         if slug.startswith(prefix):
             return f"{_KNOWN_STAGES[prefix[:-1]]}[{slug[len(prefix) :]}]"
     return slug

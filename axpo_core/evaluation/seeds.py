@@ -33,7 +33,23 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("SFT+AXPO", "SFT+GRPO[x2]"),
     ("SFT+GRPO", "SFT"),
     ("SFT+AXPO", "SFT"),
+    ("SFT+AXPO", "SFT+ARPO"),
 )
+
+#: The paper's comparison table (tables/tab_comparison.tex): its rows as arms of configs/comparison.yaml,
+#: in its order, and its columns as this project's mirrors (MathVision, V*, VisualProbe, HR-MMSearch).
+COMPARISON_ROWS: tuple[tuple[str, str], ...] = (
+    ("GRPO (baseline)", "SFT+GRPO"),
+    ("GRPO + tool penalty (OTC)", "SFT+GRPO[tool_penalty]"),
+    ("GRPO + tool bonus (DeepEyes)", "SFT+GRPO[tool_bonus]"),
+    ("GRPO + rollout 2x (compute 2x)", "SFT+GRPO[x2]"),
+    ("RLTF", "SFT+RLTF"),
+    ("CISPO", "SFT+GRPO[cispo]"),
+    ("ARPO", "SFT+ARPO"),
+    ("AXPO", "SFT+AXPO"),
+)
+COMPARISON_BENCHMARKS = ("python_count", "zoom_detail", "visual_probe", "search_entity")
+_COMPARISON_ONLY = {stage for _, stage in COMPARISON_ROWS} - {"SFT+GRPO", "SFT+GRPO[x2]", "SFT+AXPO"}
 
 #: Per-round diagnostics shown as bands over seeds.
 BAND_KEYS = (
@@ -149,6 +165,53 @@ def paired_table(run: RunData, ks: Sequence[int], pairs: Sequence[tuple[str, str
                             "95% bootstrap seeds × questions": _bounds(boot.low, boot.high),
                         }
                     )
+    return table
+
+
+def comparison_table(run: RunData, ks: Sequence[int]) -> Table:
+    """The paper's comparison table with intervals: one row per method of `COMPARISON_ROWS` the sweep ran,
+    Pass@k per benchmark of `COMPARISON_BENCHMARKS` (those evaluated; all evaluated when none is) and their
+    average (questions pooled, as the paper's Average over its four columns), each "mean [low, high]" in %
+    (t over seeds), and the paired difference of that average to GRPO in pp. Empty unless the sweep has
+    an arm only the comparison has (ARPO, CISPO, RLTF, a shaped reward)."""
+    seeds = seeds_of(run)
+    by_k = {k: collect_scores(run, k) for k in ks}
+    present = {(scale, stage) for scale, stage, _ in by_k[ks[0]]}
+    if not any(stage in _COMPARISON_ONLY for _, stage in present):
+        return []
+    evaluated = {b for _, _, b in by_k[ks[0]] if b != AVERAGE}
+    benchmarks = [b for b in COMPARISON_BENCHMARKS if b in evaluated] or sorted(evaluated)
+
+    def pooled(cells: dict, scale: str, stage: str) -> dict[int, dict[str, float]]:
+        """seed -> the table's benchmarks' questions, for the seeds that evaluated every one of them."""
+        per_bench = [cells.get((scale, stage, bench), {}) for bench in benchmarks]
+        common = set.intersection(*(set(p) for p in per_bench))
+        pairs = list(zip(benchmarks, per_bench, strict=True))
+        return {s: {f"{b}/{q}": v for b, p in pairs for q, v in p[s].items()} for s in sorted(common)}
+
+    table: Table = []
+    for scale in sorted({scale for scale, _ in present}):
+        for label, stage in COMPARISON_ROWS:
+            if (scale, stage) not in present:
+                continue
+            row: dict[str, str | float] = {"scale": scale, "method": label, "stage": stage}
+            row["seeds"] = len(by_k[ks[0]].get((scale, stage, benchmarks[0]), {}))
+            for bench in benchmarks:
+                for k in ks:
+                    per_seed = by_k[k].get((scale, stage, bench), {})
+                    row[f"{bench} pass@{k}"] = seed_interval(per_seed).as_text() if per_seed else "n/a"
+            for k in ks:
+                average = pooled(by_k[k], scale, stage)
+                row[f"average pass@{k}"] = seed_interval(average).as_text() if average else "n/a"
+            k = ks[0]
+            arm, baseline = pooled(by_k[k], scale, stage), pooled(by_k[k], scale, "SFT+GRPO")
+            complete = seeds.get(scale) and _complete(arm, seeds[scale]) and _complete(baseline, seeds[scale])
+            if stage != "SFT+GRPO" and complete:
+                t = seed_interval(paired_scores(arm, baseline))
+                row[f"Δ average pass@{k} vs GRPO (pp)"] = f"{100 * t.mean:.1f} {_bounds(t.low, t.high)}"
+            else:
+                row[f"Δ average pass@{k} vs GRPO (pp)"] = "–"
+            table.append(row)
     return table
 
 

@@ -5,8 +5,10 @@ engine runs the tool and appends its response, images included, as tokens), at `
 answer) or at a bound (turn limit, token limit: the rollout is marked truncated). Only tokens the policy
 sampled get `loss_mask = 1`.
 
-`continue_from` starts rollouts from a prefix of an existing one (AXPO's resampling): the prefix's tokens,
-log-probs and images are copied as they are and prefilled once by the generator, never decoded again.
+`continue_from` starts rollouts from a prefix of an existing one (AXPO's resampling, ARPO's branches): the
+prefix's tokens, log-probs and images are copied as they are and prefilled once by the generator, never
+decoded again. With a request's `feedback` (RLTF), the whole finished rollout is the prefix and the
+feedback follows it as a user turn: the continuation is a second attempt.
 
 The reward reads only the policy's final turn (`Trajectory.answer_text`): a tool's output that spells
 `<answer>\\boxed{7}</answer>` is not the policy's answer. One rollout's failure (an image the processor
@@ -106,7 +108,9 @@ class RolloutEngine:
         """`num_samples` continuations of `source[:prefix_tokens]` per request (see ContinuationRequest).
 
         The prefix may end anywhere inside the source's turns; its images are restored, but a python
-        sandbox starts fresh (its variables are not part of the token prefix).
+        sandbox starts fresh (its variables are not part of the token prefix). A request with `feedback`
+        closes the source's last turn if it is open, adds the feedback as a user turn (environment tokens)
+        and the assistant header, and the second attempt's turn starts there.
         """
         live = []
         for request in requests:
@@ -126,10 +130,11 @@ class RolloutEngine:
             turn_start = self._last_turn_start(prefix, source.prompt_len)
             spans = [span for span in source.tool_call_spans if span[1] <= cut]
             # A prefix ending in `</tool_call>` holds a call whose response is not in it yet.
-            pending_call = prefix[-1] == self.chat.special.tool_call_end
+            pending_call = prefix[-1] == self.chat.special.tool_call_end and request.feedback is None
             if pending_call:
                 spans = [span for span in spans if span[1] < cut]
             prefix_text = self.chat.decode(prefix[source.prompt_len :])
+            feedback = [] if request.feedback is None else self._feedback_turn(prefix, request.feedback)
             for k in range(request.num_samples):
                 trajectory = Trajectory(
                     question_id=source.question_id,
@@ -154,6 +159,9 @@ class RolloutEngine:
                 tools.num_calls = len(spans)
                 r = _Live(question, trajectory, list(encoded), tools, turn_start=turn_start)
                 live.append(r)
+                if feedback:
+                    self._append(r, feedback, None, None, policy=False)
+                    r.turn_start = len(trajectory.token_ids)
                 if pending_call:  # the environment answers before the policy goes on
                     trajectory.turns += 1
                     self._isolated(r, self._after_turn, r, True)
@@ -306,6 +314,14 @@ class RolloutEngine:
         trajectory.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         trajectory.entropies.extend(entropies if entropies is not None else [0.0] * len(ids))
         trajectory.loss_mask.extend([1 if policy else 0] * len(ids))
+
+    def _feedback_turn(self, prefix: list[int], feedback: str) -> list[int]:
+        """The tokens after a finished rollout that carry a critique: `<|im_end|>` if its last turn is
+        still open, the user turn with the feedback as plain text, then the assistant header."""
+        s = self.chat.special
+        close = [] if prefix[-1] in (s.im_end, s.endoftext) else [s.im_end]
+        user = [s.im_start] + self.chat.text("user\n") + self.chat.literal(feedback) + [s.im_end]
+        return close + self.chat.text("\n") + user + self.chat.text("\n") + self.chat.assistant_header()
 
     def _last_turn_start(self, prefix: list[int], prompt_len: int) -> int:
         """Start of the assistant turn a prefix ends in: after the last tool response's assistant header."""

@@ -70,6 +70,7 @@ def requests_to_records(requests: Sequence[ContinuationRequest]) -> list[dict[st
             "num_samples": r.num_samples,
             "group_id": r.group_id,
             "first_sample_id": r.first_sample_id,
+            "feedback": r.feedback,
         }
         for r in requests
     ]
@@ -91,6 +92,7 @@ def requests_from_records(
                 record["num_samples"],
                 record["group_id"],
                 record["first_sample_id"],
+                record.get("feedback"),
             )
         )
     return requests

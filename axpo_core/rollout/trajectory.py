@@ -138,6 +138,8 @@ class ContinuationRequest:
     The continuations keep those tokens bit-identical (with their log-probs and mask), get
     `parent = Parent(source.sample_id, prefix_tokens)`, sample ids `first_sample_id, first_sample_id + 1, …`
     and `group_id` (AXPO gives each prefix's K continuations their own advantage group).
+    `feedback` (RLTF): a critique the environment adds as a user turn after the prefix (the whole finished
+    source), so each continuation is a second attempt conditioned on it.
     """
 
     source: Trajectory
@@ -145,3 +147,4 @@ class ContinuationRequest:
     num_samples: int
     group_id: str
     first_sample_id: int
+    feedback: str | None = None
