@@ -95,12 +95,6 @@ def shaped_reward(trajectory: Trajectory, cfg: AlgorithmConfig) -> float:
     if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
         reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
     return reward
-    calls = sum(trajectory.tool_call_opened)  # tool use as the paper counts it (opened `<tool_call>`s)
-    if cfg.tool_bonus and (cfg.tool_bonus_on == "all" or trajectory.correct):
-        reward += cfg.tool_bonus * (calls if cfg.tool_bonus_unit == "call" else float(calls > 0))
-    if cfg.tool_penalty and (cfg.tool_penalty_on == "all" or trajectory.correct):
-        reward -= cfg.tool_penalty * (calls if cfg.tool_penalty_unit == "call" else float(calls > 0))
-    return reward
 
 
 def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) -> list[Scored]:
