@@ -151,6 +151,8 @@ PER_ROUND = [  # (column, metric): each RL arm's diagnostics per round, under th
 
 
 def _print_result(result) -> None:
+    from axpo_core.evaluation.stats import linear_trend
+
     print()
     print(f"Results ({result.scale}, seed {result.seed}), Pass@k in %:")
     print(result.table_markdown)
@@ -168,6 +170,14 @@ def _print_result(result) -> None:
     for stage, metrics in result.final_metrics.items():
         shown = "  ".join(f"{k.removeprefix('update/')}={metrics[k]:.3g}" for k in SHOWN if k in metrics)
         print(f"[{stage}] last round: {shown}")
+    for stage, rounds in result.round_metrics.items():
+        rewards = [m["reward_mean"] for m in rounds if "reward_mean" in m]
+        if len(rewards) >= 3:
+            trend = linear_trend(rewards)
+            print(
+                f"[{stage}] training reward trend: {trend.mean:+.4f} per round, 95% interval "
+                f"[{trend.low:+.4f}, {trend.high:+.4f}] (least squares over {trend.n} rounds)"
+            )
 
 
 def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:

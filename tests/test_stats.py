@@ -217,7 +217,10 @@ def test_comparison_table_has_the_papers_rows_columns_and_intervals(tmp_path):
     ]
     arpo = table[2]
     assert [k for k in arpo if "pass@" in k][:4] == [
-        "python_count pass@1", "python_count pass@4", "zoom_detail pass@1", "zoom_detail pass@4"
+        "python_count pass@1",
+        "python_count pass@4",
+        "zoom_detail pass@1",
+        "zoom_detail pass@4",
     ]
     # per seed, pass@1 over the two columns' 4 questions: ARPO (0.5 + 0.5) / 4, (0.25 + 0.25) / 4
     assert arpo["average pass@1"] == t_interval([0.25, 0.125]).as_text()
@@ -231,3 +234,23 @@ def test_comparison_table_has_the_papers_rows_columns_and_intervals(tmp_path):
     plain = tmp_path / "plain"
     _write_sweep(plain, {k: v for k, v in rewards.items() if k[1] in ("sft_grpo", "sft_axpo")}, {})
     assert comparison_table(read_run(plain), [1]) == []  # a sweep without the comparison's own arms
+
+
+def test_linear_trend_against_a_direct_least_squares_fit():
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from axpo_core.evaluation.stats import linear_trend
+
+    rewards = [0.09, 0.11, 0.03, 0.11, 0.19, 0.05]
+    fit = scipy_stats.linregress(np.arange(1, 7), rewards)
+    half = scipy_stats.t.ppf(0.975, 4) * fit.stderr
+    trend = linear_trend(rewards)
+    assert trend.n == 6 and math.isclose(trend.mean, fit.slope, abs_tol=1e-12)
+    assert math.isclose(trend.low, fit.slope - half, abs_tol=1e-12)
+    assert math.isclose(trend.high, fit.slope + half, abs_tol=1e-12)
+    exact = linear_trend([0.1, 0.2, 0.3])  # a straight line: slope 0.1, no residual
+    assert math.isclose(exact.mean, 0.1) and math.isclose(exact.low, exact.high, abs_tol=1e-12)
+    assert math.isnan(linear_trend([0.0, 1.0]).low)
+    with pytest.raises(ValueError, match="at least two"):
+        linear_trend([0.5])

@@ -77,6 +77,24 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     return Interval(mean, mean - half, mean + half, n, "t over seeds")
 
 
+def linear_trend(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The least-squares slope of `values` against 1, 2, … (e.g. a reward per RL round), with its t interval
+    (n − 2 degrees of freedom; no bounds for n < 3). It answers "does the training reward trend up?" with
+    the noise of the rounds in view: each round draws new questions, so one round's mean moves a lot."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"linear_trend needs at least two values, got {n}")
+    xs = range(1, n + 1)
+    x_mean, y_mean = (n + 1) / 2, sum(values) / n
+    sxx = sum((x - x_mean) ** 2 for x in xs)
+    slope = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, values, strict=True)) / sxx
+    if n < 3:
+        return Interval(slope, math.nan, math.nan, n, "least-squares slope, t over rounds")
+    residual = sum((y - y_mean - slope * (x - x_mean)) ** 2 for x, y in zip(xs, values, strict=True))
+    half = float(_scipy_stats.t.ppf((1 + confidence) / 2, n - 2)) * math.sqrt(residual / (n - 2) / sxx)
+    return Interval(slope, slope - half, slope + half, n, "least-squares slope, t over rounds")
+
+
 def seed_interval(scores: Scores, confidence: float = 0.95) -> Interval:
     """:func:`t_interval` over the seeds' mean scores."""
     return t_interval(seed_means(scores), confidence)
