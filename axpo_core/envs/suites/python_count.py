@@ -15,7 +15,6 @@ from axpo_core.envs.suites.drawing import _jitter
 # Kept short on purpose: the policy writes this code token by token, within a turn's token budget.
 
 
-
 class PythonCount(Suite):
     """Counts of small coloured dots (one colour, the sum of two, or a difference): needs ``python``.
 
