@@ -176,6 +176,19 @@ def test_sweep_tables_against_a_direct_computation(tmp_path):
     assert band[1] == pytest.approx((0.2, low, high)) and band[2] == pytest.approx((0.2, 0.2, 0.2))
 
 
+def test_each_axpo_ablation_is_paired_against_axpo(tmp_path):
+    from axpo_core.evaluation.run_dir import read_run
+    from axpo_core.evaluation.seeds import paired_table
+
+    q1 = {"sft_axpo": [1, 1, 0, 0], "sft_axpo_random_ranking": [1, 0, 0, 0], "sft_grpo": [0, 0, 0, 0]}
+    rewards = {(s, slug, "zoom"): {"q1": r} for s in range(2) for slug, r in q1.items()}
+    _write_sweep(tmp_path, rewards, {})
+    rows = {r["difference"]: r for r in paired_table(read_run(tmp_path), [1]) if r["benchmark"] == "average"}
+    assert rows["SFT+AXPO − SFT+AXPO[random_ranking]"]["mean (pp)"] == 25.0  # 0.5 - 0.25 on both seeds
+    assert rows["SFT+AXPO − SFT+GRPO"]["mean (pp)"] == 50.0
+    assert not any(d.startswith("SFT+AXPO[") for d in rows)  # an ablation is only ever the baseline
+
+
 def test_sweep_report_has_the_across_seed_sections(tmp_path):
     from axpo_core.evaluation.report import build_report
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from axpo_core.evaluation.run_dir import RunData, stage_key
 from axpo_core.evaluation.stats import (
@@ -137,13 +137,22 @@ def seed_table(run: RunData, ks: Sequence[int]) -> Table:
     return table
 
 
-def paired_table(run: RunData, ks: Sequence[int], pairs: Sequence[tuple[str, str]] = PAIRS) -> Table:
+def ablation_pairs(stages: Iterable[str]) -> list[tuple[str, str]]:
+    """AXPO against each of its ablations (`SFT+AXPO[<switch>]`, the paper's ablation table): what the
+    switch costs AXPO, on the same seed and questions."""
+    return [("SFT+AXPO", s) for s in sorted(set(stages)) if s.startswith("SFT+AXPO[")]
+
+
+def paired_table(run: RunData, ks: Sequence[int], pairs: Sequence[tuple[str, str]] | None = None) -> Table:
     """Paired differences arm − baseline (same seed, same questions) in percentage points, per benchmark
-    and for the average: the mean, its t interval over seeds and the bootstrap over seeds × questions."""
+    and for the average: the mean, its t interval over seeds and the bootstrap over seeds × questions.
+    By default the pairs are `PAIRS` and AXPO against each ablation arm the run has."""
     seeds = seeds_of(run)
     table: Table = []
     for k in ks:
         cells = collect_scores(run, k)
+        if pairs is None:
+            pairs = [*PAIRS, *ablation_pairs(stage for _, stage, _ in cells)]
         benchmarks = sorted({b for _, _, b in cells if b != AVERAGE}) + [AVERAGE]
         for scale in sorted(seeds):
             for arm, baseline in pairs:
