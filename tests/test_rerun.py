@@ -386,6 +386,72 @@ def test_kill_9_of_axpo_run_leaves_no_prefect_server_behind(tmp_path):
             os.kill(server, signal.SIGKILL)
 
 
+SWEEP_SMALL = [  # two seeds of a tiny sweep: seed 0 finishes well before seed 1 does
+    "rollout.group_size=2",
+    "training.questions_per_round=2",
+    "training.rounds=1",
+    "training.pool_size=6",
+    "training.filter_samples=2",
+    "sft.examples=16",
+    "sft.epochs=1",
+    "evaluation.questions=2",
+    "evaluation.samples=2",
+    "evaluation.k=[1,2]",
+    "evaluation.benchmarks=[control_shapes]",
+    "pipeline.stages=[SFT,SFT+GRPO]",
+]
+
+
+def _sweep(tmp_path: Path, **popen: object) -> subprocess.Popen:
+    env = _env()
+    env.pop("PREFECT_API_URL", None)  # the ephemeral server and its database, as on a laptop
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    overrides = [a for o in [*SWEEP_SMALL, f"storage.root=file://{tmp_path}/store"] for a in ("--set", o)]
+    command = [sys.executable, "-m", "flows.cli", "sweep", "--seeds", "0,1", "--run-name", "sw", *overrides]
+    return subprocess.Popen(command, cwd=REPO, env=env, **popen)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_way_resumes_without_redoing_finished_work(tmp_path):
+    """`kill -9` of `axpo sweep` once seed 1 has begun; the same command again finishes the sweep and
+    leaves seed 0's checkpoints and RL artifacts as they were (each version is the hash of its marker)."""
+    from axpo_core.storage import open_store
+
+    run = tmp_path / "store" / "tiny" / "sw"
+    seed0, seed1 = run / "tiny-s-seed0" / "tiny-s", run / "tiny-s-seed1" / "tiny-s"
+    first = _sweep(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(4800):  # a poll count, not a time limit: until seed 1's SFT checkpoint is written
+            if first.poll() is not None:
+                raise AssertionError(f"the sweep ended before it was killed: {first.stderr.read()[-3000:]}")
+            if (seed1 / "checkpoints" / "sft" / "_COMPLETE").is_file():
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError("seed 1's SFT checkpoint never appeared")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert not (run / "report" / "seed_means.csv").exists()  # killed before the sweep's report
+    store = open_store(f"file://{tmp_path}/store")
+    done = {
+        name: store.folder_version(f"file://{seed0}/{name}")
+        for name in ("checkpoints/sft", "sft_grpo/checkpoints/round-1")
+    }
+    rollouts = (seed0 / "sft_grpo" / "rollouts" / "round-1.jsonl").read_bytes()
+
+    again = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = again.communicate()[0]
+    assert again.returncode == 0, output[-3000:]
+    assert {n: store.folder_version(f"file://{seed0}/{n}") for n in done} == done
+    assert (seed0 / "sft_grpo" / "rollouts" / "round-1.jsonl").read_bytes() == rollouts
+    assert (seed1 / "sft_grpo" / "checkpoints" / "round-1" / "_COMPLETE").is_file()
+    assert (run / "report" / "seed_means.csv").is_file()
+
+
 def test_a_tasks_code_digest_covers_its_import_closure_only():
     """tasks.rl reaches grpo.py (through training.steps) but not the report; tasks.evaluation reaches both."""
     import inspect
