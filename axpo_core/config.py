@@ -201,6 +201,19 @@ class PipelineConfig(Section):
     max_workers: int = Field(2, ge=1)
 
 
+class SweepConfig(Section):
+    """How `axpo sweep` runs its scale × seed variants (all under one MLflow parent run either way)."""
+
+    # inline: one after the other in this process. deployments: each variant is a run of `deployment`
+    # (registered by `axpo deploy`), which any worker of its work pool picks up, so as many variants run at
+    # once as there are workers; the sweep waits for all. Workers on other machines need the same store
+    # (S3) and MLflow tracking server as the sweep.
+    mode: Literal["inline", "deployments"] = "inline"
+    deployment: str = "pipeline/pipeline-tiny"  # <flow>/<deployment>, as deployments/prefect.yaml names it
+    poll_s: float = Field(5.0, gt=0)  # how often the sweep reads its variants' states
+    timeout_s: float = Field(6 * 3600.0, gt=0)  # a variant still not finished then fails the sweep
+
+
 class StorageConfig(Section):
     root: str = "file://runs"  # or s3://bucket/prefix
     s3_endpoint_url: str | None = None
@@ -232,6 +245,7 @@ class Config(Section):
     sft: SFTConfig = SFTConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    sweep: SweepConfig = SweepConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 

@@ -11,6 +11,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from axpo_core.config import Config
+from axpo_core.storage import open_configured_store
 from flows.evaluation import run_evaluation
 from flows.runtime import locked_context
 from flows.training import sft_flow, train
@@ -159,7 +160,7 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         close_tracking_run(ctx, run_id)
     if own_parent:
         close_tracking_run(ctx, parent)
-    return PipelineResult(
+    result = PipelineResult(
         run_name=ctx.run_name,
         scale=scale,
         seed=seed,
@@ -174,6 +175,13 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         tools_markdown=summary.tools_markdown,
         outcomes_markdown=summary.outcomes_markdown,
     )
+    # In the run folder too: a sweep whose variants ran as deployments (on other workers) reads it there.
+    ctx.store.put_json(result_uri(ctx.config, ctx.run_name), result.model_dump(mode="json"))
+    return result
+
+
+def result_uri(config: Config, run_name: str) -> str:
+    return open_configured_store(config.storage).uri(config.experiment, run_name, "result.json")
 
 
 @flow(
@@ -192,12 +200,19 @@ def _sweep(ctx: RunContext) -> list[PipelineResult]:
     parent_tags, parent_note = parent_run_fields(ctx, "sweep")
     parent = open_tracking_run(ctx, ctx.run_name, tags=parent_tags, log_config=True, description=parent_note)
     results = []
-    variants = [(scale, seed) for scale in config.pipeline.scales for seed in config.pipeline.seeds]
-    for scale, seed in progress(variants, desc="sweep (scale x seed)"):
-        variant = config.model_copy(
-            update={"seed": seed, "model": config.model.model_copy(update={"scale": scale})}
+    variants = [
+        (
+            config.model_copy(update={"seed": seed, "model": config.model.model_copy(update={"scale": s})}),
+            f"{ctx.run_name}/{s}-seed{seed}",
         )
-        results.append(pipeline(variant, f"{ctx.run_name}/{scale}-seed{seed}", parent))
+        for s in config.pipeline.scales
+        for seed in config.pipeline.seeds
+    ]
+    if config.sweep.mode == "deployments":
+        results = run_as_deployments(config, variants, parent)
+    else:
+        for variant, name in progress(variants, desc="sweep (scale x seed)"):
+            results.append(pipeline(variant, name, parent))
     publish_table(
         table=[
             {
@@ -218,3 +233,47 @@ def _sweep(ctx: RunContext) -> list[PipelineResult]:
     log_report(ctx, parent, swept.uri, "report")
     close_tracking_run(ctx, parent)
     return results
+
+
+def run_as_deployments(
+    config: Config, variants: list[tuple[Config, str]], parent: str
+) -> list[PipelineResult]:
+    """Start every variant as a run of `sweep.deployment` at once, wait for all, and read each one's
+    result from its run folder. A variant that does not complete fails the sweep, naming its flow run."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        raise RuntimeError(
+            "sweep.mode: deployments needs a Prefect server that the workers reach (set PREFECT_API_URL, "
+            "e.g. after `prefect server start`); this process's ephemeral server lives only as long as it"
+        )
+    started = [
+        run_deployment(
+            config.sweep.deployment,
+            parameters={"config": v.model_dump(mode="json"), "run_name": name, "parent_run_id": parent},
+            flow_run_name=f"pipeline[{v.model.scale} seed{v.seed}]",
+            timeout=0,  # do not wait here: all variants are scheduled before any is waited for
+        )
+        for v, name in variants
+    ]
+    deadline = time.monotonic() + config.sweep.timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            states = [client.read_flow_run(run.id).state for run in started]
+            if all(state is not None and state.is_final() for state in states):
+                break
+            if time.monotonic() > deadline:
+                waiting = [r.name for r, s in zip(started, states, strict=True) if not (s and s.is_final())]
+                raise TimeoutError(f"sweep: still running after {config.sweep.timeout_s:g} s: {waiting}")
+            time.sleep(config.sweep.poll_s)
+    failed = [
+        f"{r.name} ({r.id}): {s.name}" for r, s in zip(started, states, strict=True) if not s.is_completed()
+    ]
+    if failed:
+        raise RuntimeError(f"sweep: {len(failed)} of {len(started)} variants did not complete: {failed}")
+    store = open_configured_store(config.storage)
+    return [PipelineResult.model_validate(store.get_json(result_uri(config, name))) for _, name in variants]

@@ -453,6 +453,40 @@ def test_deployments_register_and_run_on_a_process_worker(prefect_server, tmp_pa
     assert final.is_completed(), (final, worker.stdout[-3000:], worker.stderr[-3000:])
     assert (tmp_path / "store" / "tiny" / "deployed" / "report" / "results.md").is_file()
 
+    # sweep.mode: deployments: both seeds start as deployment runs at once; the worker runs them side by
+    # side, each under the sweep's one MLflow parent run, and the sweep reads their results from the store
+    from flows.pipeline import sweep as sweep_flow
+
+    worker = subprocess.Popen(
+        [bin_dir / "prefect", "worker", "start", "--pool", "axpo-process"],
+        env={**env, "AXPO_PROJECT_DIR": str(Path(__file__).resolve().parent.parent)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        swept = sweep_flow(
+            small_config(
+                tmp_path,
+                "pipeline.stages=[Base]",
+                "pipeline.seeds=[0,1]",
+                "sweep.mode=deployments",
+                "sweep.poll_s=1",
+            ),
+            "swept",
+        )
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=120)
+    assert [(r.seed, r.run_name) for r in swept] == [(0, "swept/tiny-s-seed0"), (1, "swept/tiny-s-seed1")]
+    assert {r.parent_run_id for r in swept} == {swept[0].parent_run_id}
+    assert (tmp_path / "store" / "tiny" / "swept" / "report" / "seed_means.csv").is_file()
+    from axpo_core.tracking import Tracker
+
+    tracker = Tracker(swept[0].tracking_uri, tmp_path, "axpo")
+    children = {run.name for run in tracker.child_runs(swept[0].parent_run_id)}
+    assert {"tiny-s/seed0/Base", "tiny-s/seed1/Base"} <= children
+
 
 def test_a_run_held_by_another_process_is_refused_before_any_work(prefect_server, tmp_path):
     """Two `axpo run` on one run name: the second stops at once, naming the holder, and writes nothing."""
