@@ -125,3 +125,45 @@ def test_two_rollout_workers_give_the_trajectories_of_one(prefect_server, tmp_pa
         "round-1.shard-0-of-2.jsonl.pkl",
         "round-1.shard-1-of-2.jsonl.pkl",
     ]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A fresh local Ray cluster on 127.0.0.1 with 2 CPUs; RayTaskRunner uses it (it is initialised)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=200 * 2**20,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra: pip install -e '.[ray]'")
+def test_ray_evaluation_and_sharded_rollouts_equal_threads(prefect_server, local_ray, tmp_path):
+    from axpo_core.config import load_config
+    from flows.evaluation import run_evaluation
+    from flows.runtime import make_context
+    from tasks.stages import build_model
+
+    def evaluation(runner: str):
+        root = f"storage.root=file://{tmp_path}/eval-{runner}"
+        config = load_config(None, [*SMALL, root, f"pipeline.task_runner={runner}"])
+        ctx = make_context(config, "eval")
+        results = run_evaluation(ctx, {"Base": build_model(ctx, "tiny-s")})
+        return [(e.benchmark, e.metrics, [r["text"] for r in ctx.store.get_jsonl(e.uri)]) for e in results]
+
+    import ray
+
+    assert evaluation("ray") == evaluation("threads")
+    assert_same_round(one_round(tmp_path, 2, "ray"), one_round(tmp_path, 1, "threads"))
+    # they did run on Ray: 2 evaluate tasks (Base x 2 benchmarks), 2 rollout and 2 resample shards
+    names = [e.get("name", "") for e in ray.timeline()]
+    assert sum(n.endswith("_run_prefect_task") for n in names) == 6, sorted(set(names))
