@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect import flow, unmapped
+from prefect import Flow, flow, unmapped
 
 from axpo_core.config import Config
 from flows.evaluation import task_runner
 from tasks.artifacts import artifact_key, publish_table
-from tasks.context import Arm, CheckpointRef, RoundRecord, RunContext
+from tasks.context import Arm, CheckpointRef, DetectRef, ResampleRef, RolloutRef, RoundRecord, RunContext
 from tasks.progress import progress
 from tasks.rl import detect_failures, gather_resampled, gather_rollouts, resample, rollout, update
 from tasks.stages import sft
@@ -43,27 +43,45 @@ def axpo_round(
     pool_ids: list[str],
     tracking_run_id: str | None = None,
 ) -> RoundRecord:
+    rollouts = sharded_rollout(ctx, arm, round_index, policy, pool_ids)
+    detected = detect_failures(ctx, arm, round_index, rollouts, policy)
+    resampled = sharded_resample(ctx, arm, round_index, policy, rollouts, detected)
+    return update(ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id)
+
+
+def sharded_rollout(
+    ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, pool_ids: list[str]
+) -> RolloutRef:
+    """The rollout task, or (rollout.num_workers > 1) its shards mapped on the flow's runner and gathered."""
     shards = ctx.config.rollout.num_workers
     if shards == 1:
-        rollouts = rollout(ctx, arm, round_index, policy, pool_ids)
-    else:
-        with shard_resources(ctx.config):
-            parts = rollout.map(
-                unmapped(ctx), unmapped(arm), round_index, unmapped(policy), unmapped(pool_ids),
-                shard=list(range(shards)), num_shards=shards,
-            )
-        rollouts = gather_rollouts(ctx, arm, round_index, policy, parts)
-    detected = detect_failures(ctx, arm, round_index, rollouts, policy)
+        return rollout(ctx, arm, round_index, policy, pool_ids)
+    with shard_resources(ctx.config):
+        parts = rollout.map(
+            unmapped(ctx), unmapped(arm), round_index, unmapped(policy), unmapped(pool_ids),
+            shard=list(range(shards)), num_shards=shards,
+        )
+    return gather_rollouts(ctx, arm, round_index, policy, parts)
+
+
+def sharded_resample(
+    ctx: RunContext,
+    arm: Arm,
+    round_index: int,
+    policy: CheckpointRef,
+    rollouts: RolloutRef,
+    detected: DetectRef,
+) -> ResampleRef:
+    """The resample task, or its shards (as sharded_rollout) when there is something to resample."""
+    shards = ctx.config.rollout.num_workers
     if shards == 1 or detected.uri is None:
-        resampled = resample(ctx, arm, round_index, policy, rollouts, detected)
-    else:
-        with shard_resources(ctx.config):
-            parts = resample.map(
-                unmapped(ctx), unmapped(arm), round_index, unmapped(policy), unmapped(rollouts),
-                unmapped(detected), shard=list(range(shards)), num_shards=shards,
-            )
-        resampled = gather_resampled(ctx, arm, round_index, policy, parts)
-    return update(ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id)
+        return resample(ctx, arm, round_index, policy, rollouts, detected)
+    with shard_resources(ctx.config):
+        parts = resample.map(
+            unmapped(ctx), unmapped(arm), round_index, unmapped(policy), unmapped(rollouts),
+            unmapped(detected), shard=list(range(shards)), num_shards=shards,
+        )
+    return gather_resampled(ctx, arm, round_index, policy, parts)
 
 
 @contextmanager
@@ -78,12 +96,13 @@ def shard_resources(config: Config) -> Iterator[None]:
         yield
 
 
-def round_flow(config: Config):
-    """axpo_round, on the configured task runner when its rollouts are sharded (one worker per shard)."""
+def on_shard_runner(round_flow: Flow, config: Config) -> Flow:
+    """A flow that maps rollout shards, on the configured task runner (one worker per shard) when they are
+    sharded; unchanged otherwise."""
     if config.rollout.num_workers == 1:
-        return axpo_round
+        return round_flow
     runner = task_runner(config.pipeline.task_runner, config.rollout.num_workers)
-    return axpo_round.with_options(task_runner=runner)
+    return round_flow.with_options(task_runner=runner)
 
 
 @flow(name="train", flow_run_name="train[{start.scale} {arm.stage}]")
@@ -99,7 +118,8 @@ def train(
     policy = start
     rounds = range(1, ctx.config.training.rounds + 1)
     for round_index in progress(rounds, desc=f"{start.scale} {arm.stage} rounds", leave=None):
-        record = round_flow(ctx.config)(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
+        round_flow = on_shard_runner(axpo_round, ctx.config)
+        record = round_flow(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
         records.append(record)
         policy = record.checkpoint
     publish_table(

@@ -44,3 +44,21 @@ def test_round_vs_trl_bench_prints_its_figures():
     assert int(figures["arpo_continuations"]) == int(figures["arpo_budget_rollouts"]) == 4
     assert int(figures["arpo_branches"]) + int(figures["arpo_fill_rollouts"]) == 4
     assert 0 <= float(figures["arpo_extra_share"]) and float(figures["arpo_round_time_ratio"]) > 0
+
+
+@pytest.mark.slow
+def test_scale_out_bench_prints_its_figures():
+    small = ["training.questions_per_round=2", "rollout.group_size=2", "rollout.max_new_tokens_per_turn=8"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale_out.py"), "--repeats=1", *(f"--set={s}" for s in small)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
+    assert float(figures["rollout_1worker_s"]) > 0 and float(figures["rollout_2worker_s"]) > 0
+    assert float(figures["rollout_2worker_speedup"]) > 0
+    assert figures["same_trajectories"] == "True"
+    assert (float(figures["rollout_2worker_speedup"]) < 1) == ("below 1: " in done.stdout)

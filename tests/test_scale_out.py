@@ -86,7 +86,7 @@ def one_round(tmp_path, workers: int, runner: str = "threads"):
     from axpo_core.rollout.serialization import trajectories_from_bytes
     from axpo_core.training.data import question_pool_ids
     from flows.runtime import make_context
-    from flows.training import round_flow
+    from flows.training import axpo_round, on_shard_runner
     from tasks.context import Arm
     from tasks.stages import build_model
 
@@ -95,7 +95,7 @@ def one_round(tmp_path, workers: int, runner: str = "threads"):
     ctx = make_context(config, "round")
     base = build_model(ctx, "tiny-s")
     arm = Arm(**ARM)
-    record = round_flow(config)(ctx, arm, 1, base, base, question_pool_ids(config))
+    record = on_shard_runner(axpo_round, config)(ctx, arm, 1, base, base, question_pool_ids(config))
     store, rollouts = ctx.store, ctx.layout("tiny-s", arm.slug).base + "/rollouts/round-1"
     originals = trajectories_from_bytes(store.get_bytes(rollouts + ".jsonl.pkl"))
     continuations = trajectories_from_bytes(store.get_bytes(rollouts + ".resampled.pkl"))
