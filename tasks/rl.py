@@ -69,11 +69,16 @@ def rollout(
     return _put_rollouts(ctx, records, trajectories, question_ids, time.monotonic() - started)
 
 
-@task(name="gather_rollouts", task_run_name="gather_rollouts[{policy.scale} {arm.stage} r{round_index}]")
+@task(
+    name="gather_rollouts",
+    task_run_name="gather_rollouts[{policy.scale} {arm.stage} r{round_index}]",
+    **RESUMABLE,
+)
 def gather_rollouts(
     ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, shards: list[RolloutRef]
 ) -> RolloutRef:
-    """The shards' trajectories in shard order (= question order), stored as one unsharded rollout."""
+    """The shards' trajectories in shard order (= question order), stored as one unsharded rollout; its
+    seconds are the slowest shard's (they ran side by side)."""
     store = ctx.store
     trajectories = [t for ref in shards for t in trajectories_from_bytes(store.get_bytes(ref.uri))]
     question_ids = [q for ref in shards for q in ref.question_ids]
@@ -163,7 +168,11 @@ def resample(
     return _put_resampled(ctx, where + _shard_suffix(shard, num_shards), continuations, seconds)
 
 
-@task(name="gather_resampled", task_run_name="gather_resampled[{policy.scale} {arm.stage} r{round_index}]")
+@task(
+    name="gather_resampled",
+    task_run_name="gather_resampled[{policy.scale} {arm.stage} r{round_index}]",
+    **RESUMABLE,
+)
 def gather_resampled(
     ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, shards: list[ResampleRef]
 ) -> ResampleRef:
