@@ -167,3 +167,31 @@ def test_ray_evaluation_and_sharded_rollouts_equal_threads(prefect_server, local
     # they did run on Ray: 2 evaluate tasks (Base x 2 benchmarks), 2 rollout and 2 resample shards
     names = [e.get("name", "") for e in ray.timeline()]
     assert sum(n.endswith("_run_prefect_task") for n in names) == 6, sorted(set(names))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra: pip install -e '.[ray]'")
+def test_pipeline_on_ray_with_two_rollout_workers_equals_the_default(prefect_server, local_ray, tmp_path):
+    """The issue's check: `rollout.num_workers=2 pipeline.task_runner=ray` gives the default run's table
+    and every RL round's diagnostics (wall times aside)."""
+    from axpo_core.config import load_config
+    from flows.pipeline import pipeline
+
+    sizes = [o for o in SMALL if not o.startswith("rollout.max_new_tokens")]  # SFT's oracles need the default
+    small = [*sizes, "training.rounds=1", "training.filter_samples=2", "sft.examples=16", "sft.epochs=1"]
+
+    def run(label: str, *extra: str):
+        config = load_config(None, [*small, f"storage.root=file://{tmp_path}/{label}", *extra])
+        result = pipeline(config, "cmp")
+        rounds = {
+            stage: [{k: v for k, v in r.items() if not k.startswith("seconds_")} for r in records]
+            for stage, records in result.round_metrics.items()
+        }
+        return result.table_markdown, rounds
+
+    ray_table, ray_rounds = run("ray", "rollout.num_workers=2", "pipeline.task_runner=ray")
+    table, rounds = run("default")
+    assert ray_table == table
+    assert ray_rounds.keys() == rounds.keys() == {"SFT+GRPO", "SFT+AXPO"}
+    for stage, records in rounds.items():
+        assert [pytest.approx(r) for r in records] == ray_rounds[stage], stage
