@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev,ray]"
 	touch $(STAMP)
 
 run: setup bwrap

@@ -49,6 +49,10 @@ class RolloutConfig(Section):
     max_total_tokens: int = Field(1024, ge=16)
     batch_size: int = Field(64, ge=1)  # rollouts generated together
     sampling: SamplingConfig = SamplingConfig()
+    # The RL rounds' rollout and resample tasks split their questions/requests into this many shards, run
+    # on pipeline.task_runner; each shard on Ray asks for num_gpus GPUs. The trajectories do not change.
+    num_workers: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0)
 
 
 class ToolsConfig(Section):
@@ -197,7 +201,7 @@ class PipelineConfig(Section):
     # name -> algorithm overrides, each trained as an extra arm from the SFT checkpoint: AXPO with those
     # switches, or the algorithm the overrides' `name` sets (`SFT+GRPO[x2]` for {name: grpo, ...}).
     ablations: dict[str, dict[str, Any]] = {}
-    task_runner: Literal["threads", "dask", "ray"] = "threads"  # the evaluation fan-out
+    task_runner: Literal["threads", "dask", "ray"] = "threads"  # the evaluation fan-out, rollout shards
     max_workers: int = Field(2, ge=1)
 
 

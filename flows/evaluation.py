@@ -25,7 +25,8 @@ def task_runner(kind: str, max_workers: int):
         try:
             from prefect_ray import RayTaskRunner
         except ImportError as exc:
-            raise RuntimeError("pipeline.task_runner=ray needs `pip install prefect-ray`") from exc
+            hint = "pipeline.task_runner=ray needs the ray extra: pip install -e '.[ray]'"
+            raise RuntimeError(hint) from exc
         return RayTaskRunner()
     raise ValueError(f"unknown task runner {kind!r}")
 

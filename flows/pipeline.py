@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from axpo_core.config import Config
 from axpo_core.storage import open_configured_store
 from flows.evaluation import run_evaluation
-from flows.runtime import locked_context
+from flows.runtime import locked_context, ray_session
 from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
 from tasks.context import Arm, CheckpointRef, RunContext
@@ -73,7 +73,7 @@ def arms(config: Config) -> list[Arm]:
 def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> PipelineResult:
     """The main job. The run folder is locked for its duration: a second process on the same run name is
     refused (flows.runlock.RunLocked) instead of redoing and double-logging the work."""
-    with locked_context(config, run_name) as ctx:
+    with locked_context(config, run_name) as ctx, ray_session(config.pipeline.task_runner):
         return _pipeline(ctx, parent_run_id)
 
 

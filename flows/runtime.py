@@ -177,6 +177,26 @@ def in_process_run() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def ray_session(task_runner: str) -> Iterator[None]:
+    """With pipeline.task_runner=ray, one Ray session for the whole run: every flow's RayTaskRunner uses an
+    initialised one instead of starting (and stopping) its own per round. `ray.init()` joins the cluster
+    RAY_ADDRESS names, or starts a local one."""
+    if task_runner != "ray":
+        yield
+        return
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def _fill_worker_filter_paging() -> None:
     """Prefect's client posts `"limit": null` when listing a pool's workers (as `deploy` does), which the
     3.8.8 server rejected (422) under FastAPI 0.154; 3.9.1's server (the pinned one) accepts it. Sending the

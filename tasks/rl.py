@@ -24,7 +24,7 @@ from axpo_core.rollout.serialization import (
 )
 from axpo_core.storage import content_version
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
-from axpo_core.training.data import questions_by_ids, round_question_ids
+from axpo_core.training.data import questions_by_ids, round_question_ids, shard_of
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
 from axpo_core.training.update import make_optimizer
 from tasks.context import (
@@ -42,30 +42,72 @@ from tasks.context import (
 from tasks.persistence import RESUMABLE
 
 
-@task(name="rollout", task_run_name="rollout[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
+@task(
+    name="rollout",
+    task_run_name="rollout[{policy.scale} {arm.stage} r{round_index} shard {shard}/{num_shards}]",
+    **RESUMABLE,
+)
 def rollout(
-    ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, pool_ids: list[str]
+    ctx: RunContext,
+    arm: Arm,
+    round_index: int,
+    policy: CheckpointRef,
+    pool_ids: list[str],
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> RolloutRef:
+    """The round's rollouts, or with num_shards > 1 one contiguous shard of its questions (gather_rollouts
+    joins them)."""
     started = time.monotonic()
     config = arm.config(ctx.config)
-    layout = ctx.layout(policy.scale, arm.slug)
-    question_ids = round_question_ids(pool_ids, config, round_index)
+    question_ids = shard_of(round_question_ids(pool_ids, config, round_index), shard, num_shards)
     engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
     trajectories = rollout_step(engine, config, questions_by_ids(question_ids), round_index)
+    records = ctx.layout(policy.scale, arm.slug).rollouts(round_index)  # rollouts/round-N.jsonl
+    if num_shards > 1:
+        records = records.removesuffix(".jsonl") + _shard_suffix(shard, num_shards) + ".jsonl"
+    return _put_rollouts(ctx, records, trajectories, question_ids, time.monotonic() - started)
+
+
+@task(
+    name="gather_rollouts",
+    task_run_name="gather_rollouts[{policy.scale} {arm.stage} r{round_index}]",
+    **RESUMABLE,
+)
+def gather_rollouts(
+    ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, shards: list[RolloutRef]
+) -> RolloutRef:
+    """The shards' trajectories in shard order (= question order), stored as one unsharded rollout; its
+    seconds are the slowest shard's (they ran side by side)."""
+    store = ctx.store
+    trajectories = [t for ref in shards for t in trajectories_from_bytes(store.get_bytes(ref.uri))]
+    question_ids = [q for ref in shards for q in ref.question_ids]
+    records = ctx.layout(policy.scale, arm.slug).rollouts(round_index)
+    return _put_rollouts(ctx, records, trajectories, question_ids, max(ref.seconds for ref in shards))
+
+
+def _shard_suffix(shard: int, num_shards: int) -> str:
+    return "" if num_shards == 1 else f".shard-{shard}-of-{num_shards}"
+
+
+def _put_rollouts(
+    ctx: RunContext, records: str, trajectories: list, question_ids: list[str], seconds: float
+) -> RolloutRef:
+    """Trajectories to `<records>.pkl` (the next tasks read it) and one JSON record each to `records`."""
     store = ctx.store
     data = trajectories_to_bytes(trajectories)
-    uri = store.put_bytes(layout.rollouts(round_index) + ".pkl", data)
-    records_uri = store.put_jsonl(layout.rollouts(round_index), [t.record() for t in trajectories])
-    n = len(trajectories)
+    uri = store.put_bytes(records + ".pkl", data)
+    records_uri = store.put_jsonl(records, [t.record() for t in trajectories])
+    n = max(len(trajectories), 1)  # a shard may get no question
     return RolloutRef(
         uri=uri,
         records_uri=records_uri,
         version=content_version(data),
         question_ids=question_ids,
-        rollouts=n,
+        rollouts=len(trajectories),
         tool_use_rate=sum(t.used_tool for t in trajectories) / n,
         reward_mean=sum(t.reward for t in trajectories) / n,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
     )
 
 
@@ -92,7 +134,11 @@ def detect_failures(
     return DetectRef(uri=uri, version=version, triggered=triggered, requests=len(requests))
 
 
-@task(name="resample", task_run_name="resample[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
+@task(
+    name="resample",
+    task_run_name="resample[{policy.scale} {arm.stage} r{round_index} shard {shard}/{num_shards}]",
+    **RESUMABLE,
+)
 def resample(
     ctx: RunContext,
     arm: Arm,
@@ -100,32 +146,53 @@ def resample(
     policy: CheckpointRef,
     rollouts: RolloutRef,
     detected: DetectRef,
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> ResampleRef:
     """The requested continuations (prefix prefilled once): AXPO's K per prefix, ARPO's branches and fill,
-    RLTF's second attempts; a no-op when nothing was requested."""
+    RLTF's second attempts; a no-op when nothing was requested. With num_shards > 1, one contiguous shard
+    of the requests (gather_resampled joins them)."""
     if detected.uri is None:
         return ResampleRef(uri=None, continuations=0)
     started = time.monotonic()
     config = arm.config(ctx.config)
     store = ctx.store
     originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
-    requests = requests_from_records(store.get_json(detected.uri), originals)
+    requests = shard_of(requests_from_records(store.get_json(detected.uri), originals), shard, num_shards)
     engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
     continuations = resample_step(
         engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
     )
-    layout = ctx.layout(policy.scale, arm.slug)
+    where = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.resampled"
+    seconds = time.monotonic() - started
+    return _put_resampled(ctx, where + _shard_suffix(shard, num_shards), continuations, seconds)
+
+
+@task(
+    name="gather_resampled",
+    task_run_name="gather_resampled[{policy.scale} {arm.stage} r{round_index}]",
+    **RESUMABLE,
+)
+def gather_resampled(
+    ctx: RunContext, arm: Arm, round_index: int, policy: CheckpointRef, shards: list[ResampleRef]
+) -> ResampleRef:
+    """The shards' continuations in shard order (= request order), stored as one unsharded resample."""
+    if all(ref.uri is None for ref in shards):
+        return ResampleRef(uri=None, continuations=0)
+    store = ctx.store
+    continuations = [t for ref in shards for t in trajectories_from_bytes(store.get_bytes(ref.uri))]
+    where = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.resampled"
+    return _put_resampled(ctx, where, continuations, max(ref.seconds for ref in shards))
+
+
+def _put_resampled(ctx: RunContext, where: str, continuations: list, seconds: float) -> ResampleRef:
+    """Continuations to `<where>.pkl` (the update reads it) and `<where>.jsonl`."""
+    store = ctx.store
     data = trajectories_to_bytes(continuations)
-    uri = store.put_bytes(layout.base + f"/rollouts/round-{round_index}.resampled.pkl", data)
-    store.put_jsonl(
-        layout.base + f"/rollouts/round-{round_index}.resampled.jsonl", [t.record() for t in continuations]
-    )
-    return ResampleRef(
-        uri=uri,
-        version=content_version(data),
-        continuations=len(continuations),
-        seconds=time.monotonic() - started,
-    )
+    uri = store.put_bytes(where + ".pkl", data)
+    store.put_jsonl(where + ".jsonl", [t.record() for t in continuations])
+    n = len(continuations)
+    return ResampleRef(uri=uri, version=content_version(data), continuations=n, seconds=seconds)
 
 
 @task(name="update", task_run_name="update[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)

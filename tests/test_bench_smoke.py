@@ -1,4 +1,5 @@
-"""bench/round_vs_trl.py end to end at its smallest settings: it runs and prints its figures."""
+"""bench/round_vs_trl.py and bench/scale_out.py end to end at their smallest settings: they run and print
+their figures."""
 
 from __future__ import annotations
 
@@ -24,17 +25,22 @@ SMALLEST = [
 ]
 
 
-@pytest.mark.slow
-def test_round_vs_trl_bench_prints_its_figures():
+def run_bench(script: str, *args: str) -> tuple[dict[str, str], str]:
+    """The bench's `name = value` figures and its whole stdout."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "round_vs_trl.py"), *SMALLEST],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
+    return dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line), done.stdout
+
+
+@pytest.mark.slow
+def test_round_vs_trl_bench_prints_its_figures():
+    figures, _ = run_bench("round_vs_trl.py", *SMALLEST)
     for name in ("round_vs_trl", "ours_tokens_per_s", "trl_tokens_per_s", "axpo_round_time_ratio"):
         assert float(figures[name]) > 0, name
     assert 0 <= float(figures["axpo_extra_share"])
@@ -44,3 +50,13 @@ def test_round_vs_trl_bench_prints_its_figures():
     assert int(figures["arpo_continuations"]) == int(figures["arpo_budget_rollouts"]) == 4
     assert int(figures["arpo_branches"]) + int(figures["arpo_fill_rollouts"]) == 4
     assert 0 <= float(figures["arpo_extra_share"]) and float(figures["arpo_round_time_ratio"]) > 0
+
+
+@pytest.mark.slow
+def test_scale_out_bench_prints_its_figures():
+    small = ["training.questions_per_round=2", "rollout.group_size=2", "rollout.max_new_tokens_per_turn=8"]
+    figures, stdout = run_bench("scale_out.py", "--repeats=1", *(f"--set={s}" for s in small))
+    assert float(figures["rollout_1worker_s"]) > 0 and float(figures["rollout_2worker_s"]) > 0
+    assert float(figures["rollout_2worker_speedup"]) > 0
+    assert figures["same_trajectories"] == "True"
+    assert (float(figures["rollout_2worker_speedup"]) < 1) == ("below 1: " in stdout)

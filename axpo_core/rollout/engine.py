@@ -14,6 +14,10 @@ The reward reads only the policy's final turn (`Trajectory.answer_text`): a tool
 `<answer>\\boxed{7}</answer>` is not the policy's answer. One rollout's failure (an image the processor
 refuses, a reward function that raises, a request that breaks the generator's batch) ends that rollout
 with `Trajectory.error`; the others go on.
+
+With a `seed`, every turn's generation request carries its own seed, from the seed, its rollout (question
+id, sample id) and its context length (`request_seed`): a rollout's samples do not depend on which other
+rollouts ran with it, so questions can be split over workers without changing any trajectory.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from axpo_core.envs.suites import Question
 from axpo_core.envs.tools import ToolSession, system_prompt, valid_text
 from axpo_core.rewards import score_question
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
-from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, Generator
+from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, Generator, request_seed
 from axpo_core.rollout.trajectory import UNCLOSED, UNOPENED, ContinuationRequest, Parent, Trajectory
 
 log = logging.getLogger(__name__)
@@ -67,8 +71,11 @@ class RolloutEngine:
         self.stop_ids = [special.tool_call_end, special.im_end, special.endoftext]
 
     # ---- public API -------------------------------------------------------------------------------
-    def rollout(self, questions: Sequence[Question], group_size: int) -> list[Trajectory]:
-        """`group_size` rollouts per question, sample ids 0..group_size-1, grouped by question id."""
+    def rollout(
+        self, questions: Sequence[Question], group_size: int, seed: int | None = None
+    ) -> list[Trajectory]:
+        """`group_size` rollouts per question, sample ids 0..group_size-1, grouped by question id; `seed`
+        seeds each request (module doc), None leaves sampling to the generator."""
         live = []
         for question in questions:
             try:
@@ -100,10 +107,13 @@ class RolloutEngine:
                 )
                 if failure is not None:
                     self._fail(live[-1], failure)
-        return self._run(live)
+        return self._run(live, seed)
 
     def continue_from(
-        self, requests: Sequence[ContinuationRequest], questions: dict[str, Question]
+        self,
+        requests: Sequence[ContinuationRequest],
+        questions: dict[str, Question],
+        seed: int | None = None,
     ) -> list[Trajectory]:
         """`num_samples` continuations of `source[:prefix_tokens]` per request (see ContinuationRequest).
 
@@ -165,21 +175,24 @@ class RolloutEngine:
                 if pending_call:  # the environment answers before the policy goes on
                     trajectory.turns += 1
                     self._isolated(r, self._after_turn, r, True)
-        return self._run(live)
+        return self._run(live, seed)
 
     # ---- the turn loop ----------------------------------------------------------------------------
-    def _run(self, live: list[_Live]) -> list[Trajectory]:
+    def _run(self, live: list[_Live], seed: int | None) -> list[Trajectory]:
         try:
             while active := [r for r in live if not r.done]:
                 requests = []
                 for r in active:
-                    budget = self.config.max_total_tokens - len(r.trajectory.token_ids)
+                    tokens = r.trajectory.token_ids
+                    key = (r.trajectory.question_id, r.trajectory.sample_id)
+                    budget = self.config.max_total_tokens - len(tokens)
                     requests.append(
                         GenerationRequest(
-                            r.trajectory.token_ids,
+                            tokens,
                             r.encoded,
                             max(0, min(self.config.max_new_tokens_per_turn, budget)),
-                            (r.trajectory.question_id, r.trajectory.sample_id),
+                            key,
+                            None if seed is None else request_seed(seed, key, len(tokens)),
                         )
                     )
                 for r, request in zip(active, requests):

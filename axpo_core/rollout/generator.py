@@ -7,6 +7,7 @@ sequences until a stop id or a length limit, and reports per-token log-probs and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,15 @@ class GenerationRequest:
     rollout_key: tuple[str, int] | None = (
         None  # (question_id, sample_id): lets a scripted policy find its script
     )
+    # This request's sampling noise (see request_seed): the same whichever batch, worker or shard runs it.
+    # None: the backend's own RNG.
+    seed: int | None = None
+
+
+def request_seed(seed: int, rollout_key: tuple[str, int] | None, length: int) -> int:
+    """A request's sampling seed from a base seed, its rollout and its context length (one per turn)."""
+    key = f"{seed}|{rollout_key}|{length}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
 @dataclass

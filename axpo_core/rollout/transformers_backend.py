@@ -2,20 +2,28 @@
 
 Each call prefills its left-padded batch once (prompt, or a prefix to continue from, with all its images)
 and decodes with the KV cache; per-token log-probs come from the raw logits `generate` returns.
+
+Seeded requests sample by Gumbel-max: each row adds noise from its own `torch.Generator` to its warped
+logits and takes the argmax, which is a draw from softmax(warped logits). A row's tokens then depend on its
+seed alone, not on which other requests share its batch, shard or worker.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from axpo_core.config import SamplingConfig
 from axpo_core.models.loader import Policy
-from axpo_core.rollout.generator import GenerationOutput, GenerationRequest
+from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, request_seed
 from axpo_core.rollout.logprobs import pack, reset_rope_cache, token_logprobs_and_entropy
 
 
@@ -34,6 +42,20 @@ class PresencePenalty(LogitsProcessor):
         return scores - self.penalty * seen.to(scores.dtype)
 
 
+class PerRowGumbel(LogitsProcessor):
+    """The last processor of seeded sampling: Gumbel noise, one generator per row (see the module doc)."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device):
+        self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        vocab = scores.shape[1]
+        uniform = torch.stack(
+            [torch.rand(vocab, generator=g, device=scores.device) for g in self.generators]
+        ).clamp_(min=torch.finfo(torch.float32).tiny)
+        return scores.float() - torch.log(-torch.log(uniform))
+
+
 _locks: dict[int, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -45,15 +67,10 @@ def _model_lock(model: torch.nn.Module) -> threading.Lock:
         return _locks.setdefault(id(model), threading.Lock())
 
 
-def _batch_seed(seed: int, batch: Sequence[GenerationRequest]) -> int:
-    key = f"{seed}|" + "|".join(f"{r.rollout_key}:{len(r.token_ids)}" for r in batch)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-
-
 class TransformersGenerator:
-    """`seed` (optional) makes sampling a function of the batch's contents alone: each batch reseeds the RNG
-    from the seed and its rollout keys right before generating, so results do not depend on which thread or
-    process (threads vs Dask) ran it, nor on what ran before."""
+    """A request's own `seed` wins; else `seed` (optional) seeds each request from itself (request_seed), so
+    results do not depend on the batch, thread or process (threads, Dask, Ray) that ran it, nor on what ran
+    before. With neither, sampling draws from the global torch RNG."""
 
     def __init__(self, policy: Policy, batch_size: int = 32, seed: int | None = None):
         self.policy = policy
@@ -75,12 +92,24 @@ class TransformersGenerator:
             chunk = order[start : start + self.batch_size]
             batch = [requests[i] for i in chunk]
             with self._lock:
-                if self.seed is not None:
-                    torch.manual_seed(_batch_seed(self.seed, batch))
                 generated = self._generate_batch(batch, sampling, stop_ids)
             for index, output in zip(chunk, generated):
                 outputs[index] = output
         return outputs  # type: ignore[return-value]
+
+    def _seeds(self, requests: Sequence[GenerationRequest]) -> list[int] | None:
+        """Each request's sampling seed, or None (no seeds at all: the global RNG, as `model.generate`)."""
+        if self.seed is None and all(r.seed is None for r in requests):
+            return None
+        seeds = []
+        for r in requests:
+            if r.seed is not None:
+                seeds.append(r.seed)
+            elif self.seed is not None:
+                seeds.append(request_seed(self.seed, r.rollout_key, len(r.token_ids)))
+            else:  # an unseeded request batched with seeded ones: noise from the global RNG
+                seeds.append(int(torch.randint(2**62, ())))
+        return seeds
 
     def _generate_batch(
         self, requests: list[GenerationRequest], sampling: SamplingConfig, stop_ids: Sequence[int]
@@ -100,14 +129,22 @@ class TransformersGenerator:
         if sampling.presence_penalty:
             processors.append(PresencePenalty(sampling.presence_penalty, width))
         greedy = sampling.temperature <= 1e-5
+        seeds = None if greedy else self._seeds(requests)
+        warpers = {
+            "temperature": None if greedy else sampling.temperature,
+            "top_p": sampling.top_p if (not greedy and sampling.top_p < 1.0) else None,
+            "top_k": sampling.top_k if (not greedy and sampling.top_k > 0) else None,
+        }
+        if seeds is not None:  # the same warpers, then per-row noise and an argmax (do_sample=False)
+            processors.extend(_warpers(**warpers))
+            processors.append(PerRowGumbel(seeds, policy.device))
+            warpers = {"temperature": None, "top_p": None, "top_k": None}
         reset_rope_cache(policy.model)
         result = policy.model.generate(
             **batch.model_inputs(),
             max_new_tokens=max(r.max_new_tokens for r in requests),
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=sampling.top_p if (not greedy and sampling.top_p < 1.0) else None,
-            top_k=sampling.top_k if (not greedy and sampling.top_k > 0) else None,
+            do_sample=not greedy and seeds is None,
+            **warpers,
             eos_token_id=list(stop_ids),
             pad_token_id=special.pad,
             suppress_tokens=special.never_sampled(),
@@ -138,3 +175,15 @@ class TransformersGenerator:
                 )
             )
         return outputs
+
+
+def _warpers(temperature: float | None, top_p: float | None, top_k: int | None) -> list[LogitsProcessor]:
+    """The warpers `model.generate(do_sample=True)` would apply, in its order."""
+    chosen: list[LogitsProcessor] = []
+    if temperature is not None and temperature != 1.0:
+        chosen.append(TemperatureLogitsWarper(temperature))
+    if top_k is not None:
+        chosen.append(TopKLogitsWarper(top_k))
+    if top_p is not None:
+        chosen.append(TopPLogitsWarper(top_p))
+    return chosen

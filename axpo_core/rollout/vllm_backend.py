@@ -298,6 +298,8 @@ class VLLMGenerator:
         close_engine(self.engine)
 
     def request_seed(self, request: GenerationRequest) -> int | None:
+        if request.seed is not None:  # the engine's per-request seed (vLLM takes 32 bits)
+            return request.seed % 2**32
         if self.seed is None:
             return None
         key = f"{self.seed}|{request.rollout_key}|{len(request.token_ids)}"

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from axpo_core.config import Config
 from axpo_core.envs.suites import Question, get_suite, question_by_id
 from axpo_core.rollout.engine import RolloutEngine
 
 RL_SEED_OFFSET = 1000
+T = TypeVar("T")
 
 
 def _per_suite(config: Config) -> list[tuple[str, int]]:
@@ -123,6 +125,16 @@ def round_question_ids(pool_ids: Sequence[str], config: Config, round_index: int
     check_pool(pool_ids, config)
     rng = random.Random(f"{config.seed}:round:{round_index}")
     return sorted(rng.sample(list(pool_ids), config.training.questions_per_round))
+
+
+def shard_of(items: Sequence[T], shard: int, num_shards: int) -> list[T]:
+    """The `shard`-th of `num_shards` contiguous, near-equal parts of `items`: concatenated in shard order,
+    the parts are `items` again (results reassemble in question order)."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} outside [0, {num_shards})")
+    size, extra = divmod(len(items), num_shards)
+    start = shard * size + min(shard, extra)
+    return list(items[start : start + size + (shard < extra)])
 
 
 def questions_by_ids(ids: Sequence[str]) -> list[Question]:

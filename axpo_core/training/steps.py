@@ -9,6 +9,7 @@ between. Every step is seeded by (config.seed, round), so a rerun after a crash 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +44,15 @@ def group_size(config: Config) -> int:
 
 
 
+def sampling_seed(config: Config, round_index: int, step: str) -> int:
+    """The base seed of a round's rollouts or resamples; the engine derives each request's seed from it and
+    the request's question, sample and turn, so no worker, shard or batch changes a trajectory."""
+    digest = hashlib.sha256(f"{config.seed}:{step}:{round_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 def rollout_step(engine: RolloutEngine, config: Config, questions: Sequence[Question], round_index: int):
-    torch.manual_seed(config.seed * 7919 + round_index)
-    return engine.rollout(questions, group_size(config))
+    return engine.rollout(questions, group_size(config), seed=sampling_seed(config, round_index, "rollout"))
 
 
 def detect_step(
@@ -84,9 +91,9 @@ def resample_step(
 ) -> list[Trajectory]:
     if not requests:
         return []
-    torch.manual_seed(config.seed * 7919 + round_index + 1)
     by_id = {q.question_id: q for q in questions}
-    return resample(requests, lambda reqs: engine.continue_from(reqs, by_id))
+    seed = sampling_seed(config, round_index, "resample")
+    return resample(requests, lambda reqs: engine.continue_from(reqs, by_id, seed=seed))
 
 
 @dataclass
