@@ -176,7 +176,10 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         outcomes_markdown=summary.outcomes_markdown,
     )
     # In the run folder too: a sweep whose variants ran as deployments (on other workers) reads it there.
-    ctx.store.put_json(result_uri(ctx.config, ctx.run_name), result.model_dump(mode="json"))
+    # Written only when it changed, so an unchanged rerun rewrites nothing.
+    uri, record = result_uri(ctx.config, ctx.run_name), result.model_dump_json(indent=2).encode()
+    if not ctx.store.exists(uri) or ctx.store.get_bytes(uri) != record:  # bytes: NaN metrics compare equal
+        ctx.store.put_bytes(uri, record)
     return result
 
 
@@ -276,4 +279,4 @@ def run_as_deployments(
     if failed:
         raise RuntimeError(f"sweep: {len(failed)} of {len(started)} variants did not complete: {failed}")
     store = open_configured_store(config.storage)
-    return [PipelineResult.model_validate(store.get_json(result_uri(config, name))) for _, name in variants]
+    return [PipelineResult.model_validate_json(store.get_bytes(result_uri(config, n))) for _, n in variants]

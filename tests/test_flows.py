@@ -461,8 +461,8 @@ def test_deployments_register_and_run_on_a_process_worker(prefect_server, tmp_pa
         [bin_dir / "prefect", "worker", "start", "--pool", "axpo-process"],
         env={**env, "AXPO_PROJECT_DIR": str(Path(__file__).resolve().parent.parent)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its flow-run processes too are stopped with it, below
     )
     try:
         swept = sweep_flow(
@@ -476,8 +476,14 @@ def test_deployments_register_and_run_on_a_process_worker(prefect_server, tmp_pa
             "swept",
         )
     finally:
-        worker.terminate()
-        worker.communicate(timeout=120)
+        import signal
+
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a worker may wait on its runs' shutdown: not under test here
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
     assert [(r.seed, r.run_name) for r in swept] == [(0, "swept/tiny-s-seed0"), (1, "swept/tiny-s-seed1")]
     assert {r.parent_run_id for r in swept} == {swept[0].parent_run_id}
     assert (tmp_path / "store" / "tiny" / "swept" / "report" / "seed_means.csv").is_file()
