@@ -11,29 +11,25 @@ from PIL import Image, ImageDraw
 from axpo_core.envs.suites.base import COLOURS, Colour, Question, Suite, answer_turn, tool_call_turn
 from axpo_core.envs.suites.drawing import _font
 
+# Reads the bars off the pixels. Kept short: the policy must be able to write it within one turn.
+
+
 
 class DynaChart(Suite):
-    """Differences of the values of a bar chart (DynaMath-like): needs ``python`` to read exact values.
+    """Arithmetic over the values of a bar chart (DynaMath-like): needs ``python`` to read exact values.
 
     4–7 bars on a 448–640 px chart whose axis runs from 0 (black baseline) to 20–60 (black top line):
     one unit is 5–20 px, about 1–5 px at 128×128, so reading exact values by eye fails. The oracle's
     code finds the two black lines in the leftmost columns and measures each bar's saturated pixels.
-
-    The bars lie within ``SPREAD`` units of each other, and the questions ask for a difference (tallest
-    minus shortest, or one bar minus another), as DynaMath's fine-grained chart items do: the answer is
-    one digit with its sign, so what decides it is reading the bars (the tool call), not copying a long
-    number out of the tool's output, which the tiny scales cannot do (README, "The toy world").
     """
 
     name = "dyna_chart"
-    description = "Max-min or difference of bar values in a bar chart; needs python (DynaMath-like)."
+    description = "Max-min, sum or difference of bar values in a bar chart; needs python (DynaMath-like)."
     tool = "python"
 
     LINE: ClassVar[Colour] = (0, 0, 0)
     GRID: ClassVar[Colour] = (215, 215, 215)
     YMAX: ClassVar[tuple[int, ...]] = (20, 30, 40, 50, 60)
-    #: Largest difference between two bars, in axis units.
-    SPREAD: ClassVar[int] = 9
 
     def _make(self, seed: int, index: int) -> Question:
         rng = self._question_rng(seed, index)
@@ -45,8 +41,7 @@ class DynaChart(Suite):
         base = h - 50
         top = base - ymax * unit
         n = rng.randint(4, 7)
-        low = rng.randint(1, ymax - self.SPREAD)
-        values = [low + rng.randint(0, self.SPREAD) for _ in range(n)]
+        values = [rng.randint(1, ymax) for _ in range(n)]
         label_font = _font(max(16, h // 22))
         step = 5 if ymax <= 20 else 10
         for v in range(step, ymax, step):  # light grid lines with their values
@@ -66,11 +61,14 @@ class DynaChart(Suite):
             draw.text((x + bar_w / 2, base + 8), chr(ord("A") + i), self.LINE, label_font, "mt")
             x += bar_w + gap
 
-        kind = rng.choice(("range", "pair"))
+        kind = rng.choice(("range", "sum", "pair"))
         axis = f"The chart's vertical axis runs from 0 at the black baseline to {ymax} at the black top line."
         if kind == "range":
             value, expression = max(values) - min(values), "max(v) - min(v)"
             ask = "What is the value of the tallest bar minus the value of the shortest bar?"
+        elif kind == "sum":
+            value, expression = sum(values), "sum(v)"
+            ask = "What is the sum of the values of all the bars?"
         else:
             i, j = rng.sample(range(n), 2)
             value, expression = values[i] - values[j], f"v[{i}] - v[{j}]"

@@ -31,10 +31,9 @@ class MathDiagram(Suite):
     tool_optional = True
 
     OUTLINE: ClassVar[Colour] = (20, 20, 20)
-    #: Side lengths (a right triangle's hypotenuse included: 3-4-5 and 6-8-10). Small, so a label is
-    #: one digit (or 10) a tiny vision encoder can read, and the answer at most two digits: the tiny
-    #: scales copy the first digit of a number reliably and the later ones poorly (README, "The toy world").
-    SIDES: ClassVar[tuple[int, int]] = (2, 10)
+    #: Side lengths (a right triangle's hypotenuse included). Small, so a label is one or two digits a
+    #: tiny vision encoder can read, and the answer at most three digits to copy out of the tool's output.
+    SIDES: ClassVar[tuple[int, int]] = (2, 20)
 
     def _make(self, seed: int, index: int) -> Question:
         rng = self._question_rng(seed, index)

@@ -15,6 +15,7 @@ from axpo_core.envs.suites.drawing import _jitter
 # Kept short on purpose: the policy writes this code token by token, within a turn's token budget.
 
 
+
 class PythonCount(Suite):
     """Counts of small coloured dots (one colour, the sum of two, or a difference): needs ``python``.
 
