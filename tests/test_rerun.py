@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from moto_fixtures import moto_endpoint, s3_bucket, s3_client  # noqa: F401
+from test_flows import SMALL
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -387,16 +388,8 @@ def test_kill_9_of_axpo_run_leaves_no_prefect_server_behind(tmp_path):
 
 
 SWEEP_SMALL = [  # two seeds of a tiny sweep: seed 0 finishes well before seed 1 does
-    "rollout.group_size=2",
-    "training.questions_per_round=2",
+    *SMALL,
     "training.rounds=1",
-    "training.pool_size=6",
-    "training.filter_samples=2",
-    "sft.examples=16",
-    "sft.epochs=1",
-    "evaluation.questions=2",
-    "evaluation.samples=2",
-    "evaluation.k=[1,2]",
     "evaluation.benchmarks=[control_shapes]",
     "pipeline.stages=[SFT,SFT+GRPO]",
 ]
