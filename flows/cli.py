@@ -30,12 +30,14 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def cmd_models_build(args: argparse.Namespace) -> None:
     from axpo_core.models.tiny import build_tiny
 
-    out = build_tiny(args.scale, args.out, seed=args.seed)
+    out = build_tiny(args.scale, args.out, seed=args.seed, pretrain_steps=args.pretrain_steps)
     from axpo_core.models.loader import load_policy
 
     policy = load_policy(out, device="cpu")
     params = sum(p.numel() for p in policy.model.parameters())
     print(f"built {args.scale}: {params / 1e6:.2f}M parameters, vocab {len(policy.tokenizer)}")
+    if (out / "pretraining.json").is_file():
+        print(f"in-context recall pretraining: {(out / 'pretraining.json').read_text().strip()}")
     print(f"model folder: {out}")
 
 
@@ -386,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--scale", default="tiny-s", choices=["tiny-s", "tiny-m", "tiny-l"])
     build.add_argument("--out", required=True)
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help="in-context recall pretraining steps (default: scale's)",
+    )
     build.set_defaults(func=cmd_models_build)
 
     rollout = sub.add_parser("rollout", help="multi-turn rollouts on a suite, written as JSON lines")

@@ -77,6 +77,40 @@ def test_real_scales_need_a_local_path(tmp_path):
 def test_cli_builds_a_model_folder(tmp_path, capsys):
     from flows.cli import main
 
-    assert main(["models", "build", "--scale", "tiny-s", "--out", str(tmp_path / "m")]) == 0
+    build = ["models", "build", "--scale", "tiny-s", "--out", str(tmp_path / "m"), "--pretrain-steps", "3"]
+    assert main(build) == 0
     out = capsys.readouterr().out
     assert "model folder:" in out and (tmp_path / "m" / "config.json").is_file()
+    assert '"steps": 3' in out and json.loads((tmp_path / "m" / "pretraining.json").read_text())["steps"] == 3
+
+
+def test_recall_sequences_label_only_tokens_that_copying_predicts():
+    import random
+
+    from axpo_core.models.pretrain import IGNORE, recall_sequence
+
+    ids, labels = recall_sequence(random.Random(0), list(range(100, 400)), 256)
+    assert len(ids) == len(labels) == 256
+    labelled = [p for p, label in enumerate(labels) if label != IGNORE]
+    assert labelled and labelled[0] > 0
+    for p in labelled:
+        assert labels[p] == ids[p]
+        # the bigram (previous token, this token) occurred earlier: a copy predicts it
+        assert any(ids[q - 1 : q + 1] == ids[p - 1 : p + 1] for q in range(1, p))
+
+
+def test_the_tiny_base_copies_from_its_context(policy):
+    """The default tiny-s build (the one make run and the flow tests use) ends with in-context recall
+    pretraining: on a fresh held-out batch it copies >= 80% of the copyable tokens, where the untrained
+    model (the unit tests' `policy`) copies almost none."""
+    from axpo_core.models.pretrain import copy_accuracy
+    from axpo_core.rollout.factory import MODEL_CACHE
+
+    folder = ensure_model("tiny-s", None, MODEL_CACHE, seed=0)
+    trained = load_policy(folder, device="cpu")
+    special = set(trained.tokenizer.all_special_ids)
+    vocab = [i for i in range(len(trained.tokenizer)) if i not in special]
+    recorded = json.loads((folder / "pretraining.json").read_text())
+    assert recorded["steps"] > 0 and recorded["copy_accuracy"] >= 0.8
+    assert copy_accuracy(trained.model, vocab, seed=7) >= 0.8
+    assert copy_accuracy(policy.model, vocab, seed=7) < 0.1
