@@ -15,6 +15,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Figures that tests record as a "summary" property (the fuzz tests' counts), printed after the run."""
+    lines = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in report.user_properties
+        if name == "summary" and report.when == "call"
+    ]
+    if lines:
+        terminalreporter.section("test figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from axpo_core.models.tiny import build_tiny
