@@ -3,6 +3,9 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for make test: the suite waits on servers and subprocesses much of the time, so two
+# workers on two cores take about half the time of one.
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test lint bench clean browser bwrap
 
@@ -18,7 +21,7 @@ run: setup bwrap
 
 test: setup browser bwrap
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # The report test renders HTML in headless Chromium (Debian's chromium + chromium-driver).
 browser:

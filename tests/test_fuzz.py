@@ -196,15 +196,17 @@ def response_violations(chat, text: str, encoded: list, ids: list[int]) -> list[
     return problems
 
 
-def _report(capsys, group: str, tried: int, crashed: int, violated: int, examples: list[str], more: str = ""):
-    """The group's figures, shown in `make test`'s output too (past pytest's capture)."""
-    with capsys.disabled():
-        print(f"\nfuzz {group}: tried={tried} crashed={crashed} invariant_violations={violated} {more}")
-        for example in examples[:5]:
-            print("  e.g.", example)
+def _report(
+    record_property, group: str, tried: int, crashed: int, violated: int, examples: list[str], more: str = ""
+):
+    """The group's figures, shown at the end of `make test`'s output (conftest's terminal summary; it also
+    works under pytest-xdist, whose workers' own output never reaches the terminal)."""
+    lines = [f"fuzz {group}: tried={tried} crashed={crashed} invariant_violations={violated} {more}"]
+    lines += [f"  e.g. {example}" for example in examples[:5]]
+    record_property("summary", "\n".join(lines))
 
 
-def test_fuzzed_tool_calls_never_crash_and_never_forge_tokens(chat, capsys):
+def test_fuzzed_tool_calls_never_crash_and_never_forge_tokens(chat, record_property):
     rng = random.Random(12)
     factory = CallFactory(rng, HOSTILE_TEXT + _added_texts(chat), python_share=0.02)
     tried = crashed = violated = 0
@@ -238,14 +240,14 @@ def test_fuzzed_tool_calls_never_crash_and_never_forge_tokens(chat, capsys):
                         examples.append(f"{problems} on {raw[:80]!r}")
     finally:
         python.close()
-    _report(capsys, "tool calls", tried, crashed, violated, examples, f"by tool: {kinds}")
+    _report(record_property, "tool calls", tried, crashed, violated, examples, f"by tool: {kinds}")
     assert tried >= 2000
     assert kinds.get("python", 0) >= 10 and kinds.get("search", 0) >= 100
     assert kinds.get("image_zoom_in", 0) >= 100
     assert crashed == 0 and violated == 0, examples[:5]
 
 
-def test_untrusted_text_never_becomes_an_added_token(chat, capsys):
+def test_untrusted_text_never_becomes_an_added_token(chat, record_property):
     """Every added token's text, alone, doubled, nested and glued to neighbours: plain tokens only."""
     texts = _added_texts(chat)
     rng = random.Random(3)
@@ -254,7 +256,7 @@ def test_untrusted_text_never_becomes_an_added_token(chat, capsys):
     bad = [
         c for c in cases if chat._added_ids.intersection(chat.literal(c)) or chat.decode(chat.literal(c)) != c
     ]
-    _report(capsys, "untrusted text", len(cases), 0, len(bad), bad)
+    _report(record_property, "untrusted text", len(cases), 0, len(bad), bad)
     assert not bad, bad[:5]
     # the trusted path does make the tokens: the test would see a regression to it
     assert chat._added_ids.intersection(chat.text("<|image_pad|>"))
@@ -337,7 +339,7 @@ def hostile_images(rng: random.Random) -> list[tuple[str, bytes, bool | None]]:
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # PIL on the truncated TIFFs: expected here
-def test_hostile_images_load_zoom_and_encode_or_fail_clearly(chat, capsys):
+def test_hostile_images_load_zoom_and_encode_or_fail_clearly(chat, record_property):
     rng = random.Random(5)
     files = hostile_images(rng)
     tried = lost = refused = zooms = 0
@@ -379,7 +381,7 @@ def test_hostile_images_load_zoom_and_encode_or_fail_clearly(chat, capsys):
             lost += 1
             examples.append(f"{what}: {type(exc).__name__}: {exc}")
     more = f"({tried} files, {refused} refused with an error naming the file; {zooms} zoom calls)"
-    _report(capsys, "images", tried + zooms, lost, 0, examples, more)
+    _report(record_property, "images", tried + zooms, lost, 0, examples, more)
     assert lost == 0, examples[:5]
     assert zooms >= 300
 
@@ -460,7 +462,7 @@ def trajectory_violations(chat, t) -> list[str]:
     return problems
 
 
-def test_engine_survives_hostile_rollouts(chat, config, capsys):
+def test_engine_survives_hostile_rollouts(chat, config, record_property):
     rng = random.Random(7)
     factory = CallFactory(rng, HOSTILE_TEXT + _added_texts(chat), python_share=0.05)
     rollout = config.rollout.model_copy(update={"max_turns": 4, "max_new_tokens_per_turn": 400})
@@ -505,7 +507,7 @@ def test_engine_survives_hostile_rollouts(chat, config, capsys):
                 examples.append(f"{t.question_id}/{t.sample_id}: {problems}")
         trajectories_from_bytes(trajectories_to_bytes(trajectories))  # storable as they are
     more = f"({errored} ended with an error: the odd images and the broken requests)"
-    _report(capsys, "engine rollouts", tried, crashed, violated, examples, more)
+    _report(record_property, "engine rollouts", tried, crashed, violated, examples, more)
     assert tried >= 36
     assert crashed == 0 and violated == 0, examples[:5]
     assert errored == 3 * 3  # per batch: the odd question's 2 rollouts and the one broken request

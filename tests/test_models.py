@@ -74,6 +74,36 @@ def test_real_scales_need_a_local_path(tmp_path):
         load_policy(tmp_path)
 
 
+def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monkeypatch):
+    """Two test workers (or two sweep variants) asking for the same tiny model at once: one builds, the other
+    waits on the cache's lock and takes the finished folder. A pure-logic test: the build is faked."""
+    import threading
+    import time
+
+    import axpo_core.models.loader as loader
+
+    builds = []
+
+    def slow_build(scale, out, seed=0):
+        builds.append(out)
+        time.sleep(0.3)  # long enough for the second caller to arrive while the first builds
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(loader, "build_tiny", slow_build)
+    folders = []
+    callers = [
+        threading.Thread(target=lambda: folders.append(ensure_model("tiny-s", None, tmp_path))) for _ in "ab"
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(builds) == 1 and len(set(folders)) == 1 and (folders[0] / "config.json").is_file()
+    assert not list(tmp_path.glob("*.partial*"))
+
+
 def test_cli_builds_a_model_folder(tmp_path, capsys):
     from flows.cli import main
 

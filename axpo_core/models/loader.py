@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,8 +169,15 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
             f"({', '.join(REAL_SCALES)}) need model.path pointing at a local checkpoint"
         )
     folder = Path(cache_dir) / f"{scale}-seed{seed}-{recipe_digest()}"
-    if not (folder / "config.json").is_file():
-        tmp = folder.with_name(folder.name + ".partial")
-        build_tiny(scale, tmp, seed=seed)
-        tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Processes sharing the cache (test workers, a sweep's variants on one machine) build it once: the
+    # others wait on the lock and then find the folder.
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "config.json").is_file():
+            tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+            build_tiny(scale, tmp, seed=seed)
+            tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
     return folder
