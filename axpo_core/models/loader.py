@@ -159,8 +159,11 @@ def recipe_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int = 0) -> Path:
-    """The model folder for a config: `path` when given, else the tiny scale built once into `cache_dir`."""
+def ensure_model(
+    scale: str, path: str | None, cache_dir: str | Path, seed: int = 0, pretrain_steps: int | None = None
+) -> Path:
+    """The model folder for a config: `path` when given, else the tiny scale built once into `cache_dir`
+    (with `pretrain_steps` of recall pretraining at most; None: the scale's)."""
     if path is not None:
         return Path(path)
     if scale not in TINY_SCALES:
@@ -168,7 +171,8 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
             f"model.scale {scale!r} is not a tiny scale ({', '.join(TINY_SCALES)}); real scales "
             f"({', '.join(REAL_SCALES)}) need model.path pointing at a local checkpoint"
         )
-    folder = Path(cache_dir) / f"{scale}-seed{seed}-{recipe_digest()}"
+    steps = "" if pretrain_steps is None else f"-recall{pretrain_steps}"
+    folder = Path(cache_dir) / f"{scale}-seed{seed}{steps}-{recipe_digest()}"
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +182,6 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "config.json").is_file():
             tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-            build_tiny(scale, tmp, seed=seed)
+            build_tiny(scale, tmp, seed=seed, pretrain_steps=pretrain_steps)
             tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
     return folder
