@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,8 @@ def ensure_model(
     with open(folder.with_name(folder.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "config.json").is_file():
+            for stale in folder.parent.glob(f"{folder.name}.partial-*"):  # a killed build's: its lock is gone
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
             build_tiny(scale, tmp, seed=seed, pretrain_steps=pretrain_steps)
             tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
