@@ -32,6 +32,9 @@ class ModelConfig(Section):
     device: str = "auto"  # auto: cuda when available, else cpu
     max_image_pixels: int = Field(128 * 128, gt=0)  # the processor's max_pixels: what the model sees
     min_image_pixels: int = Field(32 * 32, gt=0)
+    # Tiny scales: at most this many steps of in-context recall pretraining in the build (models/pretrain.py);
+    # None: the scale's own (tiny.py). 0 builds an untrained model, as the plumbing tests use.
+    recall_pretrain_steps: int | None = Field(None, ge=0)
 
 
 class SamplingConfig(Section):

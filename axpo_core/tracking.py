@@ -76,6 +76,8 @@ TRAIN_KEYS = frozenset(
         "reward_mean",
         "reward_mean_shaped",
         "reward_mean_resampled",
+        "reward_start_policy",
+        "reward_gain_vs_start",
         "mean_turns",
         "tokens_original",
         "tokens_resampled",

@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     require_vllm()
 
-    folder = args.model or build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"))
+    folder = args.model or build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), pretrain_steps=0)
     config = load_config(
         None, [f"rollout.max_new_tokens_per_turn={args.max_new_tokens}", "model.dtype=bfloat16"]
     )

@@ -58,7 +58,7 @@ def main() -> None:
             "rollout.max_total_tokens=4096",
         ],
     )
-    folder = build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), seed=0)
+    folder = build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), seed=0, pretrain_steps=0)
     policy = load_policy(folder, device="auto", max_image_pixels=config.model.max_image_pixels)
     chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
     sampling = SamplingConfig(temperature=1.0)

@@ -422,7 +422,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="axpo-bench-") as tmp:
         work = Path(tmp)
-        base = build_tiny(args.scale, work / args.scale, seed=0)
+        base = build_tiny(args.scale, work / args.scale, seed=0, pretrain_steps=0)
         figures |= round_vs_trl(base, args, work)
         if not args.skip_axpo:
             figures |= axpo_extra(base, args, work)

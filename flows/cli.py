@@ -30,12 +30,14 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def cmd_models_build(args: argparse.Namespace) -> None:
     from axpo_core.models.tiny import build_tiny
 
-    out = build_tiny(args.scale, args.out, seed=args.seed)
+    out = build_tiny(args.scale, args.out, seed=args.seed, pretrain_steps=args.pretrain_steps)
     from axpo_core.models.loader import load_policy
 
     policy = load_policy(out, device="cpu")
     params = sum(p.numel() for p in policy.model.parameters())
     print(f"built {args.scale}: {params / 1e6:.2f}M parameters, vocab {len(policy.tokenizer)}")
+    if (out / "pretraining.json").is_file():
+        print(f"in-context recall pretraining: {(out / 'pretraining.json').read_text().strip()}")
     print(f"model folder: {out}")
 
 
@@ -70,7 +72,9 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from axpo_core.training.sft import run_sft
 
     config = load_config(args.config, args.overrides)
-    base = args.model or ensure_model(config.model.scale, config.model.path, MODEL_CACHE, seed=config.seed)
+    base = args.model or ensure_model(
+        config.model.scale, config.model.path, MODEL_CACHE, config.seed, config.model.recall_pretrain_steps
+    )
     result = run_sft(config, base, args.out)
     s = result.summary
     print(
@@ -144,6 +148,7 @@ PER_ROUND = [  # (column, metric): each RL arm's diagnostics per round, under th
     ("triggered", "triggered_groups"),
     ("format err", "tool_format_error_rate"),
     ("reward", "reward_mean"),
+    ("start reward", "reward_start_policy"),  # the starting policy's, on the same questions (RL data filter)
     ("KL", "update/kl"),
     ("clip", "update/clip_fraction"),
     ("orig. w", "update/original_token_weight"),
@@ -170,14 +175,18 @@ def _print_result(result) -> None:
     for stage, metrics in result.final_metrics.items():
         shown = "  ".join(f"{k.removeprefix('update/')}={metrics[k]:.3g}" for k in SHOWN if k in metrics)
         print(f"[{stage}] last round: {shown}")
+    # The raw reward moves with which B questions a round drew; its gain over the starting policy on the
+    # same questions (paired) does not.
+    trends = [("training reward", "reward_mean"), ("reward gain over the start", "reward_gain_vs_start")]
     for stage, rounds in result.round_metrics.items():
-        rewards = [m["reward_mean"] for m in rounds if "reward_mean" in m]
-        if len(rewards) >= 3:
-            trend = linear_trend(rewards)
-            print(
-                f"[{stage}] training reward trend: {trend.mean:+.4f} per round, 95% interval "
-                f"[{trend.low:+.4f}, {trend.high:+.4f}] (least squares over {trend.n} rounds)"
-            )
+        for label, key in trends:
+            values = [m[key] for m in rounds if key in m]
+            if len(values) >= 3:
+                trend = linear_trend(values)
+                print(
+                    f"[{stage}] {label} trend: {trend.mean:+.4f} per round, 95% interval "
+                    f"[{trend.low:+.4f}, {trend.high:+.4f}] (least squares over {trend.n} rounds)"
+                )
 
 
 def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:
@@ -386,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--scale", default="tiny-s", choices=["tiny-s", "tiny-m", "tiny-l"])
     build.add_argument("--out", required=True)
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help="in-context recall pretraining steps (default: scale's)",
+    )
     build.set_defaults(func=cmd_models_build)
 
     rollout = sub.add_parser("rollout", help="multi-turn rollouts on a suite, written as JSON lines")

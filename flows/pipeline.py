@@ -106,9 +106,12 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
         with steps.step("SFT"):
             checkpoints["SFT"] = sft_flow(ctx, base)
     pool_ids: list[str] = []
+    filtered_on = checkpoints.get("SFT", base)
+    start_accuracy: dict[str, float] = {}
     if rl_arms:
         with steps.step("RL data filter"):
-            pool_ids, _ = filter_rl_data(ctx, checkpoints.get("SFT", base))
+            pool_ids, pool = filter_rl_data(ctx, filtered_on)
+        start_accuracy = pool.get("start_accuracy", {})
 
     stage_runs: dict[str, str] = {}
     final_metrics: dict[str, dict[str, float]] = {}
@@ -120,7 +123,9 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
             ctx, f"{prefix}/{arm.stage}", parent, tags=run_tags, params=params, description=note
         )
         with steps.step(arm.stage):
-            records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage])
+            # the reward gain per round is over the filter's pass, so only for arms that start where it ran
+            paired = start_accuracy if start == filtered_on else None
+            records = train(ctx, arm, start, pool_ids, stage_runs[arm.stage], paired)
         log_arm_artifacts(ctx, stage_runs[arm.stage], arm, scale, records)
         checkpoints[arm.stage] = records[-1].checkpoint
         final_metrics[arm.stage] = records[-1].metrics

@@ -42,11 +42,15 @@ def axpo_round(
     reference: CheckpointRef,
     pool_ids: list[str],
     tracking_run_id: str | None = None,
+    start_accuracy: dict[str, float] | None = None,
 ) -> RoundRecord:
     rollouts = sharded_rollout(ctx, arm, round_index, policy, pool_ids)
     detected = detect_failures(ctx, arm, round_index, rollouts, policy)
     resampled = sharded_resample(ctx, arm, round_index, policy, rollouts, detected)
-    return update(ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id)
+    return update(
+        ctx, arm, round_index, policy, reference, rollouts, detected, resampled, tracking_run_id,
+        start_accuracy=start_accuracy,
+    )  # fmt: skip
 
 
 def sharded_rollout(
@@ -112,14 +116,16 @@ def train(
     start: CheckpointRef,
     pool_ids: list[str],
     tracking_run_id: str | None = None,
+    start_accuracy: dict[str, float] | None = None,
 ) -> list[RoundRecord]:
-    """R rounds from `start` (the SFT checkpoint, also the frozen KL reference)."""
+    """R rounds from `start` (the SFT checkpoint, also the frozen KL reference); `start_accuracy` (the RL
+    data filter's, per pool question) gives each round its reward gain on the same questions."""
     records = []
     policy = start
     rounds = range(1, ctx.config.training.rounds + 1)
     for round_index in progress(rounds, desc=f"{start.scale} {arm.stage} rounds", leave=None):
         round_flow = on_shard_runner(axpo_round, ctx.config)
-        record = round_flow(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id)
+        record = round_flow(ctx, arm, round_index, policy, start, pool_ids, tracking_run_id, start_accuracy)
         records.append(record)
         policy = record.checkpoint
     publish_table(

@@ -24,7 +24,7 @@ from axpo_core.rollout.serialization import (
 )
 from axpo_core.storage import content_version
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
-from axpo_core.training.data import questions_by_ids, round_question_ids, shard_of
+from axpo_core.training.data import questions_by_ids, round_question_ids, shard_of, start_reward
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
 from axpo_core.training.update import make_optimizer
 from tasks.context import (
@@ -206,8 +206,10 @@ def update(
     detected: DetectRef,
     resampled: ResampleRef,
     tracking_run_id: str | None,
+    start_accuracy: dict[str, float] | None = None,
 ) -> RoundRecord:
-    """Advantages + one policy update; writes checkpoints/round-N (with optimizer state) and the metrics."""
+    """Advantages + one policy update; writes checkpoints/round-N (with optimizer state) and the metrics
+    (with `start_accuracy`, the RL data filter's per question, also the round's reward gain over it)."""
     from tasks.tracking import log_round_metrics
 
     started = time.monotonic()
@@ -248,6 +250,9 @@ def update(
     metrics["seconds_rollout"] = rollouts.seconds
     metrics["seconds_resample"] = resampled.seconds
     metrics["seconds_update"] = time.monotonic() - started
+    if start_accuracy:
+        metrics["reward_start_policy"] = start_reward(start_accuracy, rollouts.question_ids)
+        metrics["reward_gain_vs_start"] = metrics["reward_mean"] - metrics["reward_start_policy"]
     store.put_json(layout.base + f"/metrics/round-{round_index}.json", metrics)
     if tracking_run_id is not None:
         log_round_metrics(ctx, tracking_run_id, metrics, round_index)

@@ -19,7 +19,8 @@ from tasks.progress import progress_enabled
 def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
     """The base policy: a tiny scale built from its config, or a real checkpoint from `model.path`."""
     config = ctx.config
-    folder = ensure_model(scale, config.model.path, MODEL_CACHE, seed=config.seed)
+    model = config.model
+    folder = ensure_model(scale, model.path, MODEL_CACHE, config.seed, model.recall_pretrain_steps)
     uri = ctx.layout(scale).checkpoint("base")
     ctx.store.put_dir(folder, uri)
     return CheckpointRef(uri=uri, stage="base", scale=scale, version=ctx.store.folder_version(uri))

@@ -33,7 +33,8 @@ def pytest_terminal_summary(terminalreporter):
 def tiny_model_dir(tmp_path_factory):
     from axpo_core.models.tiny import build_tiny
 
-    return build_tiny("tiny-s", tmp_path_factory.mktemp("models") / "tiny-s", seed=0)
+    # Untrained (no recall pretraining): unit tests need a real model, not a competent one.
+    return build_tiny("tiny-s", tmp_path_factory.mktemp("models") / "tiny-s", seed=0, pretrain_steps=0)
 
 
 @pytest.fixture(scope="session")

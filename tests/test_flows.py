@@ -15,6 +15,7 @@ from moto_fixtures import moto_endpoint, s3_bucket, s3_client  # noqa: F401
 pytestmark = pytest.mark.slow
 
 SMALL = [
+    "model.recall_pretrain_steps=0",  # plumbing, not competence: no recall pretraining in the build (~2 min)
     "rollout.group_size=2",
     "training.questions_per_round=2",
     "training.rounds=2",
@@ -114,6 +115,11 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
         assert run.params["algorithm.name"] == algo and run.params["training.rounds"] == "2"
         assert [step for step, _ in tracker.metric_history(run.run_id, "diag/tool_use_rate")] == [1, 2]
         assert [step for step, _ in tracker.metric_history(run.run_id, "train/reward_mean")] == [1, 2]
+        for metrics in result.round_metrics[stage]:  # the gain is paired on the round's own questions
+            gain = metrics["reward_mean"] - metrics["reward_start_policy"]
+            assert metrics["reward_gain_vs_start"] == pytest.approx(gain)
+        gains = tracker.metric_history(run.run_id, "train/reward_gain_vs_start")
+        assert [step for step, _ in gains] == [1, 2]
         assert [step for step, _ in tracker.metric_history(run.run_id, "update/loss")] == [1, 2]
         assert set(tracker.list_artifacts(run.run_id, "rollouts")) == {
             "rollouts/round-1.sample.jsonl",

@@ -76,7 +76,8 @@ def test_real_scales_need_a_local_path(tmp_path):
 
 def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monkeypatch):
     """Two test workers (or two sweep variants) asking for the same tiny model at once: one builds, the other
-    waits on the cache's lock and takes the finished folder. A pure-logic test: the build is faked."""
+    waits on the cache's lock and takes the finished folder; a killed build's leftover is removed. A
+    pure-logic test: the build is faked."""
     import threading
     import time
 
@@ -84,7 +85,7 @@ def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monke
 
     builds = []
 
-    def slow_build(scale, out, seed=0):
+    def slow_build(scale, out, seed=0, pretrain_steps=None):
         builds.append(out)
         time.sleep(0.3)  # long enough for the second caller to arrive while the first builds
         out.mkdir(parents=True)
@@ -92,6 +93,8 @@ def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monke
         return out
 
     monkeypatch.setattr(loader, "build_tiny", slow_build)
+    killed = tmp_path / f"tiny-s-seed0-{loader.recipe_digest()}.partial-99999"  # a build killed half-way
+    killed.mkdir()
     folders = []
     callers = [
         threading.Thread(target=lambda: folders.append(ensure_model("tiny-s", None, tmp_path))) for _ in "ab"
@@ -107,6 +110,41 @@ def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monke
 def test_cli_builds_a_model_folder(tmp_path, capsys):
     from flows.cli import main
 
-    assert main(["models", "build", "--scale", "tiny-s", "--out", str(tmp_path / "m")]) == 0
+    build = ["models", "build", "--scale", "tiny-s", "--out", str(tmp_path / "m"), "--pretrain-steps", "3"]
+    assert main(build) == 0
     out = capsys.readouterr().out
     assert "model folder:" in out and (tmp_path / "m" / "config.json").is_file()
+    recorded = json.loads((tmp_path / "m" / "pretraining.json").read_text())
+    assert "in-context recall pretraining" in out and recorded["short_steps"] + recorded["long_steps"] == 3
+
+
+def test_recall_sequences_label_only_tokens_that_copying_predicts():
+    import random
+
+    from axpo_core.models.pretrain import IGNORE, recall_sequence
+
+    ids, labels = recall_sequence(random.Random(0), list(range(100, 400)), 256)
+    assert len(ids) == len(labels) == 256
+    labelled = [p for p, label in enumerate(labels) if label != IGNORE]
+    assert labelled and labelled[0] > 0
+    for p in labelled:
+        assert labels[p] == ids[p]
+        # the bigram (previous token, this token) occurred earlier: a copy predicts it
+        assert any(ids[q - 1 : q + 1] == ids[p - 1 : p + 1] for q in range(1, p))
+
+
+def test_the_tiny_base_copies_from_its_context(policy):
+    """The default tiny-s build (the one make run and the flow tests use) ends with in-context recall
+    pretraining: on a fresh held-out batch it copies >= 80% of the copyable tokens, where the untrained
+    model (the unit tests' `policy`) copies almost none."""
+    from axpo_core.models.pretrain import copy_accuracy
+    from axpo_core.rollout.factory import MODEL_CACHE
+
+    folder = ensure_model("tiny-s", None, MODEL_CACHE, seed=0)
+    trained = load_policy(folder, device="cpu")
+    special = set(trained.tokenizer.all_special_ids)
+    vocab = [i for i in range(len(trained.tokenizer)) if i not in special]
+    recorded = json.loads((folder / "pretraining.json").read_text())
+    assert recorded["short_steps"] > 0 and recorded["long_steps"] > 0 and recorded["copy_accuracy"] >= 0.8
+    assert copy_accuracy(trained.model, vocab, seed=7) >= 0.8
+    assert copy_accuracy(policy.model, vocab, seed=7) < 0.1

@@ -13,6 +13,7 @@ from axpo_core.training.data import (
     question_pool,
     question_pool_ids,
     round_question_ids,
+    start_reward,
 )
 
 
@@ -54,10 +55,19 @@ def test_sft_and_teacher_filters_drop_what_the_paper_drops(config) -> None:
         "mean_accuracy": 11 / 40,
         "dropped_teacher_all_failed": 1,
         "kept": 7,
+        "start_accuracy": dict.fromkeys(ids[3:], 0.0),  # the SFT pass's, per kept question
     }
     assert teacher.calls == [ids[1:2] + ids[3:]]  # the teacher only sees what the SFT filter kept
-    kept_no_teacher, summary = filter_rl_pool(ScriptedEngine({ids[0]: 4}), cfg)
+    kept_no_teacher, summary = filter_rl_pool(ScriptedEngine({ids[0]: 4, ids[1]: 3, ids[2]: 1}), cfg)
     assert kept_no_teacher == ids[1:] and "dropped_teacher_all_failed" not in summary
+    assert summary["start_accuracy"] == {ids[1]: 0.75, ids[2]: 0.25, **dict.fromkeys(ids[3:], 0.0)}
+
+
+def test_a_rounds_start_reward_is_the_filter_accuracy_of_its_questions() -> None:
+    accuracy = {"a": 0.75, "b": 0.25, "c": 0.0}
+    assert start_reward(accuracy, ["a", "b"]) == 0.5 and start_reward(accuracy, ["c"]) == 0.0
+    with pytest.raises(KeyError, match="no starting-policy accuracy for 1 round questions, e.g. 'd'"):
+        start_reward(accuracy, ["a", "d"])
 
 
 def test_filter_runs_in_chunks_and_keeps_order(config) -> None:

@@ -108,7 +108,9 @@ def assert_same_round(a, b) -> None:
     assert_same_trajectories(originals_a, originals_b)
     assert_same_trajectories(continuations_a, continuations_b)
     assert metrics_a.keys() == metrics_b.keys()
-    differ = {k: (a, metrics_b[k]) for k, a in metrics_a.items() if a != pytest.approx(metrics_b[k])}
+    # the update reads the sampler's log-probs (old log-probs of the ratio), equal up to that same float noise
+    close = {k: pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in metrics_b.items()}
+    differ = {k: (a, metrics_b[k]) for k, a in metrics_a.items() if a != close[k]}
     assert not differ
 
 
@@ -194,4 +196,5 @@ def test_pipeline_on_ray_with_two_rollout_workers_equals_the_default(prefect_ser
     assert ray_table == table
     assert ray_rounds.keys() == rounds.keys() == {"SFT+GRPO", "SFT+AXPO"}
     for stage, records in rounds.items():
-        assert [pytest.approx(r) for r in records] == ray_rounds[stage], stage
+        # up to the sampler's float noise in the update's old log-probs (assert_same_round)
+        assert [pytest.approx(r, rel=1e-4, abs=1e-6) for r in records] == ray_rounds[stage], stage

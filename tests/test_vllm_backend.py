@@ -55,7 +55,7 @@ def test_vllm_logprobs_match_transformers_within_bf16(tmp_path):
     from axpo_core.rollout.factory import build_engine
     from axpo_core.rollout.logprobs import pack, sequence_logprobs
 
-    folder = build_tiny("tiny-m", tmp_path / "m")
+    folder = build_tiny("tiny-m", tmp_path / "m", pretrain_steps=0)
     config = load_config(
         None, ["rollout.backend=vllm", "model.dtype=bfloat16", "rollout.max_new_tokens_per_turn=32"]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,8 @@ def recipe_digest() -> str:
     the suites' questions and oracle turns, the system prompts): a cached build from other code is never
     reused (the corpus changes with the oracles' wording)."""
     root = Path(__file__).resolve().parent.parent
-    files = [root / "models" / "tiny.py", root / "envs" / "tools.py", root / "envs" / "python_helpers.py"]
+    files = [root / "models" / "tiny.py", root / "models" / "pretrain.py", root / "envs" / "tools.py"]
+    files.append(root / "envs" / "python_helpers.py")
     files += sorted((root / "envs" / "suites").glob("*.py"))
     digest = hashlib.sha256()
     for f in files:
@@ -158,8 +160,11 @@ def recipe_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int = 0) -> Path:
-    """The model folder for a config: `path` when given, else the tiny scale built once into `cache_dir`."""
+def ensure_model(
+    scale: str, path: str | None, cache_dir: str | Path, seed: int = 0, pretrain_steps: int | None = None
+) -> Path:
+    """The model folder for a config: `path` when given, else the tiny scale built once into `cache_dir`
+    (with `pretrain_steps` of recall pretraining at most; None: the scale's)."""
     if path is not None:
         return Path(path)
     if scale not in TINY_SCALES:
@@ -167,7 +172,8 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
             f"model.scale {scale!r} is not a tiny scale ({', '.join(TINY_SCALES)}); real scales "
             f"({', '.join(REAL_SCALES)}) need model.path pointing at a local checkpoint"
         )
-    folder = Path(cache_dir) / f"{scale}-seed{seed}-{recipe_digest()}"
+    steps = "" if pretrain_steps is None else f"-recall{pretrain_steps}"
+    folder = Path(cache_dir) / f"{scale}-seed{seed}{steps}-{recipe_digest()}"
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +182,9 @@ def ensure_model(scale: str, path: str | None, cache_dir: str | Path, seed: int 
     with open(folder.with_name(folder.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "config.json").is_file():
+            for stale in folder.parent.glob(f"{folder.name}.partial-*"):  # a killed build's: its lock is gone
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-            build_tiny(scale, tmp, seed=seed)
+            build_tiny(scale, tmp, seed=seed, pretrain_steps=pretrain_steps)
             tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
     return folder

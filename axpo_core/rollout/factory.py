@@ -18,7 +18,9 @@ def load_configured_policy(config: Config, model_path: str | Path | None = None)
     folder = (
         Path(model_path)
         if model_path
-        else ensure_model(config.model.scale, config.model.path, MODEL_CACHE, seed=config.seed)
+        else ensure_model(
+        config.model.scale, config.model.path, MODEL_CACHE, config.seed, config.model.recall_pretrain_steps
+    )
     )
     return load_policy(
         folder,

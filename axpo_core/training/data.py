@@ -7,7 +7,7 @@ so no question is shared between SFT, RL and evaluation.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from axpo_core.config import Config
@@ -83,8 +83,20 @@ def filter_rl_pool(
         kept, _ = filter_pool(teacher(), kept, samples, drop=lambda c: c == 0)
         summary["dropped_teacher_all_failed"] = before - len(kept)
     summary["kept"] = len(kept)
+    # The starting policy's accuracy on each kept question, from this same pass: a round's training reward
+    # minus it on the round's questions is its gain, free of which questions the round happened to draw.
+    summary["start_accuracy"] = {i: correct.get(i, 0) / samples for i in kept}
     check_pool(kept, config, "after the RL data filter")
     return kept, summary
+
+
+def start_reward(start_accuracy: Mapping[str, float], question_ids: Sequence[str]) -> float:
+    """The starting policy's mean accuracy (the RL data filter's pass) on a round's questions: the paired
+    baseline of the round's `reward_mean` (each question weighs the same in both)."""
+    missing = [i for i in question_ids if i not in start_accuracy]
+    if missing:
+        raise KeyError(f"no starting-policy accuracy for {len(missing)} round questions, e.g. {missing[0]!r}")
+    return sum(start_accuracy[i] for i in question_ids) / max(len(question_ids), 1)
 
 
 def filter_solved(
