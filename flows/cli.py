@@ -67,14 +67,11 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
-    from axpo_core.models.loader import ensure_model
-    from axpo_core.rollout.factory import MODEL_CACHE
+    from axpo_core.rollout.factory import configured_model
     from axpo_core.training.sft import run_sft
 
     config = load_config(args.config, args.overrides)
-    base = args.model or ensure_model(
-        config.model.scale, config.model.path, MODEL_CACHE, config.seed, config.model.recall_pretrain_steps
-    )
+    base = args.model or configured_model(config)
     result = run_sft(config, base, args.out)
     s = result.summary
     print(

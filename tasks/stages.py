@@ -7,8 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from axpo_core.models.loader import ensure_model
-from axpo_core.rollout.factory import MODEL_CACHE, build_engine
+from axpo_core.rollout.factory import build_engine, configured_model
 from axpo_core.training.data import filter_rl_pool
 from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint
 from tasks.persistence import RESUMABLE
@@ -18,9 +17,7 @@ from tasks.progress import progress_enabled
 @task(name="build_model", task_run_name="build_model[{scale}]", **RESUMABLE)
 def build_model(ctx: RunContext, scale: str) -> CheckpointRef:
     """The base policy: a tiny scale built from its config, or a real checkpoint from `model.path`."""
-    config = ctx.config
-    model = config.model
-    folder = ensure_model(scale, model.path, MODEL_CACHE, config.seed, model.recall_pretrain_steps)
+    folder = configured_model(ctx.config, scale)
     uri = ctx.layout(scale).checkpoint("base")
     ctx.store.put_dir(folder, uri)
     return CheckpointRef(uri=uri, stage="base", scale=scale, version=ctx.store.folder_version(uri))

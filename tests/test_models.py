@@ -137,13 +137,12 @@ def test_the_tiny_base_copies_from_its_context(policy):
     """The default tiny-s build (the one make run and the flow tests use) ends with in-context recall
     pretraining: on a fresh held-out batch it copies >= 80% of the copyable tokens, where the untrained
     model (the unit tests' `policy`) copies almost none."""
-    from axpo_core.models.pretrain import copy_accuracy
+    from axpo_core.models.pretrain import copy_accuracy, recall_vocab
     from axpo_core.rollout.factory import MODEL_CACHE
 
     folder = ensure_model("tiny-s", None, MODEL_CACHE, seed=0)
     trained = load_policy(folder, device="cpu")
-    special = set(trained.tokenizer.all_special_ids)
-    vocab = [i for i in range(len(trained.tokenizer)) if i not in special]
+    vocab = recall_vocab(trained.tokenizer)
     recorded = json.loads((folder / "pretraining.json").read_text())
     assert recorded["short_steps"] > 0 and recorded["long_steps"] > 0 and recorded["copy_accuracy"] >= 0.8
     assert copy_accuracy(trained.model, vocab, seed=7) >= 0.8

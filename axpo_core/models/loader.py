@@ -151,8 +151,12 @@ def recipe_digest() -> str:
     the suites' questions and oracle turns, the system prompts): a cached build from other code is never
     reused (the corpus changes with the oracles' wording)."""
     root = Path(__file__).resolve().parent.parent
-    files = [root / "models" / "tiny.py", root / "models" / "pretrain.py", root / "envs" / "tools.py"]
-    files.append(root / "envs" / "python_helpers.py")
+    files = [
+        root / "models" / "tiny.py",
+        root / "models" / "pretrain.py",
+        root / "envs" / "tools.py",
+        root / "envs" / "python_helpers.py",
+    ]
     files += sorted((root / "envs" / "suites").glob("*.py"))
     digest = hashlib.sha256()
     for f in files:

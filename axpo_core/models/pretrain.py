@@ -47,6 +47,12 @@ class RecallPretraining:
         (Path(folder) / "pretraining.json").write_text(json.dumps(asdict(self), indent=1) + "\n")
 
 
+def recall_vocab(tokenizer) -> list[int]:
+    """The token ids recall sequences draw from: every id but the special tokens."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
 def recall_sequence(rng: random.Random, vocab: list[int], length: int) -> tuple[list[int], list[int]]:
     """One sequence of `span, gap, span` blocks (all random tokens) and its labels: the repeated span's
     tokens after its first; everything else is IGNORE."""
@@ -93,9 +99,7 @@ def pretrain_in_context_recall(model, vocab: list[int], max_steps: int, seed: in
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
     loss = torch.tensor(float("nan"))
 
-    def step(shape: tuple[int, int]) -> None:
-        nonlocal loss
-        model.train()
+    def step(shape: tuple[int, int]) -> torch.Tensor:
         logits, targets = _next_token_logits_and_targets(model, *recall_batch(rng, vocab, shape))
         loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE)
         loss.backward()
@@ -103,16 +107,18 @@ def pretrain_in_context_recall(model, vocab: list[int], max_steps: int, seed: in
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
+    model.train()  # copy_accuracy restores it after each check
     long_steps = min(LONG_STEPS, max_steps // 5)
     short_steps = 0
     while short_steps < max_steps - long_steps:
-        step(SHORT)
+        loss = step(SHORT)
         short_steps += 1
         if short_steps % CHECK_EVERY == 0 and copy_accuracy(model, vocab, seed, SHORT) >= FORMED:
             break
     for _ in range(long_steps):
-        step(LONG)
+        loss = step(LONG)
     model.eval()
     accuracy = copy_accuracy(model, vocab, seed)
     return RecallPretraining(short_steps, long_steps, round(loss.item(), 4), round(accuracy, 4))

@@ -216,7 +216,7 @@ def build_tiny(
     scale's; 0 for an untrained model, as unit tests use) and save model, tokenizer and image processor."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from axpo_core.models.pretrain import pretrain_in_context_recall
+    from axpo_core.models.pretrain import pretrain_in_context_recall, recall_vocab
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,9 +229,7 @@ def build_tiny(
     model = Qwen3VLForConditionalGeneration(config)
     steps = TINY_SCALES[scale].recall_pretrain_steps if pretrain_steps is None else pretrain_steps
     if steps > 0:
-        special = set(tokenizer.all_special_ids)
-        vocab = [i for i in range(len(tokenizer)) if i not in special]
-        pretrain_in_context_recall(model, vocab, steps, seed=seed).save(out)
+        pretrain_in_context_recall(model, recall_vocab(tokenizer), steps, seed=seed).save(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     tiny_image_processor().save_pretrained(out)

@@ -14,14 +14,15 @@ from axpo_core.rollout.generator import Generator
 MODEL_CACHE = Path(os.environ.get("AXPO_MODEL_CACHE", Path.home() / ".cache" / "axpo" / "models"))
 
 
+def configured_model(config: Config, scale: str | None = None) -> Path:
+    """The config's base model folder: `model.path`, or its tiny scale (or `scale`) built once into
+    MODEL_CACHE for the config's seed and `model.recall_pretrain_steps`."""
+    m = config.model
+    return ensure_model(scale or m.scale, m.path, MODEL_CACHE, config.seed, m.recall_pretrain_steps)
+
+
 def load_configured_policy(config: Config, model_path: str | Path | None = None) -> Policy:
-    folder = (
-        Path(model_path)
-        if model_path
-        else ensure_model(
-        config.model.scale, config.model.path, MODEL_CACHE, config.seed, config.model.recall_pretrain_steps
-    )
-    )
+    folder = Path(model_path) if model_path else configured_model(config)
     return load_policy(
         folder,
         device=config.model.device,
