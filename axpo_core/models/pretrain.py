@@ -9,7 +9,7 @@ nothing of the suites: random token spans, each repeated after a random gap, wit
 repeated span's tokens after its first, which only copying can predict (the first is unpredictable).
 
 Two phases. Short sequences until the induction head has formed: a plateau, then a sudden drop of the loss
-(Olsson et al.), here after 900-1,100 steps for seeds 0-3 (tiny.py's initialisation scale; at transformers'
+(Olsson et al.), here within 1,000-1,100 steps for seeds 0-3 (tiny.py's initialisation scale; at transformers'
 default 0.02, seed 2 had formed none after 2,000 steps). Then long sequences, for copying over a
 rollout's distances (a question to its search query, a tool response to the answer), where a head trained
 on short ones copies ~55%. The steps and the held-out copy accuracy are saved with the model

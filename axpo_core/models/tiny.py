@@ -50,7 +50,7 @@ class TinyScale:
     vision_heads: int
     vocab_size: int = 2048
     # In-context recall pretraining before the model is saved (models/pretrain.py): the Base's one skill;
-    # at most this many steps (seeds 0-3 of tiny-s: 1,300-1,500).
+    # at most this many steps (tiny-s seeds 0-2 took 1,400-1,500).
     recall_pretrain_steps: int = 4000
 
     @property

@@ -11,9 +11,6 @@ from PIL import Image, ImageDraw
 from axpo_core.envs.suites.base import COLOURS, Colour, Question, Suite, answer_turn, tool_call_turn
 from axpo_core.envs.suites.drawing import _font
 
-# Reads the bars off the pixels. Kept short: the policy must be able to write it within one turn.
-
-
 
 class DynaChart(Suite):
     """Arithmetic over the values of a bar chart (DynaMath-like): needs ``python`` to read exact values.

@@ -12,9 +12,6 @@ from PIL import Image, ImageDraw
 from axpo_core.envs.suites.base import COLOURS, Colour, Question, Suite, answer_turn, tool_call_turn
 from axpo_core.envs.suites.drawing import _jitter
 
-# Kept short on purpose: the policy writes this code token by token, within a turn's token budget.
-
-
 
 class PythonCount(Suite):
     """Counts of small coloured dots (one colour, the sum of two, or a difference): needs ``python``.
