@@ -253,7 +253,9 @@ def test_environment_holds_no_trainer_secret(monkeypatch):
         code = DISARM + (
             "import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ').read())\n"
             "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
-            "    print(pid, open(f'/proc/{pid}/environ').read())\n"
+            "    try:\n        print(pid, open(f'/proc/{pid}/environ').read())\n"
+            "    except PermissionError:  # the supervisor is not dumpable\n"
+            "        print(pid, 'unreadable')\n"
             f"print(os.path.exists('/proc/{os.getpid()}/environ'))"
         )
         result = sb.run(code)
@@ -280,7 +282,7 @@ def test_no_thread_outlives_a_call(sandbox, disarmed):
         "RuntimeError: can't start new thread (threads are not available in the python sandbox)"
     )
     threads = threads_per_process(sandbox.pid)
-    assert set(threads.values()) == {1}, threads  # bwrap, the namespace's init and the worker: one each
+    assert set(threads.values()) == {1}, threads  # bwrap, the supervisor and the executor: one each
     ticks = cpu_ticks(sandbox.pid)
     time.sleep(0.3)  # a burning thread would accrue ~30 ticks here; the idle worker none
     assert cpu_ticks(sandbox.pid) - ticks <= 1  # (one for the worker finishing its reply)
@@ -325,7 +327,9 @@ def test_forged_reply_cannot_desynchronise_later_calls(sandbox, forgery, disarme
         "    except OSError:\n        pass\nprint('genuine')"
     )
     first = sandbox.run(code)
-    # The forger's own call may show its forged text: that is output the code chose, as print would be.
+    # The forged frame reaches the supervisor, not the parent. It may pass as the forger's own reply (if the
+    # genuine one is not written yet when the supervisor looks for more bytes): that is output the code
+    # chose, as print would be. Otherwise, or at the latest with the next call, it is a protocol error.
     assert first.text in ("FORGED\n",) or first.error == "python sandbox protocol error", first
     later = [sandbox.run(f"print({n})") for n in (2, 3, 4)]
     for n, result in zip((2, 3, 4), later, strict=True):
@@ -333,6 +337,34 @@ def test_forged_reply_cannot_desynchronise_later_calls(sandbox, forgery, disarme
         assert result.text == f"{n}\n" or result.error == "python sandbox protocol error", (n, result)
     assert [r.text for r in later[1:]] == ["3\n", "4\n"]  # at most one call pays for the forgery
     assert "variables from earlier calls are lost" in "".join(r.text for r in [first, *later])
+
+
+def test_the_code_cannot_reach_the_reply_pipe(sandbox):
+    """The user code runs in the executor, a child of the worker's supervisor. It holds only its own pipe
+    pair, and the supervisor, which holds the parent's pipes, is not dumpable, so no /proc/<pid>/fd link
+    reopens them (nor does a bwrap init: the supervisor is pid 1). Every pipe the code can open is listed."""
+    sandbox.run("1")
+    assert sandbox._proc is not None
+    parent = {os.fstat(f.fileno()).st_ino for f in (sandbox._proc.stdin, sandbox._proc.stdout)}
+    code = DISARM + (
+        "import os, stat\nopened, refused = set(), 0\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self', 'thread-self']:\n"
+        "    try:\n        fds = os.listdir(f'/proc/{pid}/fd')\n    except OSError:\n        continue\n"
+        "    for fd in fds:\n"
+        "        for mode in (os.O_WRONLY, os.O_RDONLY):\n"
+        "            try:\n                new = os.open(f'/proc/{pid}/fd/{fd}', mode | os.O_NONBLOCK)\n"
+        "            except OSError:\n                refused += 1\n                continue\n"
+        "            info = os.fstat(new)\n            os.close(new)\n"
+        "            if stat.S_ISFIFO(info.st_mode):\n                opened.add(info.st_ino)\n"
+        "print(sorted(opened), refused)"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result.text
+    opened, refused = result.text.replace(MARK, "").split("]")
+    pipes = {int(n) for n in opened.strip(" [\n").split(",") if n.strip()}
+    assert len(pipes) == 2 and int(refused) > 0  # its own pair opens, the supervisor's descriptors do not
+    assert not pipes & parent
+    assert sandbox.run("print('still in step')").text == "still in step\n"
 
 
 # ---------------------------------------------------------------------- what was already blocked

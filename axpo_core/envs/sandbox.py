@@ -42,12 +42,14 @@ disarms the audit hook (which deliberately adversarial code can do, e.g. through
 6. A private scratch directory (the worker's cwd, HOME and TMPDIR), removed by ``close()``; an
    environment built from nothing (no trainer variables, single-threaded BLAS).
 
-The reply channel: user code runs in the worker's own interpreter, so it can write whatever the worker
-can, including the reply pipe. The parent therefore trusts no reply further than its shape: a reply is
-accepted only as the answer to the one outstanding request (same id, bounded size, typed fields), and
-a worker that writes anything else, or anything between calls, is killed and restarted. A forged reply
-can thus only replace the current call's text, which the code could print anyway; it cannot shift
-replies onto later calls.
+The reply channel: the worker is two processes. The supervisor (pid 1 of the sandbox's namespaces; bwrap
+runs with --as-pid-1, so no bwrap init holds the pipes there) keeps the parent's pipes, runs no user code,
+is not dumpable (no process of its uid can open its /proc/<pid>/fd links or memory) and installs the same
+limits and seccomp filter. The executor, forked before any limit, holds only its own pipe pair to the
+supervisor and runs the user code. So the code cannot write to the reply channel. What it can shape is
+the executor's reply to the current call, as it can shape its printed output: the supervisor relays one
+well-formed, bounded reply per request, with the request's id, and answers anything else (a second frame,
+garbage, another id) with a protocol error, after which the parent starts a fresh worker.
 
 Where the host refuses bubblewrap or the seccomp filter, ``Sandbox.isolation`` says so and the sandbox
 refuses to start (every call returns an error) unless it was made with ``allow_weaker=True``.
@@ -97,9 +99,10 @@ _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
 # _WORKER_SOURCE <config-json>`` so its frames carry a filename that tracebacks can leave out. It imports
 # only the standard library (PIL lazily, when there are images to load).
 _WORKER_SOURCE = r'''
-import ast, builtins, io, json, linecache, os, resource, signal, sys, traceback
+import ast, builtins, io, json, linecache, os, resource, select, signal, sys, traceback
 
 HEADER = 4
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 WORKER_FILENAME = "<sandbox-worker>"
 
 
@@ -120,11 +123,15 @@ def read_exact(fd, n):
     return bytes(buf)
 
 
-def recv(fd):
+def recv(fd, limit=None):
+    """One message, or None at EOF. ValueError for a frame longer than `limit` or not JSON."""
     header = read_exact(fd, HEADER)
     if header is None:
         return None
-    body = read_exact(fd, int.from_bytes(header, "big"))
+    size = int.from_bytes(header, "big")
+    if limit is not None and size > limit:
+        raise ValueError(f"a frame of {size} bytes")
+    body = read_exact(fd, size)
     return None if body is None else json.loads(body)
 
 
@@ -502,6 +509,75 @@ def run(request, ns, images, count, limit):
     return {"output": out.getvalue(), "total": out.total, "error": error, "traceback": tb}
 
 
+def set_not_dumpable():
+    """PR_SET_DUMPABLE 0: a process of the same uid without CAP_SYS_PTRACE can no longer open this one's
+    /proc files (its descriptors, its memory) or attach to it. "on", or why not."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_DUMPABLE = 4
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            return "prctl(PR_SET_DUMPABLE) failed: " + os.strerror(ctypes.get_errno())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "on"
+
+
+def well_formed(reply, request_id):
+    return (
+        isinstance(reply, dict)
+        and reply.get("id") == request_id
+        and isinstance(reply.get("output"), str)
+        and isinstance(reply.get("total"), int)
+        and isinstance(reply.get("error"), (str, type(None)))
+        and isinstance(reply.get("traceback"), (str, type(None)))
+    )
+
+
+def exit_as(pid):
+    """Exit with the executor's exit status (128 + N for signal N), so the parent can say why it died."""
+    for _ in range(100):  # its pipe closes just before it can be reaped
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        select.select([], [], [], 0.01)
+    else:  # alive, but it closed its pipe
+        os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def supervise(req_fd, resp_fd, to_executor, from_executor, executor, guard):
+    """Relay each request to the executor and exactly one well-formed reply to it back to the parent.
+
+    This process alone holds the parent's pipes and runs no user code, so the code cannot write to the
+    reply channel. What the executor sends is the code's to shape, like its printed output; a frame that
+    is malformed, too long, for another request or followed by more bytes is answered with a protocol
+    error, and the sandbox ends (the parent starts a fresh one)."""
+    ready = recv(from_executor, MAX_REPLY_BYTES)
+    if ready is None:
+        exit_as(executor)
+    send(resp_fd, {**ready, "supervisor": guard})
+    while True:
+        request = recv(req_fd)
+        if request is None:
+            return
+        send(to_executor, request)
+        try:
+            reply = recv(from_executor, MAX_REPLY_BYTES)
+        except ValueError:
+            reply = "malformed"
+        if reply is None:
+            exit_as(executor)
+        extra = select.select([from_executor], [], [], 0)[0]
+        if extra or not well_formed(reply, request["id"]):
+            send(resp_fd, {"id": request["id"], "protocol_error": "the executor wrote outside its protocol"})
+            return
+        send(resp_fd, reply)
+
+
 def main():
     cfg = json.loads(sys.argv[2])
     req_fd, resp_fd = os.dup(0), os.dup(1)
@@ -512,6 +588,32 @@ def main():
     sys.stdin = open(os.devnull)
     sys.path.extend(cfg["site_dirs"])
     os.chdir(cfg["scratch"])
+    # Two processes: this one (the supervisor) keeps the parent's pipes; the executor, which runs the
+    # user code, gets only its own pair and never holds a descriptor of the parent's.
+    to_executor_r, to_executor_w = os.pipe()
+    from_executor_r, from_executor_w = os.pipe()
+    executor = os.fork()
+    if executor == 0:
+        for fd in (req_fd, resp_fd, to_executor_w, from_executor_r):
+            os.close(fd)
+        try:
+            execute(cfg, to_executor_r, from_executor_w)
+        finally:
+            os._exit(0)
+    os.close(to_executor_r)
+    os.close(from_executor_w)
+    # No handler for SIGINT: as pid 1 of its namespace, the supervisor then ignores signals from inside it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    guard = set_not_dumpable()
+    set_limits(cfg)
+    seccomp = install_seccomp(cfg["seccomp"])
+    if guard == "on" and seccomp != "on":
+        guard = "seccomp: " + seccomp
+    supervise(req_fd, resp_fd, to_executor_w, from_executor_r, executor, guard)
+
+
+def execute(cfg, req_fd, resp_fd):
+    """The executor: limits, seccomp and the audit hook on itself, then the user code, call by call."""
     set_limits(cfg)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     seccomp = install_seccomp(cfg["seccomp"])
@@ -773,7 +875,10 @@ def _outermost(paths: Sequence[str]) -> list[str]:
 def _bwrap_prefix(bwrap: str, read_only: Sequence[str], scratch: str) -> list[str]:
     """bwrap's arguments: fresh namespaces and a root filesystem of `read_only` (plus /usr and its
     companions) read-only and `scratch` read-write; nothing else of the host is visible."""
-    args = [bwrap, "--unshare-all", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    # --as-pid-1: no bwrap init inside, which would hold the protocol pipes where the code could open them
+    # (/proc/1/fd); the worker's supervisor is pid 1 instead.
+    args = [bwrap, "--unshare-all", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
+    args += ["--hostname", "sandbox"]
     system = ["/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):  # merged /usr: keep the link, its target is bound
@@ -1139,6 +1244,9 @@ class Sandbox:
         if isolation.seccomp and ready.get("seccomp") != "on":
             self._kill()
             raise RuntimeError(f"the seccomp filter did not take hold in this worker: {ready.get('seccomp')}")
+        if isolation.seccomp and ready.get("supervisor") != "on":
+            self._kill()
+            raise RuntimeError(f"the worker's supervisor is not protected: {ready.get('supervisor')}")
         if ready.get("preload_error") is not None:
             self._kill()
             raise RuntimeError(f"the sandbox's preload code failed: {ready['preload_error']}")
@@ -1165,6 +1273,12 @@ class Sandbox:
         )
 
     def _format_reply(self, reply: dict, request_id: int) -> RunResult:
+        if reply.get("protocol_error") is not None:  # the supervisor caught the executor forging
+            self._kill()
+            return _error(
+                "python sandbox protocol error",
+                f"Error: the python process wrote outside its protocol and was restarted. {_RESTARTED}",
+            )
         output, total = reply.get("output"), reply.get("total")
         error, tb = reply.get("error"), reply.get("traceback")
         if not (
