@@ -116,11 +116,16 @@ def test_bm25_ranking_is_deterministic():
     ]
 
 
-def test_snippet_prefers_matching_sentences_and_is_capped():
+def test_snippet_is_the_matching_sentences_and_is_capped():
     text = " ".join(f"Sentence number {i} is about filler." for i in range(30)) + " The answer is 42 here."
-    s = snippet(text, tokenize("answer 42"))
-    assert "The answer is 42 here." in s and len(s) <= SNIPPET_CHARS
-    assert s.index("Sentence") < s.index("The answer")  # the chosen sentences keep document order
+    assert snippet(text, tokenize("answer 42")) == "The answer is 42 here."  # no filler
+    s = snippet(text, tokenize("answer 7 29"))  # shown in document order
+    assert s == (
+        "Sentence number 7 is about filler. Sentence number 29 is about filler. The answer is 42 here."
+    )
+    best = snippet(text, tokenize("number 7 answer"))  # the best matches first, as many as fit
+    assert len(best) <= SNIPPET_CHARS and "number 7 " in best and "The answer" not in best
+    assert snippet(text, tokenize("nothing matches")) == "Sentence number 0 is about filler."
     long = "word " * 200
     cut = snippet(long, ["word"])
     assert len(cut) == SNIPPET_CHARS and cut.endswith("…")
@@ -129,7 +134,8 @@ def test_snippet_prefers_matching_sentences_and_is_capped():
 
 def test_render_format_and_bounds():
     index = SearchIndex.from_documents(DOCS)
-    assert index.render("stone bridge", 3).splitlines() == [
+    assert index.render("stone bridge", 3).splitlines() == ["[1] Bridge: A stone bridge crosses the river."]
+    assert index.render("river floods", 3).splitlines() == [
         "[1] Bridge: A stone bridge crosses the river. The river floods in spring."
     ]
     assert index.render("zzz  \n qqq") == 'No results for "zzz qqq".'

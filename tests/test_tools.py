@@ -284,7 +284,7 @@ def test_search_uses_the_builtin_corpus_by_default():
         lines = result.text.splitlines()
         assert len(lines) == 3 and lines[0].startswith(f"[1] {entity.name}: ") and entity.mascot in lines[0]
         assert [line[:3] for line in lines] == ["[1]", "[2]", "[3]"]
-        one = session.execute(call("search", query=entity.name, max_results=1))
+        one = session.execute(call("search", query=f"{entity.name} mascot", max_results=1))
         assert one.text.splitlines() == lines[:1]
         none = session.execute(call("search", query="qwxz zzyzx"))
         assert none.error is None and none.text == 'No results for "qwxz zzyzx".'

@@ -4,8 +4,9 @@ The scoring is ``bm25s`` (Lucene's BM25 variant, k1 = 1.5, b = 0.75) over our ow
 words and numbers, without English stop words. Single characters and digits are kept (years, "7"),
 which bm25s's default tokenizer would drop. Ties are broken by document order, so a query always
 gives the same ranking. Results are rendered as a short numbered list, ``[1] title: snippet``, where
-the snippet is the document's sentences that match the query best, kept in document order and cut at
-``SNIPPET_CHARS``: what a search engine's result page shows, bounded so a tool response stays short.
+the snippet is the document's sentences that match the query (the best first, as many as fit), kept in
+document order and cut at ``SNIPPET_CHARS``: what a search engine's result page shows, bounded so a tool
+response stays short.
 
 An index comes from documents in memory (:meth:`SearchIndex.from_documents`), from a folder of
 .txt/.md files or a JSONL file of ``{"id", "title", "text"}`` objects (:meth:`SearchIndex.load`,
@@ -81,14 +82,17 @@ def _cut(text: str, limit: int) -> str:
 
 
 def snippet(text: str, query_terms: Iterable[str], limit: int = SNIPPET_CHARS) -> str:
-    """The sentences of ``text`` that share the most query terms, in document order, within ``limit``
-    characters; sentences without a match fill what room is left (they are often the answer's context)."""
+    """The sentences of ``text`` that share query terms, the most shared first, shown in document order
+    within ``limit`` characters (a result page's snippet: the passages that match); the text's start when
+    no sentence matches."""
     terms = set(query_terms)
     sentences = [s for s in _SENTENCE_END.split(_one_line(text)) if s]
     if not sentences:
         return ""
     overlap = [len(terms.intersection(tokenize(s))) for s in sentences]
-    order = sorted(range(len(sentences)), key=lambda i: (-overlap[i], i))
+    if not any(overlap):
+        return _cut(sentences[0], limit)
+    order = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
     chosen, used = [], -1
     for i in order:
         if used + 1 + len(sentences[i]) <= limit:

@@ -104,9 +104,11 @@ class Entity:
         ]
 
     def document(self) -> dict[str, str]:
+        # Each fact ends its sentence, and the emblem shares the first one: a snippet (the sentences that
+        # match the query) then ends close to the fact asked for.
         text = (
-            f"The {self.name} is {_a(self.kind.lower())} based in the town of {self.town}. "
-            f"It was founded in {self.year} by {self.founder}. Its emblem is {_a(self.emblem)}. "
+            f"The {self.name}, whose emblem is {_a(self.emblem)}, is {_a(self.kind.lower())} based in the "
+            f"town of {self.town}. It was founded in {self.year} by {self.founder}. "
             f"Its mascot is the {self.mascot}."
         )
         return {"id": self.id, "title": self.name, "text": text}
@@ -209,6 +211,10 @@ class _SearchSuite(Suite):
         "founder": "it was founded by {founder}",
         "mascot": "its mascot is the {mascot}",
     }
+    # The word a query adds for the fact asked: the result's snippet is the sentences that match it.
+    _QUERY: ClassVar[dict[str, str]] = {
+        "year": "founded", "town": "town", "founder": "founded by", "mascot": "mascot"
+    }
     _ANSWER_THINK = ("The result says {sentence}.",)
     _GUESS_THINK = ("I do not know it. I guess {answer}.",)
 
@@ -216,7 +222,8 @@ class _SearchSuite(Suite):
         rng = self._turn_rng(question, rng)
         entity = self.entity(question)
         think = rng.choice(self._SEARCH_THINK).format(name=entity.name)
-        call = tool_call_turn(think, "search", {"query": self.query(question, rng)})
+        # One result: the answer is then copied from the one snippet, not picked among look-alike pages.
+        call = tool_call_turn(think, "search", {"query": self.query(question, rng), "max_results": 1})
         sentence = self._FACT_SENTENCE[question.meta["fact"]].format(**vars(entity))
         final = rng.choice(self._ANSWER_THINK).format(
             name=entity.name, sentence=sentence, answer=question.answer
@@ -301,7 +308,7 @@ class SearchEntity(_SearchSuite):
 
     def query(self, question: Question, rng: random.Random) -> str:
         emblem = self.entity(question).emblem
-        return f"{emblem} emblem"
+        return f"{emblem} emblem {self._QUERY[question.meta['fact']]}"
 
 
 # --------------------------------------------------------------------------- search_fact
@@ -323,7 +330,6 @@ class SearchFact(_SearchSuite):
         "founder": "Who founded the {name}? Answer with the founder's full name.",
         "mascot": "What animal is the mascot of the {name}? Answer with the animal's name.",
     }
-    _QUERY = {"year": "founded", "town": "town", "founder": "founded by", "mascot": "mascot"}
     _SEARCH_THINK = ("I do not know the {name}, so I search for it.",)
 
     def _make(self, seed: int, index: int) -> Question:
