@@ -154,6 +154,12 @@ class TrainingConfig(Section):
     ppo_epochs: int = Field(2, ge=1)
     mini_batch_size: int = Field(16, ge=1)
     seed: int = 0
+    # Real sizes (training/distributed.py). world_size > 1: the update runs on that many local processes
+    # under torchrun, FSDP2-sharded (policy, reference, optimizer state), with the one-process loss.
+    world_size: int = Field(1, ge=1)
+    autocast_bf16: bool = False  # bf16 compute (FSDP: its mixed-precision policy, fp32 gradient reduction)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass
+    reference_device: str | None = None  # the frozen reference's device, e.g. "cpu" (None: the policy's)
     # SFT and the RL pool draw from every evaluated suite (training seeds, disjoint from evaluation's), plus
     # the no-tool control.
     suites: list[str] = [*BENCHMARK_SUITES, "control_shapes"]

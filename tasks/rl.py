@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from pathlib import Path
 
 from prefect import task
 
@@ -25,6 +26,7 @@ from axpo_core.rollout.serialization import (
 from axpo_core.storage import content_version
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
 from axpo_core.training.data import questions_by_ids, round_question_ids, shard_of, start_reward
+from axpo_core.training.distributed import launch, write_job
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
 from axpo_core.training.update import make_optimizer
 from tasks.context import (
@@ -195,6 +197,41 @@ def _put_resampled(ctx: RunContext, where: str, continuations: list, seconds: fl
     return ResampleRef(uri=uri, version=content_version(data), continuations=n, seconds=seconds)
 
 
+def _update_in_process(
+    ctx: RunContext,
+    config,
+    policy: CheckpointRef,
+    reference: CheckpointRef,
+    rollout_bytes: bytes,
+    detected: DetectRef,
+    resampled: ResampleRef,
+    round_index: int,
+    where: str,
+) -> tuple[dict[str, float], str]:
+    store = ctx.store
+    originals = trajectories_from_bytes(rollout_bytes)
+    continuations = trajectories_from_bytes(store.get_bytes(resampled.uri)) if resampled.uri else []
+    requests = requests_from_records(store.get_json(detected.uri), originals) if detected.uri else []
+    trainee = load_trainable(ctx, policy.uri)
+    optimizer = make_optimizer(trainee.model, config.training)
+    load_optimizer_state(optimizer, checkpoint_folder(ctx, policy.uri))
+    # The frozen reference (the SFT checkpoint) gets its own copy: the cached one may be generating.
+    ref_model = None
+    if config.algorithm.kl_beta > 0:
+        ref_model = load_trainable(ctx, reference.uri).model.requires_grad_(False)
+        if config.training.reference_device is not None:
+            ref_model.to(config.training.reference_device)
+    chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
+    result = update_step(
+        trainee, optimizer, config, chat, originals, continuations, requests, detected.triggered,
+        reference=ref_model, round_index=round_index,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(trainee, tmp, optimizer)
+        uri = store.put_dir(tmp, where)
+    return result.metrics(), uri
+
+
 @task(name="update", task_run_name="update[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)
 def update(
     ctx: RunContext,
@@ -215,37 +252,22 @@ def update(
     started = time.monotonic()
     config = arm.config(ctx.config)
     store = ctx.store
-    originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
-    continuations = trajectories_from_bytes(store.get_bytes(resampled.uri)) if resampled.uri else []
-    requests = requests_from_records(store.get_json(detected.uri), originals) if detected.uri else []
-
-    trainee = load_trainable(ctx, policy.uri)
-    optimizer = make_optimizer(trainee.model, config.training)
-    load_optimizer_state(optimizer, checkpoint_folder(ctx, policy.uri))
-    # The frozen reference (the SFT checkpoint) gets its own copy: the cached one may be generating.
-    ref_model = (
-        load_trainable(ctx, reference.uri).model.requires_grad_(False)
-        if config.algorithm.kl_beta > 0
-        else None
-    )
-    chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
-    result = update_step(
-        trainee,
-        optimizer,
-        config,
-        chat,
-        originals,
-        continuations,
-        requests,
-        detected.triggered,
-        reference=ref_model,
-        round_index=round_index,
-    )
     layout = ctx.layout(policy.scale, arm.slug)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(trainee, tmp, optimizer)
-        uri = store.put_dir(tmp, layout.checkpoint(round_index))
-    metrics = result.metrics()
+    rollout_bytes = store.get_bytes(rollouts.uri)
+    if config.training.world_size > 1:  # torchrun + FSDP2, the same update_step on each rank
+        with tempfile.TemporaryDirectory() as tmp:
+            job = write_job(
+                Path(tmp) / "job", config.model_dump(mode="json"), checkpoint_folder(ctx, policy.uri),
+                checkpoint_folder(ctx, reference.uri) if config.algorithm.kl_beta > 0 else None,
+                Path(tmp) / "out", round_index, detected.triggered, rollout_bytes,
+                store.get_bytes(resampled.uri) if resampled.uri else None,
+                store.get_bytes(detected.uri) if detected.uri else None,
+            )
+            metrics = launch(job, config.training.world_size)
+            uri = store.put_dir(Path(tmp) / "out", layout.checkpoint(round_index))
+    else:
+        metrics, uri = _update_in_process(ctx, config, policy, reference, rollout_bytes, detected, resampled,
+                                          round_index, layout.checkpoint(round_index))
     # Wall time of this round's tasks as they first ran (a resumed round keeps its original figures).
     metrics["seconds_rollout"] = rollouts.seconds
     metrics["seconds_resample"] = resampled.seconds

@@ -79,9 +79,9 @@ def prefect_server():
         yield
 
 
-def one_round(tmp_path, workers: int, runner: str = "threads"):
-    """One RL round from the base model with `workers` rollout shards: its stored rollouts and
-    continuations, and the update's metrics."""
+def one_round(tmp_path, workers: int, runner: str = "threads", extra: tuple[str, ...] = ()):
+    """One RL round from the base model with `workers` rollout shards (and `extra` overrides): its stored
+    rollouts and continuations, and the update's metrics."""
     from axpo_core.config import load_config
     from axpo_core.rollout.serialization import trajectories_from_bytes
     from axpo_core.training.data import question_pool_ids
@@ -90,8 +90,9 @@ def one_round(tmp_path, workers: int, runner: str = "threads"):
     from tasks.context import Arm
     from tasks.stages import build_model
 
-    overrides = [f"rollout.num_workers={workers}", f"pipeline.task_runner={runner}"]
-    config = load_config(None, [*SMALL, f"storage.root=file://{tmp_path}/{runner}{workers}", *overrides])
+    overrides = [f"rollout.num_workers={workers}", f"pipeline.task_runner={runner}", *extra]
+    root = f"file://{tmp_path}/{runner}{workers}{len(extra)}"
+    config = load_config(None, [*SMALL, f"storage.root={root}", *overrides])
     ctx = make_context(config, "round")
     base = build_model(ctx, "tiny-s")
     arm = Arm(**ARM)
@@ -120,13 +121,24 @@ def test_two_rollout_workers_give_the_trajectories_of_one(prefect_server, tmp_pa
     two = one_round(tmp_path, 2)
     assert len(one[0]) == 3 * 2 and one[1], "the round must resample something to shard"
     assert_same_round(one, two)
-    shards = sorted(p.name for p in (tmp_path / "threads2").rglob("round-1.*shard-*.pkl"))
+    shards = sorted(p.name for p in (tmp_path / "threads20").rglob("round-1.*shard-*.pkl"))
     assert shards == [
         "round-1.resampled.shard-0-of-2.pkl",
         "round-1.resampled.shard-1-of-2.pkl",
         "round-1.shard-0-of-2.jsonl.pkl",
         "round-1.shard-1-of-2.jsonl.pkl",
     ]
+
+
+@pytest.mark.slow
+def test_the_update_task_runs_sharded_under_torchrun(prefect_server, tmp_path):
+    """training.world_size 2: the round's update task runs two FSDP2 ranks (gloo) and logs the metrics of
+    the one-process update (test_distributed.py compares the weights)."""
+    one = one_round(tmp_path, 1)
+    two = one_round(tmp_path, 1, extra=("training.world_size=2",))
+    assert_same_round(one, two)
+    checkpoint = next((tmp_path / "threads11").rglob("checkpoints/round-1"))
+    assert (checkpoint / "optimizer").is_dir() and (checkpoint / "model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")

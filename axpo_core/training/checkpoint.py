@@ -29,6 +29,11 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | Path) -
     """Restore the optimizer state saved with a checkpoint; False when there is none (a fresh start)."""
     path = Path(folder) / OPTIMIZER_FILE
     if not path.is_file():
+        if (Path(folder) / "optimizer").is_dir():  # training/distributed.py SHARDED_OPTIMIZER
+            raise ValueError(
+                f"{folder}: its optimizer state was saved by a sharded update (optimizer/); resume it with "
+                "the training.world_size it was saved with (or any > 1)"
+            )
         return False
     optimizer.load_state_dict(torch.load(path, weights_only=True))
     return True

@@ -34,7 +34,7 @@ from axpo_core.models.loader import Policy
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.logprobs import pack, sequence_logprobs
 from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
-from axpo_core.training.update import UpdateStats, policy_update
+from axpo_core.training.update import ONE_PROCESS, Shard, UpdateStats, policy_update
 
 
 def group_size(config: Config) -> int:
@@ -116,6 +116,7 @@ def update_step(
     triggered: Sequence[str],
     reference: torch.nn.Module | None = None,
     round_index: int = 0,
+    shard: Shard = ONE_PROCESS,
 ) -> UpdateResult:
     """Advantages (GRPO, AXPO's two streams, ARPO's over the branched group, or RLTF's first attempts plus
     its distillation rows), then one policy update."""
@@ -134,6 +135,8 @@ def update_step(
     else:
         scored = grpo_advantages(originals, config.algorithm)
     policy.model.train()
+    if config.training.gradient_checkpointing:
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     stats = policy_update(
         policy,
         optimizer,
@@ -144,6 +147,7 @@ def update_step(
         reference=reference,
         temperature=config.rollout.sampling.temperature,
         seed=config.seed * 7919 + round_index,  # the mini-batch order
+        shard=shard,
     )
     policy.model.eval()
     diagnostics = step_diagnostics(

@@ -16,8 +16,11 @@ The full-batch loss is Σ weight·ℓ over all masked tokens; a mini-batch's los
 scaled to the full batch's total weight, so for batch_token_mean it is that mini-batch's token mean (verl)
 and with one mini-batch it is the full-batch loss exactly.
 
-Plain torch: an `accelerate.Accelerator` can wrap the model and optimizer (FSDP/DeepSpeed) and drive
-the same function; only `backward` would go through `accelerator.backward`.
+Sharded (`training.world_size` > 1, training/distributed.py): every rank runs this same function on the
+whole batch with its `Shard`, and takes rows rank, rank + world, ... of each mini-batch. The weights above
+are global, so the ranks' losses sum to the one-process loss; FSDP averages gradients over the ranks, so
+each rank's loss is scaled by the world size. Every rank runs the same number of micro-batches (a rank
+short of rows runs one of the mini-batch's with weight 0), as FSDP's collectives need.
 """
 
 from __future__ import annotations
@@ -56,6 +59,39 @@ class UpdateStats:
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sharded update: `rank` of `world` (the default is the one-process update)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def rows(self, mini: Sequence[int]) -> list[int]:
+        return list(mini[self.rank :: self.world])
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Sums over the ranks (no-op for one process)."""
+        if self.world == 1:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values), dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def max(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
+
+ONE_PROCESS = Shard()
 
 
 def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
@@ -120,9 +156,11 @@ def policy_update(
     temperature: float = 1.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     seed: int = 0,
+    shard: Shard = ONE_PROCESS,
 ) -> UpdateStats:
     """`training.ppo_epochs` × ⌈n / mini_batch_size⌉ optimizer steps over `scored` (shuffled per epoch by
-    `seed`), each accumulated over micro-batches of `training.micro_batch_size`."""
+    `seed`), each accumulated over micro-batches of `training.micro_batch_size` (of this rank's rows when
+    sharded)."""
     items = [s for s in scored if any(s.mask)]
     if not items:
         return UpdateStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, skipped=True)
@@ -144,10 +182,16 @@ def policy_update(
             mini = indices[start : start + mini_size]
             # Scaled to the full batch's total weight: the mini-batch's own weighted token mean.
             scale = total_weight / sum(weights[i] * sum(items[i].mask) for i in mini)
-            batch = [items[i] for i in mini]
+            mine = shard.rows(mini)
+            # The same number of micro-batches on every rank; a rank short of rows repeats one, weighted 0.
+            size = training.micro_batch_size
+            chunks = math.ceil(math.ceil(len(mini) / shard.world) / size)
+            micro = [[(i, weights[i] * scale) for i in mine[k : k + size]] for k in range(0, len(mine), size)]
+            micro += [[(mini[0], 0.0)]] * (chunks - len(micro))
             step = _step(
-                policy, optimizer, batch, [weights[i] * scale for i in mini], algorithm, training, chat,
-                reference, temperature, backward,
+                policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
+                reference, temperature, backward, training.max_grad_norm, shard,
+                autocast=training.autocast_bf16 and shard.world == 1,
             )
             if step is None:
                 skipped += 1
@@ -180,22 +224,25 @@ def policy_update(
 def _step(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
-    items: Sequence[Scored],
-    weights: Sequence[float],
+    micro_batches: Sequence[Sequence[tuple[Scored, float]]],
     algorithm: AlgorithmConfig,
-    training: TrainingConfig,
     chat: ChatFormat,
     reference: torch.nn.Module | None,
     temperature: float,
     backward: Callable[[torch.Tensor], None],
+    max_grad_norm: float,
+    shard: Shard,
+    autocast: bool = False,
 ) -> dict[str, float] | None:
-    """One optimizer step on a mini-batch (loss Σ weight·ℓ), or None when it was skipped (NaN/inf)."""
+    """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
+    when it was skipped (NaN/inf on any rank)."""
     model, device = policy.model, policy.device
     never = policy.special.never_sampled()
     optimizer.zero_grad(set_to_none=True)
     out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0}
-    for start in range(0, len(items), training.micro_batch_size):
-        micro = items[start : start + training.micro_batch_size]
+    for rows in micro_batches:
+        micro = [s for s, _ in rows]
+        counted = any(w for _, w in rows)  # a stand-in micro-batch (weight 0) adds nothing to the stats
         trajectories = [s.trajectory for s in micro]
         images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
         batch = pack(
@@ -206,12 +253,21 @@ def _step(
         old = _padded([t.logprobs for t in trajectories], width, device)
         advantages = _padded([s.advantages for s in micro], width, device)
         mask = _padded([s.mask for s in micro], width, device)
-        row_weights = torch.tensor(list(weights[start : start + training.micro_batch_size]), device=device)
+        row_weights = torch.tensor([w for _, w in rows], device=device)
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
+            ref_device = next(reference.parameters()).device
+            ref_batch = batch if ref_device == device else pack(
+                [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
+                "right", ref_device,
+            )
             with torch.no_grad():
-                ref, _ = sequence_logprobs(reference, batch, temperature, never)
-        logprobs, entropy = sequence_logprobs(model, batch, temperature, never)
+                ref, _ = sequence_logprobs(reference, ref_batch, temperature, never)
+            ref = ref.to(device)
+        # One process: autocast for bf16 compute; sharded, FSDP's mixed-precision policy does it.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logprobs, entropy = sequence_logprobs(model, batch, temperature, never)
+        logprobs, entropy = logprobs.float(), entropy.float()
         loss, stats = clipped_policy_loss(
             logprobs,
             old,
@@ -225,10 +281,12 @@ def _step(
             objective=algorithm.loss,
             cispo_eps_low=algorithm.cispo_eps_low,
         )
-        if not torch.isfinite(loss):
+        if shard.sum([0.0 if torch.isfinite(loss) else 1.0])[0]:
             optimizer.zero_grad(set_to_none=True)
             return None
-        backward(loss)
+        backward(loss * shard.world)  # FSDP averages the ranks' gradients; the loss is their sum
+        if not counted:
+            continue
         tokens = float(mask.sum().item())
         out["loss"] += loss.item()
         out["kl"] += float(stats["kl"]) * tokens
@@ -236,10 +294,14 @@ def _step(
         out["entropy"] += (entropy.detach() * mask).sum().item()
         out["tokens"] += tokens
         out["ratio_max"] = max(out["ratio_max"], float(stats["ratio_max"]))
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm))
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
     if not math.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
+    keys = ("loss", "kl", "clip_fraction", "entropy", "tokens")
+    out.update(zip(keys, shard.sum([out[k] for k in keys]), strict=True))
+    out["ratio_max"] = shard.max(out["ratio_max"])
     out["grad_norm"] = grad_norm
     return out
