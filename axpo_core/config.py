@@ -179,7 +179,7 @@ class SFTConfig(Section):
 
 class EvaluationConfig(Section):
     benchmarks: list[str] = list(BENCHMARK_SUITES)  # the nine suites mirroring the paper's benchmarks
-    questions: int = Field(6, ge=1)
+    questions: int = Field(12, ge=1)
     samples: int = Field(4, ge=1)  # n per question
     k: list[int] = [1, 4]
     max_turns: int = Field(5, ge=1)

@@ -170,52 +170,58 @@ def run_rank(job: Path) -> None:
     config = Config.model_validate(spec["config"])
     cuda = torch.cuda.is_available() and config.model.device != "cpu"
     dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
-        if cuda:
-            torch.cuda.set_device(device)
-        model = config.model
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(device)
+    model = config.model
 
-        def load(folder: str, on: str = device):
-            return load_policy(
-                folder, device=on, dtype=model.dtype, max_image_pixels=model.max_image_pixels,
-                min_image_pixels=model.min_image_pixels,
-            )
+    def load(folder: str, on: str = device):
+        return load_policy(
+            folder, device=on, dtype=model.dtype, max_image_pixels=model.max_image_pixels,
+            min_image_pixels=model.min_image_pixels,
+        )
 
-        mixed = config.training.autocast_bf16
-        trainee = load(spec["policy"])
-        shard_model(trainee.model, mixed)
-        optimizer = make_optimizer(trainee.model, config.training)
-        load_sharded_optimizer(trainee.model, optimizer, Path(spec["policy"]))
-        reference = None
-        if config.algorithm.kl_beta > 0 and config.training.reference_device is not None:
-            # whole on its own device (e.g. the CPU), beside the sharded policy
-            reference = load(spec["reference"], config.training.reference_device).model.requires_grad_(False)
-        elif config.algorithm.kl_beta > 0:
-            reference = shard_model(load(spec["reference"]).model.requires_grad_(False), mixed)
-        originals = trajectories_from_bytes((job / "rollouts").read_bytes())
-        continuations = (
-            trajectories_from_bytes((job / "resampled").read_bytes()) if (job / "resampled").is_file() else []
-        )
-        requests = (
-            requests_from_records(json.loads((job / "detected").read_bytes()), originals)
-            if (job / "detected").is_file()
-            else []
-        )
-        chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
-        result = update_step(
-            trainee, optimizer, config, chat, originals, continuations, requests, spec["triggered"],
-            reference=reference, round_index=spec["round_index"], shard=Shard(rank, world),
-        )
-        output = Path(spec["output"])
-        save_sharded(trainee, optimizer, output, rank)
-        if rank == 0:
-            (job / RESULT_FILE).write_text(json.dumps(result.metrics()))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    mixed = config.training.autocast_bf16
+    trainee = load(spec["policy"])
+    shard_model(trainee.model, mixed)
+    optimizer = make_optimizer(trainee.model, config.training)
+    load_sharded_optimizer(trainee.model, optimizer, Path(spec["policy"]))
+    reference = None
+    if config.algorithm.kl_beta > 0 and config.training.reference_device is not None:
+        # whole on its own device (e.g. the CPU), beside the sharded policy
+        reference = load(spec["reference"], config.training.reference_device).model.requires_grad_(False)
+    elif config.algorithm.kl_beta > 0:
+        reference = shard_model(load(spec["reference"]).model.requires_grad_(False), mixed)
+    originals = trajectories_from_bytes((job / "rollouts").read_bytes())
+    continuations = (
+        trajectories_from_bytes((job / "resampled").read_bytes()) if (job / "resampled").is_file() else []
+    )
+    requests = (
+        requests_from_records(json.loads((job / "detected").read_bytes()), originals)
+        if (job / "detected").is_file()
+        else []
+    )
+    chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
+    result = update_step(
+        trainee, optimizer, config, chat, originals, continuations, requests, spec["triggered"],
+        reference=reference, round_index=spec["round_index"], shard=Shard(rank, world),
+    )
+    output = Path(spec["output"])
+    save_sharded(trainee, optimizer, output, rank)
+    if rank == 0:
+        (job / RESULT_FILE).write_text(json.dumps(result.metrics()))
+    dist.barrier()
+    # Only after a success: a rank that raised leaves torchrun to stop the others (torchtitan does the same;
+    # destroying the group while other ranks are mid-collective can deadlock).
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     run_rank(Path(sys.argv[1]))
+    # Everything is written and the process group is destroyed: leave without the interpreter's teardown,
+    # where freeing gloo's last work objects can abort the process ("terminate called without an active
+    # exception", once in the tests; pytorch/pytorch#179291).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -73,22 +73,19 @@ class Shard:
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Sums over the ranks (no-op for one process)."""
-        if self.world == 1:
-            return list(values)
-        import torch.distributed as dist
-
-        t = torch.tensor(list(values), dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t.tolist()
+        return list(values) if self.world == 1 else self._reduce(values, "SUM")
 
     def max(self, value: float) -> float:
-        if self.world == 1:
-            return value
+        return value if self.world == 1 else self._reduce([value], "MAX")[0]
+
+    @staticmethod
+    def _reduce(values: Sequence[float], op: str) -> list[float]:
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t.item())
+        device = torch.cuda.current_device() if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
+        t = torch.tensor(list(values), dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+        return t.tolist()
 
 
 ONE_PROCESS = Shard()
