@@ -26,6 +26,7 @@ from axpo_core.training.steps import detect_step, resample_step, update_step
 from axpo_core.training.update import make_optimizer
 
 OVERRIDES = [
+    "model.device=cpu",  # gloo ranks on the CPU, like the one-process side, on any machine
     "tools.python_timeout_s=5",
     "algorithm.name=axpo",
     "algorithm.kl_beta=0.05",
