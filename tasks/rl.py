@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import task
 
 from axpo_core.algorithms.axpo import SpecialTokens
+from axpo_core.config import Config
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
 from axpo_core.rollout.serialization import (
@@ -199,7 +200,7 @@ def _put_resampled(ctx: RunContext, where: str, continuations: list, seconds: fl
 
 def _update_in_process(
     ctx: RunContext,
-    config,
+    config: Config,
     policy: CheckpointRef,
     reference: CheckpointRef,
     rollout_bytes: bytes,

@@ -10,6 +10,7 @@ import torch
 from axpo_core.models.loader import Policy
 
 OPTIMIZER_FILE = "optimizer.pt"
+SHARDED_OPTIMIZER = "optimizer"  # a torch.distributed.checkpoint folder, written by a sharded update
 
 
 def save_checkpoint(
@@ -29,7 +30,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | Path) -
     """Restore the optimizer state saved with a checkpoint; False when there is none (a fresh start)."""
     path = Path(folder) / OPTIMIZER_FILE
     if not path.is_file():
-        if (Path(folder) / "optimizer").is_dir():  # training/distributed.py SHARDED_OPTIMIZER
+        if (Path(folder) / SHARDED_OPTIMIZER).is_dir():
             raise ValueError(
                 f"{folder}: its optimizer state was saved by a sharded update (optimizer/); resume it with "
                 "the training.world_size it was saved with (or any > 1)"

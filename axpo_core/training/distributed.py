@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
+from axpo_core.training.checkpoint import OPTIMIZER_FILE, SHARDED_OPTIMIZER
+
 JOB_FILE = "job.json"
 RESULT_FILE = "update.json"
-SHARDED_OPTIMIZER = "optimizer"  # a torch.distributed.checkpoint folder inside a checkpoint
 INPUTS = ("rollouts", "resampled", "detected")
 
 
@@ -123,8 +124,6 @@ def load_sharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimi
     there is none (a fresh start, as from the SFT checkpoint)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
-
-    from axpo_core.training.checkpoint import OPTIMIZER_FILE
 
     path = folder / SHARDED_OPTIMIZER
     if not path.is_dir():

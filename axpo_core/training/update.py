@@ -25,6 +25,7 @@ short of rows runs one of the mini-batch's with weight 0), as FSDP's collectives
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import defaultdict
@@ -242,10 +243,11 @@ def _step(
         counted = any(w for _, w in rows)  # a stand-in micro-batch (weight 0) adds nothing to the stats
         trajectories = [s.trajectory for s in micro]
         images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
-        batch = pack(
-            [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
-            "right", device,
+        packed = functools.partial(  # on a device: the policy's, and the reference's if it lives elsewhere
+            pack, [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
+            "right",
         )
+        batch = packed(device)
         width = batch.input_ids.shape[1]
         old = _padded([t.logprobs for t in trajectories], width, device)
         advantages = _padded([s.advantages for s in micro], width, device)
@@ -254,10 +256,7 @@ def _step(
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
             ref_device = next(reference.parameters()).device
-            ref_batch = batch if ref_device == device else pack(
-                [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
-                "right", ref_device,
-            )
+            ref_batch = batch if ref_device == device else packed(ref_device)
             with torch.no_grad():
                 ref, _ = sequence_logprobs(reference, ref_batch, temperature, never)
             ref = ref.to(device)
