@@ -153,7 +153,7 @@ PER_ROUND = [  # (column, metric): each RL arm's diagnostics per round, under th
 
 
 def _print_result(result) -> None:
-    from axpo_core.evaluation.stats import linear_trend
+    from axpo_core.evaluation.stats import linear_trend, t_interval
 
     print()
     print(f"Results ({result.scale}, seed {result.seed}), Pass@k in %:")
@@ -184,6 +184,15 @@ def _print_result(result) -> None:
                     f"[{stage}] {label} trend: {trend.mean:+.4f} per round, 95% interval "
                     f"[{trend.low:+.4f}, {trend.high:+.4f}] (least squares over {trend.n} rounds)"
                 )
+        # Round 1 rolls out the starting policy itself (no update yet), so its gain is zero but for noise;
+        # the level of the gain over rounds 2..R is how far the updates moved the training reward.
+        gains = [m["reward_gain_vs_start"] for m in rounds[1:] if "reward_gain_vs_start" in m]
+        if len(gains) >= 2:
+            level = t_interval(gains)
+            print(
+                f"[{stage}] reward gain over the start, rounds 2-{len(gains) + 1}: {level.mean:+.4f}, 95% t "
+                f"interval [{level.low:+.4f}, {level.high:+.4f}]"
+            )
 
 
 def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:

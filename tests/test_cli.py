@@ -244,3 +244,34 @@ def test_run_dry_run_prints_the_recipe_beside_the_paper(tmp_path):
     assert (
         "evaluation.samples" in flagged and "sft.examples" in flagged and "rollout.group_size" not in flagged
     )
+
+
+def test_run_prints_the_training_reward_trends_and_the_gain_after_round_one(capsys):
+    """`axpo run`'s closing lines on crafted per-round metrics: the two least-squares trends, and the level
+    of the paired gain over rounds 2..R (round 1 rolls out the starting policy), checked directly."""
+    import math
+    import statistics
+    from types import SimpleNamespace
+
+    from scipy import stats
+
+    from flows.cli import _print_result
+
+    gains = [-0.05, 0.10, 0.03, 0.04, 0.00, 0.15]
+    rounds = [{"reward_mean": 0.1 + g, "reward_gain_vs_start": g} for g in gains]
+    result = SimpleNamespace(
+        scale="tiny-s", seed=0, table_markdown="", outcomes_markdown="", tools_markdown="",
+        round_metrics={"SFT+GRPO": rounds}, final_metrics={},
+    )
+    _print_result(result)
+    printed = capsys.readouterr().out
+    after_one = gains[1:]
+    mean = statistics.mean(after_one)
+    half = stats.t.ppf(0.975, len(after_one) - 1) * statistics.stdev(after_one) / math.sqrt(len(after_one))
+    line = next(x for x in printed.splitlines() if "rounds 2-6" in x)
+    assert line == (
+        f"[SFT+GRPO] reward gain over the start, rounds 2-6: {mean:+.4f}, 95% t interval "
+        f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+    )
+    assert "[SFT+GRPO] training reward trend:" in printed
+    assert "[SFT+GRPO] reward gain over the start trend:" in printed

@@ -39,13 +39,19 @@ DIAGNOSTIC_PLOTS: list[tuple[str, str, str, str | None]] = [
         "groups_with_tool",
     ),
     ("reward_mean", "Reward mean", "mean reward of the round's rollouts", None),
+    (
+        "reward_gain_vs_start",
+        "Reward gain over the start",
+        "reward mean − the starting policy's, same questions",
+        None,
+    ),
     ("zero_advantage_group_share", "Zero-advantage groups", "share of advantage groups", "advantage_groups"),
     ("tool_error_rate", "Tool error rate", "tool calls that returned an error", "tool_calls"),
     ("tool_format_error_rate", "Tool format error rate", "malformed tool calls", "tool_calls"),
     ("update/clip_fraction", "Clip fraction", "tokens whose ratio was clipped", None),
     ("update/kl", "KL to the reference", "KL", None),
 ]
-RATE_KEYS = {key for key, *_ in DIAGNOSTIC_PLOTS if key not in ("update/kl",)}
+RATE_KEYS = {key for key, *_ in DIAGNOSTIC_PLOTS if key not in ("update/kl", "reward_gain_vs_start")}
 
 _COLOURS = {"GRPO": "#7f7f7f", "SFT+GRPO": "#1f77b4", "SFT+AXPO": "#d62728"}
 _EXTRA = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]

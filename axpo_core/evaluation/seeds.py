@@ -59,6 +59,7 @@ BAND_KEYS = (
     "flip_rate",
     "all_wrong_rate_after_resample",
     "reward_mean",
+    "reward_gain_vs_start",  # reward_mean minus the starting policy's on the same questions (paired)
     "update/kl",
 )
 
