@@ -166,12 +166,12 @@ class TrainingConfig(Section):
 
 
 class SFTConfig(Section):
-    examples: int = Field(1440, ge=1)
+    examples: int = Field(2880, ge=1)
     tool_share: float = Field(0.25, ge=0, le=1)
     # Of the no-tool examples: the share that are tool suites' lucky tool-free guesses (the rest: control
     # suites' always-right oracles); see training/sft_data.py.
     guess_share: float = Field(0.4, ge=0, le=1)
-    epochs: float = Field(6.0, gt=0)
+    epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(1e-2, gt=0)
     batch_size: int = Field(4, ge=1)
     lora: bool = False

@@ -255,6 +255,32 @@ def test_sweep_over_two_seeds_reports_intervals_and_paired_differences(prefect_s
     assert [r.table_markdown for r in again] == [r.table_markdown for r in results]
 
 
+def test_sweep_over_scales_reports_each_scale(prefect_server, tmp_path):
+    """`axpo sweep --scales tiny-s,tiny-m` (as configs/repro.yaml widens): one variant per scale, each with
+    its own model size, and the sweep's headline table has a row per (scale, stage)."""
+    import csv
+    import json
+
+    from flows.pipeline import sweep
+
+    config = small_config(tmp_path, "pipeline.scales=[tiny-s,tiny-m]", "pipeline.stages=[Base,SFT]")
+    results = sweep(config, "scales")
+    assert [(r.seed, r.scale) for r in results] == [(0, "tiny-s"), (0, "tiny-m")]
+    run_dir = tmp_path / "store" / "tiny" / "scales"
+    widths = {
+        scale: json.loads(next((run_dir / f"{scale}-seed0").rglob("config.json")).read_text())
+        for scale in ("tiny-s", "tiny-m")
+    }
+    hidden = {s: c.get("text_config", c).get("hidden_size") for s, c in widths.items()}
+    assert hidden["tiny-s"] < hidden["tiny-m"], hidden
+    rows = list(csv.DictReader((run_dir / "report" / "seed_means.csv").open()))
+    assert {(r["scale"], r["stage"]) for r in rows} == {
+        (s, stage) for s in ("tiny-s", "tiny-m") for stage in ("Base", "SFT")
+    }
+    headline = (run_dir / "report" / "results.md").read_text()
+    assert "| tiny-m | SFT |" in headline and "| tiny-s | SFT |" in headline
+
+
 def test_comparison_arms_sweep_into_the_papers_table(prefect_server, tmp_path):
     """The comparison's arms by config (configs/comparison.yaml in miniature): RLTF and ARPO as stages,
     CISPO and the tool bonus as named arms; the sweep's report has the comparison table, ARPO its branches,
