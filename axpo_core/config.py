@@ -153,6 +153,13 @@ class TrainingConfig(Section):
     # importance ratio departs from 1 after the first step and the clip acts.
     ppo_epochs: int = Field(2, ge=1)
     mini_batch_size: int = Field(16, ge=1)
+    # "groups": a mini-batch is mini_batch_size / group_size whole questions with all their rollouts and
+    # continuations (verl counts mini-batches in prompts; every arm takes the same optimizer steps); "rows":
+    # single rollouts shuffled (the published sweeps' protocol). training/update.py says more.
+    minibatch: Literal["groups", "rows"] = "groups"
+    # Forward a micro-batch's shared prompts and continuation prefixes once (rollout/prefix_tree.py): the
+    # same loss and gradients up to float rounding, fewer tokens forwarded.
+    shared_prefix: bool = True
     seed: int = 0
     # Real sizes (training/distributed.py). world_size > 1: the update runs on that many local processes
     # under torchrun, FSDP2-sharded (policy, reference, optimizer state), with the one-process loss.

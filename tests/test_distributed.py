@@ -5,24 +5,18 @@ term included; its checkpoint loads with `from_pretrained` and its sharded optim
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
+from axpo_batches import axpo_round_inputs
 
-from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import load_config
-from axpo_core.envs.suites import get_suite
 from axpo_core.models.loader import load_policy
 from axpo_core.rollout.chat import ChatFormat
-from axpo_core.rollout.engine import RolloutEngine
-from axpo_core.rollout.logprobs import pack, sequence_logprobs
-from axpo_core.rollout.oracle import ScriptedGenerator
 from axpo_core.rollout.serialization import requests_to_records, trajectories_to_bytes
-from axpo_core.rollout.transformers_backend import TransformersGenerator
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
 from axpo_core.training.distributed import SHARDED_OPTIMIZER, launch, write_job
-from axpo_core.training.steps import detect_step, resample_step, update_step
+from axpo_core.training.steps import update_step
 from axpo_core.training.update import make_optimizer
 
 OVERRIDES = [
@@ -36,7 +30,8 @@ OVERRIDES = [
     "rollout.max_new_tokens_per_turn=16",
     "training.learning_rate=1e-6",  # see test_two_gloo_processes_give_the_one_process_update
     "training.ppo_epochs=2",
-    "training.mini_batch_size=5",  # 3 + 2 rows per rank, so one rank pads a micro-batch
+    "training.minibatch=rows",  # single rows, so that ...
+    "training.mini_batch_size=5",  # ... 3 + 2 rows per rank, so one rank pads a micro-batch
     "training.micro_batch_size=2",
 ]
 
@@ -48,32 +43,8 @@ def axpo_batch(tiny_model_dir):
     of the ranked tool-call prefixes."""
     config = load_config(None, OVERRIDES)
     policy = load_policy(tiny_model_dir, device="cpu", max_image_pixels=config.model.max_image_pixels)
-    chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
-    questions = get_suite("python_count").generate(2, 0)
-    suite, rng = get_suite("python_count"), random.Random(0)
-    scripts = {
-        (q.question_id, s): (suite.oracle(q, rng) if s < 2 else suite.no_tool_oracle(q, rng))
-        for q in questions
-        for s in range(4)
-    }
-    scripted = config.rollout.model_copy(update={"max_new_tokens_per_turn": 128})  # whole oracle turns
-    originals = RolloutEngine(ScriptedGenerator(chat, scripts), chat, scripted, config.tools).rollout(
-        questions, group_size=4
-    )
-    never = policy.special.never_sampled()
-    for t in originals:
-        t.reward = float(not t.used_tool and t.sample_id == 3)  # tool subgroup all wrong, one no-tool right
-        batch = pack([t.token_ids], [[chat.encode_image(i) for i in t.images]], policy.special.pad,
-                     policy.special.image_pad, "right", policy.device)
-        with torch.no_grad():
-            logprobs, _ = sequence_logprobs(policy.model, batch, 1.0, never)
-        t.logprobs = [v if m else 0.0 for v, m in zip(logprobs[0].tolist(), t.loss_mask, strict=True)]
-    special = SpecialTokens.from_tokenizer(policy.tokenizer)
-    triggered, requests = detect_step(config, originals, len(questions), special, 1)
-    engine = RolloutEngine(TransformersGenerator(policy, batch_size=8), chat, config.rollout, config.tools)
-    continuations = resample_step(engine, config, requests, questions, 1)
-    assert triggered and continuations
-    return config, (originals, continuations, requests, triggered)
+    _, inputs = axpo_round_inputs(config, policy, "python_count")
+    return config, inputs
 
 
 def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:

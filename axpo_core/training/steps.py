@@ -148,6 +148,7 @@ def update_step(
         temperature=config.rollout.sampling.temperature,
         seed=config.seed * 7919 + round_index,  # the mini-batch order
         shard=shard,
+        group_size=group_size(config),
     )
     policy.model.eval()
     diagnostics = step_diagnostics(

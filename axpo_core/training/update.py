@@ -5,9 +5,18 @@ batch, each shuffled and split into mini-batches of `training.mini_batch_size` s
 per mini-batch. The importance ratio is exactly 1 at the first step (the sampler's own log-probs) and
 departs from 1 afterwards, which is where the clip acts.
 
+Mini-batches (`training.minibatch`): "groups" (the default) fills each with whole questions, every
+rollout and continuation of a question together, mini_batch_size / group_size questions a mini-batch, as
+verl counts `ppo_mini_batch_size` in prompts; so AXPO's and ARPO's extra rows ride in their question's
+mini-batch and every arm takes the same optimizer steps. "rows" shuffles single rollouts (the sweeps that
+ran before 2026-12-08 pin it).
+
 Per micro-batch (`micro_batch_size` sequences, bounding memory): recompute log-probs under the current
 policy (teacher-forced, images included), the clipped loss against the rollout log-probs with the reference
-KL, backward. Gradients accumulate over a mini-batch's micro-batches exactly. Then grad-norm clipping and
+KL, backward. With `training.shared_prefix` the micro-batch's sequences are forwarded as one prefix tree per
+question (rollout/prefix_tree.py): the group's prompt and the continuations' kept prefix once, for the
+policy and the reference, the same loss and gradients as the flat forward up to float rounding.
+Gradients accumulate over a mini-batch's micro-batches exactly. Then grad-norm clipping and
 the optimizer step, unless the loss or a gradient is NaN/inf: that step is skipped and counted.
 
 How tokens are weighted (`token_weights`): every scored rollout gets one weight per token, from
@@ -38,7 +47,8 @@ from axpo_core.algorithms.grpo import CONTINUATION_STREAM, GRPO_STREAM, Scored, 
 from axpo_core.config import AlgorithmConfig, TrainingConfig, scaled_count
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.chat import ChatFormat
-from axpo_core.rollout.logprobs import pack, sequence_logprobs
+from axpo_core.rollout.logprobs import PackedBatch, pack, sequence_logprobs
+from axpo_core.rollout.prefix_tree import TreeBatch, pack_tree, supports_tree, tree_logprobs
 
 
 @dataclass
@@ -57,6 +67,10 @@ class UpdateStats:
     # The loss weight of an original (GRPO-stream) rollout's token relative to GRPO's 1/T over the same
     # originals: 1.0 under GRPO; below 1 when AXPO's continuations share one token mean (batch_token_mean).
     original_token_weight: float = 1.0
+    # Tokens the policy forward processed over all steps, and what the flat forward would have (Σ lengths):
+    # their ratio is what `training.shared_prefix` saves.
+    forwarded_tokens: int = 0
+    flat_tokens: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -143,6 +157,54 @@ def _original_token_weight(items: Sequence[Scored], weights: Sequence[float]) ->
     return sum(w * sum(s.mask) for w, s in grpo) / grpo_tokens * originals
 
 
+def _chunks(rows: Sequence[int], size: int) -> list[list[int]]:
+    return [list(rows[k : k + size]) for k in range(0, len(rows), size)]
+
+
+def _question_blocks(items: Sequence[Scored], rows: Sequence[int]) -> list[list[int]]:
+    """`rows` grouped by question, in order of first appearance (a question's rows keep their order)."""
+    blocks: dict[str, list[int]] = {}
+    for i in rows:
+        blocks.setdefault(items[i].trajectory.question_id, []).append(i)
+    return list(blocks.values())
+
+
+def _mini_batches(
+    items: Sequence[Scored],
+    training: TrainingConfig,
+    mini_size: int,
+    group_size: int | None,
+    order: random.Random,
+) -> list[list[int]]:
+    """Every epoch's mini-batches, in the order they are taken (module doc: "groups" or "rows")."""
+    minis = []
+    for _epoch in range(training.ppo_epochs):
+        if training.minibatch == "rows":
+            indices = list(range(len(items)))
+            order.shuffle(indices)
+            minis += _chunks(indices, mini_size)
+            continue
+        blocks = _question_blocks(items, range(len(items)))
+        order.shuffle(blocks)
+        if group_size is None:  # the most original rollouts any question has
+            group_size = max(sum(items[i].trajectory.parent is None for i in b) for b in blocks)
+        per_mini = max(1, mini_size // max(group_size, 1))  # both scaled by rollout_multiplier
+        minis += [[i for b in blocks[k : k + per_mini] for i in b] for k in range(0, len(blocks), per_mini)]
+    return minis
+
+
+def _micro_batches(items: Sequence[Scored], rows: Sequence[int], size: int) -> list[list[int]]:
+    """Micro-batches of at most `size` rows that keep a question's rows together where they fit."""
+    micro: list[list[int]] = []
+    for block in _question_blocks(items, rows):
+        for part in _chunks(block, size):
+            if micro and len(micro[-1]) + len(part) <= size:
+                micro[-1].extend(part)
+            else:
+                micro.append(part)
+    return micro
+
+
 def policy_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -155,10 +217,12 @@ def policy_update(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     seed: int = 0,
     shard: Shard = ONE_PROCESS,
+    group_size: int | None = None,
 ) -> UpdateStats:
-    """`training.ppo_epochs` × ⌈n / mini_batch_size⌉ optimizer steps over `scored` (shuffled per epoch by
-    `seed`), each accumulated over micro-batches of `training.micro_batch_size` (of this rank's rows when
-    sharded)."""
+    """`training.ppo_epochs` passes over `scored` (shuffled per epoch by `seed`), one optimizer step per
+    mini-batch (module doc), each accumulated over micro-batches of `training.micro_batch_size` (of this
+    rank's rows when sharded). `group_size`: the round's rollouts per question (None: the most original
+    rollouts any question has), which sizes "groups" mini-batches."""
     items = [s for s in scored if any(s.mask)]
     if not items:
         return UpdateStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, skipped=True)
@@ -169,38 +233,40 @@ def policy_update(
 
     order = random.Random(f"update:{seed}")
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
+    ratio_max, steps, skipped, seen_tokens, forwarded, flat = 0.0, 0, 0, 0.0, 0.0, 0.0
     # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
     multiplier = algorithm.rollout_multiplier
     mini_size = scaled_count(training.mini_batch_size, multiplier, "training.mini_batch_size")
-    for _epoch in range(training.ppo_epochs):
-        indices = list(range(len(items)))
-        order.shuffle(indices)
-        for start in range(0, len(indices), mini_size):
-            mini = indices[start : start + mini_size]
-            # Scaled to the full batch's total weight: the mini-batch's own weighted token mean.
-            scale = total_weight / sum(weights[i] * sum(items[i].mask) for i in mini)
-            mine = shard.rows(mini)
-            # The same number of micro-batches on every rank; a rank short of rows repeats one, weighted 0.
-            size = training.micro_batch_size
-            chunks = math.ceil(math.ceil(len(mini) / shard.world) / size)
-            micro = [[(i, weights[i] * scale) for i in mine[k : k + size]] for k in range(0, len(mine), size)]
-            micro += [[(mini[0], 0.0)]] * (chunks - len(micro))
-            step = _step(
-                policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
-                reference, temperature, backward, training.max_grad_norm, shard,
-                autocast=training.autocast_bf16 and shard.world == 1,
-            )
-            if step is None:
-                skipped += 1
-                continue
-            steps += 1
-            sums["loss"] += step["loss"]
-            sums["grad_norm"] += step["grad_norm"]
-            for key in ("kl", "clip_fraction", "entropy"):
-                sums[key] += step[key]  # token sums
-            seen_tokens += step["tokens"]
-            ratio_max = max(ratio_max, step["ratio_max"])
+    for mini in _mini_batches(items, training, mini_size, group_size, order):
+        # Scaled to the full batch's total weight: the mini-batch's own weighted token mean.
+        scale = total_weight / sum(weights[i] * sum(items[i].mask) for i in mini)
+        mine = shard.rows(mini)
+        # The same number of micro-batches on every rank; a rank short of rows repeats one, weighted 0.
+        size = training.micro_batch_size
+        chunks = math.ceil(math.ceil(len(mini) / shard.world) / size)
+        # One process: micro-batches of whole questions where they fit (more prefix to share); sharded, plain
+        # chunks, whose count every rank can compute.
+        split = _micro_batches(items, mine, size) if shard.world == 1 else _chunks(mine, size)
+        micro = [[(i, weights[i] * scale) for i in chunk] for chunk in split]
+        chunks = max(chunks, len(micro))
+        micro += [[(mini[0], 0.0)]] * (chunks - len(micro))
+        step = _step(
+            policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
+            reference, temperature, backward, training.max_grad_norm, shard,
+            autocast=training.autocast_bf16 and shard.world == 1, shared_prefix=training.shared_prefix,
+        )
+        if step is None:
+            skipped += 1
+            continue
+        steps += 1
+        sums["loss"] += step["loss"]
+        sums["grad_norm"] += step["grad_norm"]
+        for key in ("kl", "clip_fraction", "entropy"):
+            sums[key] += step[key]  # token sums
+        seen_tokens += step["tokens"]
+        forwarded += step["forwarded"]
+        flat += step["flat_tokens"]
+        ratio_max = max(ratio_max, step["ratio_max"])
     optimizer.zero_grad(set_to_none=True)
     per_token = max(seen_tokens, 1.0)
     return UpdateStats(
@@ -216,7 +282,64 @@ def policy_update(
         skipped=steps == 0,
         skipped_steps=skipped,
         original_token_weight=original_weight,
+        forwarded_tokens=int(forwarded),
+        flat_tokens=int(flat),
     )
+
+
+@dataclass
+class _Inputs:
+    """A micro-batch's policy inputs: the flat right-padded batch, and its prefix tree when shared."""
+
+    flat: PackedBatch
+    tree: TreeBatch | None
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.flat.input_ids  # the [n, T] layout every per-token tensor of the loss follows
+
+    @property
+    def flat_tokens(self) -> int:
+        return int(self.flat.attention_mask.sum())
+
+    @property
+    def policy_batch(self) -> PackedBatch | TreeBatch:
+        return self.tree if self.tree is not None else self.flat
+
+    @property
+    def forwarded(self) -> int:
+        return self.tree.packed_tokens if self.tree is not None else self.flat_tokens
+
+
+def _teacher_forcing(
+    policy: Policy,
+    reference: torch.nn.Module | None,
+    micro: Sequence[Scored],
+    chat: ChatFormat,
+    shared_prefix: bool,
+) -> tuple[_Inputs, Callable[[], PackedBatch | TreeBatch], Callable]:
+    """The micro-batch's inputs for the policy, a maker of the reference's (packed again only when it
+    lives on another device), and the log-prob function both go through (flat or prefix tree)."""
+    device, special = policy.device, policy.special
+    trajectories = [s.trajectory for s in micro]
+    images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
+    ids = [t.token_ids for t in trajectories]
+    packed = functools.partial(pack, ids, images, special.pad, special.image_pad, "right")
+    flat = packed(device)
+    tree = None
+    if shared_prefix and supports_tree(policy.model):
+        keys = [t.question_id for t in trajectories]
+        tree = pack_tree(policy.model, flat, images, keys, special.pad, special.image_pad)
+    inputs = _Inputs(flat, tree)
+    ref_device = next(reference.parameters()).device if reference is not None else device
+
+    def ref_batch() -> PackedBatch | TreeBatch:
+        if ref_device == device:
+            return tree if tree is not None else flat
+        moved = packed(ref_device)
+        return pack_tree(reference, moved, images, keys, special.pad, special.image_pad) if tree else moved
+
+    return inputs, ref_batch, tree_logprobs if tree is not None else sequence_logprobs
 
 
 def _step(
@@ -231,38 +354,32 @@ def _step(
     max_grad_norm: float,
     shard: Shard,
     autocast: bool = False,
+    shared_prefix: bool = False,
 ) -> dict[str, float] | None:
     """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
     when it was skipped (NaN/inf on any rank)."""
     model, device = policy.model, policy.device
     never = policy.special.never_sampled()
     optimizer.zero_grad(set_to_none=True)
-    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0}
+    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0,
+           "forwarded": 0.0, "flat_tokens": 0.0}
     for rows in micro_batches:
         micro = [s for s, _ in rows]
         counted = any(w for _, w in rows)  # a stand-in micro-batch (weight 0) adds nothing to the stats
-        trajectories = [s.trajectory for s in micro]
-        images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
-        packed = functools.partial(  # on a device: the policy's, and the reference's if it lives elsewhere
-            pack, [t.token_ids for t in trajectories], images, policy.special.pad, policy.special.image_pad,
-            "right",
-        )
-        batch = packed(device)
+        batch, ref_batch, forward = _teacher_forcing(policy, reference, micro, chat, shared_prefix)
         width = batch.input_ids.shape[1]
-        old = _padded([t.logprobs for t in trajectories], width, device)
+        old = _padded([s.trajectory.logprobs for s in micro], width, device)
         advantages = _padded([s.advantages for s in micro], width, device)
         mask = _padded([s.mask for s in micro], width, device)
         row_weights = torch.tensor([w for _, w in rows], device=device)
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
-            ref_device = next(reference.parameters()).device
-            ref_batch = batch if ref_device == device else packed(ref_device)
             with torch.no_grad():
-                ref, _ = sequence_logprobs(reference, ref_batch, temperature, never)
+                ref, _ = forward(reference, ref_batch(), temperature, never)
             ref = ref.to(device)
         # One process: autocast for bf16 compute; sharded, FSDP's mixed-precision policy does it.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logprobs, entropy = sequence_logprobs(model, batch, temperature, never)
+            logprobs, entropy = forward(model, batch.policy_batch, temperature, never)
         logprobs, entropy = logprobs.float(), entropy.float()
         loss, stats = clipped_policy_loss(
             logprobs,
@@ -284,6 +401,8 @@ def _step(
         if not counted:
             continue
         tokens = float(mask.sum().item())
+        out["forwarded"] += batch.forwarded
+        out["flat_tokens"] += batch.flat_tokens
         out["loss"] += loss.item()
         out["kl"] += float(stats["kl"]) * tokens
         out["clip_fraction"] += float(stats["clip_fraction"]) * tokens
@@ -296,7 +415,7 @@ def _step(
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
-    keys = ("loss", "kl", "clip_fraction", "entropy", "tokens")
+    keys = ("loss", "kl", "clip_fraction", "entropy", "tokens", "forwarded", "flat_tokens")
     out.update(zip(keys, shard.sum([out[k] for k in keys]), strict=True))
     out["ratio_max"] = shard.max(out["ratio_max"])
     out["grad_norm"] = grad_norm
