@@ -195,6 +195,42 @@ def _print_result(result) -> None:
             )
 
 
+ROUND_TIME = [  # (part, metric): where an RL round's wall time went, summed over an arm's rounds
+    ("rollout", "seconds_rollout"),
+    ("resample", "seconds_resample"),
+    ("update: load", "seconds_update_load"),
+    ("update: pack inputs", "update/seconds_pack"),
+    ("update: reference forward", "update/seconds_reference"),
+    ("update: policy forward+backward", "update/seconds_policy"),
+    ("update: optimizer", "update/seconds_optimizer"),
+    ("update: save", "seconds_update_save"),
+]
+
+
+def _round_seconds(rounds: list[dict[str, float]]) -> float:
+    parts = ("seconds_rollout", "seconds_resample", "seconds_update")
+    return sum(m.get(k, 0.0) for m in rounds for k in parts)
+
+
+def _print_round_time(round_metrics: dict[str, list[dict[str, float]]]) -> None:
+    """Where each arm's round time went, and AXPO's time against its extra tokens (AXPO pays for its tokens
+    when its rounds take at most 1 + its extra token share of GRPO's time)."""
+    if not round_metrics:
+        return
+    print("RL round time per arm, summed over its rounds (s):")
+    print("  " + f"{'part':32s}" + "".join(f"{stage:>14s}" for stage in round_metrics))
+    for label, key in ROUND_TIME:
+        values = [sum(m.get(key, 0.0) for m in rounds) for rounds in round_metrics.values()]
+        print("  " + f"{label:32s}" + "".join(f"{v:14.1f}" for v in values))
+    grpo, axpo = round_metrics.get("SFT+GRPO"), round_metrics.get("SFT+AXPO")
+    if grpo and axpo and _round_seconds(grpo) > 0:
+        original = sum(m.get("tokens_original", 0.0) for m in axpo)
+        extra = sum(m.get("tokens_resampled", 0.0) for m in axpo) / original if original else float("nan")
+        ratio = _round_seconds(axpo) / _round_seconds(grpo)
+        print(f"AXPO round time / GRPO's: {ratio:.2f}, against 1 + AXPO's extra token share {1 + extra:.2f} "
+              f"(resampled / original policy tokens)")
+
+
 def _print_where(ctx_tracking_uri: str, report_uri: str, mlflow_url: str = "") -> None:
     from axpo_core.tracking import ui_command
 
@@ -232,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     result = pipeline(config, args.run_name)
     _print_result(result)
+    _print_round_time(result.round_metrics)
     _print_where(result.tracking_uri, result.report_uri, result.mlflow_url)
 
 

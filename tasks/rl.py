@@ -210,6 +210,7 @@ def _update_in_process(
     where: str,
 ) -> tuple[dict[str, float], str]:
     store = ctx.store
+    started = time.monotonic()
     originals = trajectories_from_bytes(rollout_bytes)
     continuations = trajectories_from_bytes(store.get_bytes(resampled.uri)) if resampled.uri else []
     requests = requests_from_records(store.get_json(detected.uri), originals) if detected.uri else []
@@ -223,14 +224,18 @@ def _update_in_process(
         if config.training.reference_device is not None:
             ref_model.to(config.training.reference_device)
     chat = ChatFormat(trainee.tokenizer, trainee.image_processor, trainee.special)
+    loaded = time.monotonic()
     result = update_step(
         trainee, optimizer, config, chat, originals, continuations, requests, detected.triggered,
         reference=ref_model, round_index=round_index,
     )
+    updated = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(trainee, tmp, optimizer)
         uri = store.put_dir(tmp, where)
-    return result.metrics(), uri
+    # The task's time around the update itself (the profile's "update: load / save").
+    timing = {"seconds_update_load": loaded - started, "seconds_update_save": time.monotonic() - updated}
+    return {**result.metrics(), **timing}, uri
 
 
 @task(name="update", task_run_name="update[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)

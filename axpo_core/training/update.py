@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -71,6 +72,12 @@ class UpdateStats:
     # their ratio is what `training.shared_prefix` saves.
     forwarded_tokens: int = 0
     flat_tokens: int = 0
+    # Where the update's time went (s, all steps): packing the inputs (images encoded, prefix trees), the
+    # reference's forward, the policy's forward + loss + backward, gradient clipping + the optimizer step.
+    seconds_pack: float = 0.0
+    seconds_reference: float = 0.0
+    seconds_policy: float = 0.0
+    seconds_optimizer: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -104,6 +111,7 @@ class Shard:
 
 
 ONE_PROCESS = Shard()
+_TIMED = ("seconds_pack", "seconds_reference", "seconds_policy", "seconds_optimizer")  # UpdateStats' clock
 
 
 def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
@@ -233,7 +241,8 @@ def policy_update(
 
     order = random.Random(f"update:{seed}")
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    ratio_max, steps, skipped, seen_tokens, forwarded, flat = 0.0, 0, 0, 0.0, 0.0, 0.0
+    ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
+    timed = dict.fromkeys(_TIMED + ("forwarded", "flat_tokens"), 0.0)
     # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
     multiplier = algorithm.rollout_multiplier
     mini_size = scaled_count(training.mini_batch_size, multiplier, "training.mini_batch_size")
@@ -254,6 +263,7 @@ def policy_update(
             policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
             reference, temperature, backward, training.max_grad_norm, shard,
             autocast=training.autocast_bf16 and shard.world == 1, shared_prefix=training.shared_prefix,
+            clock=timed,
         )
         if step is None:
             skipped += 1
@@ -264,8 +274,6 @@ def policy_update(
         for key in ("kl", "clip_fraction", "entropy"):
             sums[key] += step[key]  # token sums
         seen_tokens += step["tokens"]
-        forwarded += step["forwarded"]
-        flat += step["flat_tokens"]
         ratio_max = max(ratio_max, step["ratio_max"])
     optimizer.zero_grad(set_to_none=True)
     per_token = max(seen_tokens, 1.0)
@@ -282,8 +290,9 @@ def policy_update(
         skipped=steps == 0,
         skipped_steps=skipped,
         original_token_weight=original_weight,
-        forwarded_tokens=int(forwarded),
-        flat_tokens=int(flat),
+        forwarded_tokens=int(timed["forwarded"]),
+        flat_tokens=int(timed["flat_tokens"]),
+        **{key: timed[key] for key in _TIMED},
     )
 
 
@@ -355,14 +364,24 @@ def _step(
     shard: Shard,
     autocast: bool = False,
     shared_prefix: bool = False,
+    clock: dict[str, float] | None = None,
 ) -> dict[str, float] | None:
     """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
-    when it was skipped (NaN/inf on any rank)."""
+    when it was skipped (NaN/inf on any rank). `clock` accumulates this rank's seconds per part (`_TIMED`)
+    and its forwarded / flat token counts, skipped steps included."""
+    clock = clock if clock is not None else dict.fromkeys(_TIMED + ("forwarded", "flat_tokens"), 0.0)
+    tick = time.perf_counter()
+
+    def lap(part: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        clock[part] += now - tick
+        tick = now
+
     model, device = policy.model, policy.device
     never = policy.special.never_sampled()
     optimizer.zero_grad(set_to_none=True)
-    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0,
-           "forwarded": 0.0, "flat_tokens": 0.0}
+    out = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0, "ratio_max": 0.0}
     for rows in micro_batches:
         micro = [s for s, _ in rows]
         counted = any(w for _, w in rows)  # a stand-in micro-batch (weight 0) adds nothing to the stats
@@ -372,11 +391,15 @@ def _step(
         advantages = _padded([s.advantages for s in micro], width, device)
         mask = _padded([s.mask for s in micro], width, device)
         row_weights = torch.tensor([w for _, w in rows], device=device)
+        clock["forwarded"] += batch.forwarded
+        clock["flat_tokens"] += batch.flat_tokens
+        lap("seconds_pack")
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
             with torch.no_grad():
                 ref, _ = forward(reference, ref_batch(), temperature, never)
             ref = ref.to(device)
+            lap("seconds_reference")
         # One process: autocast for bf16 compute; sharded, FSDP's mixed-precision policy does it.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logprobs, entropy = forward(model, batch.policy_batch, temperature, never)
@@ -398,11 +421,10 @@ def _step(
             optimizer.zero_grad(set_to_none=True)
             return None
         backward(loss * shard.world)  # FSDP averages the ranks' gradients; the loss is their sum
+        lap("seconds_policy")
         if not counted:
             continue
         tokens = float(mask.sum().item())
-        out["forwarded"] += batch.forwarded
-        out["flat_tokens"] += batch.flat_tokens
         out["loss"] += loss.item()
         out["kl"] += float(stats["kl"]) * tokens
         out["clip_fraction"] += float(stats["clip_fraction"]) * tokens
@@ -415,7 +437,8 @@ def _step(
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
-    keys = ("loss", "kl", "clip_fraction", "entropy", "tokens", "forwarded", "flat_tokens")
+    lap("seconds_optimizer")
+    keys = ("loss", "kl", "clip_fraction", "entropy", "tokens")
     out.update(zip(keys, shard.sum([out[k] for k in keys]), strict=True))
     out["ratio_max"] = shard.max(out["ratio_max"])
     out["grad_norm"] = grad_norm
