@@ -844,7 +844,7 @@ def _probe_worker(interpreter: _Interpreter, bwrap: str | None) -> tuple[dict | 
     finally:
         if proc is not None:
             _kill_worker(proc)
-        shutil.rmtree(base, ignore_errors=True)
+        _remove_tree(base)
 
 
 def _probe_config(base: Path) -> dict:
@@ -860,6 +860,74 @@ def _make_base() -> Path:
     (base / "work").mkdir()
     (base / "images").mkdir()
     return base
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete `path` and everything under it, whatever its depth or its names' lengths.
+
+    Why not shutil.rmtree: it recurses once per level (RecursionError, which ``ignore_errors`` does not
+    cover, at about 1,000 levels) and joins paths that outgrow PATH_MAX. Here the walk is a loop over a
+    stack of names, every directory is opened relative to its parent's descriptor with O_NOFOLLOW (a
+    symlink is removed, never followed), and at most two descriptors are open at a time. Directories the
+    code made unreadable are given back their owner's permissions first. Only for trees nothing writes
+    to any more (the worker is dead): ``..`` is taken to be the parent just left. OSError if a part could
+    not be removed."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    except OSError:  # a symlink or another non-directory
+        os.unlink(path)
+        return
+    pending = [_clear_directory(fd)]  # per open level: its subdirectories still to remove
+    names: list[str] = []  # per level below the top: its name in its parent
+    try:
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = _open_subdirectory(fd, name)
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(_clear_directory(fd))
+                continue
+            pending.pop()
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _open_subdirectory(fd: int, name: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except PermissionError:  # mode 000 (matters where the trainer is not root)
+        os.chmod(name, 0o700, dir_fd=fd)  # a directory a moment ago, and nothing renames it now
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+
+
+def _clear_directory(fd: int) -> list[str]:
+    """Unlink every entry of the directory `fd` that is not a directory; the names of those that are."""
+    try:
+        os.fchmod(fd, 0o700)  # unlinking needs write and search permission on the directory
+    except OSError:
+        pass  # not its owner: root, which needs neither
+    subdirectories = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirectories.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirectories
 
 
 def _outermost(paths: Sequence[str]) -> list[str]:
@@ -1183,13 +1251,16 @@ class Sandbox:
         return self._format_reply(reply, self._calls)
 
     def close(self) -> None:
-        """Kill the worker and delete the scratch directory. Idempotent."""
+        """Kill the worker and delete the scratch directory. Idempotent. An OSError means the folder could
+        not be removed entirely (the worker is dead by then)."""
         self._closed = True
-        self._kill()
-        if self._base is not None:
-            shutil.rmtree(self._base, ignore_errors=True)
-            self._base = None
         _LIVE.discard(self)
+        base, self._base = self._base, None
+        try:
+            self._kill()
+        finally:
+            if base is not None:
+                _remove_tree(base)
 
     def __enter__(self) -> Sandbox:
         return self
