@@ -77,7 +77,9 @@ def test_files_outside_the_scratch_dir_are_blocked(sandbox, tmp_path):
 def test_writing_in_cwd_works(sandbox):
     result = sandbox.run("open('notes.txt', 'w').write('hello')\nprint(open('notes.txt').read())")
     assert result.error is None and result.text == "hello\n"
-    assert (sandbox.scratch_dir / "notes.txt").read_text() == "hello"
+    assert sandbox.run("open('notes.txt').read()").text == "'hello'\n"  # the next call sees it
+    if "scratch: a tmpfs" in sandbox.isolation:  # the worker's own tmpfs, not the host's disk
+        assert sandbox.scratch_dir is not None and list(sandbox.scratch_dir.iterdir()) == []
 
 
 def test_starting_processes_is_blocked(sandbox):
@@ -155,7 +157,7 @@ def test_isolation_is_complete_where_the_project_set_up_bubblewrap():
             assert sb.refusal is None, report
             assert "bubblewrap" in report and "seccomp" in report and "missing" not in report
             assert sb.run("import os\nos.getuid()").text == "0\n"
-            assert "uid 0 without capabilities" in report
+            assert "uid 0 without capabilities" in report and "scratch: a tmpfs bounded" in report
         else:
             assert (sb.refusal is None) == ("missing" not in report), report
 
@@ -268,11 +270,15 @@ def test_bwrap_binds_only_what_it_is_given(tmp_path):
     scratch = tmp_path / "work"
     scratch.mkdir()
     wanted = ["/", "/usr/lib", str(tmp_path / "missing"), str(tmp_path)]
-    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch))
+    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch), 5 << 20)
     read_only = [args[i + 1] for i, arg in enumerate(args) if arg == "--ro-bind"]
     assert "/" not in read_only and "/usr" in read_only and "/usr/lib" not in read_only  # nested: covered
     assert str(tmp_path) in read_only and str(tmp_path / "missing") not in read_only
-    assert args[args.index("--bind") + 1 : args.index("--bind") + 3] == [str(scratch), str(scratch)]
+    # the scratch dir is a tmpfs of the quota's size, never a bind of the host's folder; no /dev/shm
+    assert "--bind" not in args and "--dev" not in args and "/dev/shm" not in args
+    assert args[args.index("--tmpfs") - 2 : args.index("--tmpfs") + 2] == [
+        "--size", str(5 << 20), "--tmpfs", str(scratch)
+    ]
     assert args[-4:] == ["--remount-ro", "/", "--chdir", str(scratch)]  # the root goes read-only last
 
 
