@@ -537,13 +537,16 @@ def load_images(paths, images):
             images.append(im.copy())
 
 
-def describe(exc):
-    """(one-line error, traceback text without the worker's own frames) for an exception."""
+def describe(exc, limit):
+    """(one-line error, traceback text without the worker's own frames) for an exception. The message is
+    cut to `limit` characters only so that a huge one does not travel; what the model sees is capped by
+    the parent's tool session."""
     try:
-        only = traceback.format_exception_only(type(exc), exc)
-        line = "".join(only).strip().splitlines()[-1]
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+        if len(text) > limit:
+            text = text[:limit] + " ...\n"
+        line = text.strip().splitlines()[-1]
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != WORKER_FILENAME]
-        text = "".join(only)
         if frames and not isinstance(exc, SyntaxError):
             text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames[-4:])) + text
     except BaseException:
@@ -562,7 +565,7 @@ def run(request, ns, images, count, limit):
                 load_images(request["images"], images)
                 ns["_pil_images"] = images
         except BaseException as exc:
-            error, tb = "could not load the images: " + describe(exc)[0], None
+            error, tb = "could not load the images: " + describe(exc, limit)[0], None
         else:
             code = request["code"]
             filename = f"<python-{count}>"
@@ -579,7 +582,7 @@ def run(request, ns, images, count, limit):
                         ns["_"] = value
                         out.write(repr(value) + "\n")
             except BaseException as exc:
-                error, tb = describe(exc)
+                error, tb = describe(exc, limit)
     finally:
         sys.stdout, sys.stderr = saved
     return {"output": out.getvalue(), "total": out.total, "error": error, "traceback": tb}
@@ -712,7 +715,7 @@ def execute(cfg, req_fd, resp_fd):
         try:
             exec(compile(source, "<preload>", "exec"), ns)
         except BaseException as exc:
-            preload_error = describe(exc)[1]
+            preload_error = describe(exc, cfg["max_output_chars"])[1]
         reset_between_calls(handlers)
     send(resp_fd, {"ready": True, "uid": os.getuid(), "pid": os.getpid(), "seccomp": seccomp,
                    "preload_error": preload_error})

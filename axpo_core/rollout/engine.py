@@ -280,14 +280,14 @@ class RolloutEngine:
             return
         end = len(trajectory.token_ids)
         if opening is None:  # a lone `</tool_call>`: the whole turn stands for the malformed call
-            result_text, new_images = "Error: </tool_call> without an opening <tool_call>.", []
+            result = r.tools.unopened_call()
             self._record_call(trajectory, (r.turn_start, end), "", UNOPENED, "format", opened=False)
         else:
             start = r.turn_start + opening
             raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])
             result = r.tools.execute(raw)
-            result_text, new_images = result.text, result.images
             self._record_call(trajectory, (start, end), raw, result.error, result.outcome, opened=True)
+        result_text, new_images = result.text, result.images  # capped by the tool session
         if trajectory.turns >= self.config.max_turns:
             self._finish(r, truncated=True)  # a tool call on the last allowed turn: no answer will come
             return
