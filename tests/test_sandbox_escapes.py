@@ -591,3 +591,55 @@ def test_a_restart_frees_the_scratch_files():
         assert sb.run("open('a', 'wb').write(b'x' * (6 << 20))").error is None
         assert "timed out" in sb.run("while True: pass").text  # a fresh worker, a fresh tmpfs
         assert sb.run("open('b', 'wb').write(b'x' * (6 << 20))\nimport os\nos.listdir()").text == "['b']\n"
+
+
+def _tool_response(text: str) -> str:
+    return text.split("<tool_response>")[1].split("</tool_response>")[0]
+
+
+def test_one_rollouts_hostile_calls_lose_nothing_in_the_batch(chat, config, tmp_path, monkeypatch):
+    """Issue 27 through the engine: a batch of 8 rollouts, five of which attack (the deep tree, memfd,
+    /dev/shm, filling the scratch dir, a 5,000,000-character error), three of which are the suite's
+    oracle. Every rollout is complete, every attack is answered in its own tool response, the responses
+    are capped, and no sandbox folder is left behind."""
+    import json
+    import random
+    import tempfile
+
+    from axpo_core.envs.suites import get_suite
+    from axpo_core.envs.tools import NOTE_CHARS
+    from axpo_core.rollout.engine import RolloutEngine
+    from axpo_core.rollout.oracle import ScriptedGenerator
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))  # where the sandboxes make their folders
+    q = get_suite("python_count").generate(1, 0)[0]
+    attacks = {0: DISARM + DEEP_TREE, 1: MEMFD_60MB, 2: DEV_SHM, 3: FILL_SCRATCH, 4: HUGE_ERROR}
+
+    def turn(code: str) -> str:  # "\u003c" is "<": the policy writes it in a JSON escape
+        call = json.dumps({"name": "python", "arguments": {"code": code}}).replace("<", "\\u003c")
+        return f"<think>try this</think>\n<tool_call>\n{call}\n</tool_call>"
+
+    rng = random.Random(0)
+    scripts = {(q.question_id, k): get_suite(q.suite).oracle(q, rng) for k in range(5, 8)}
+    for k, code in attacks.items():
+        scripts[(q.question_id, k)] = [turn(code), "<answer>\\boxed{0}</answer>"]
+    rollout = config.rollout.model_copy(update={"max_new_tokens_per_turn": 4096, "max_total_tokens": 16384})
+    engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, rollout, config.tools)
+    trajectories = engine.rollout([q], group_size=8)
+    by_sample = {t.sample_id: t for t in trajectories}
+    assert sorted(by_sample) == list(range(8))
+    assert all(t.error is None and not t.truncated and t.num_tool_calls == 1 for t in trajectories)
+    assert all(by_sample[k].reward == 1.0 and by_sample[k].tool_errors == [None] for k in range(5, 8))
+    deep, memfd, shm, fill, huge = (by_sample[k] for k in range(5))
+    responses = {k: _tool_response(t.text) for k, t in by_sample.items()}
+    assert "depth 1200" in responses[0] and deep.tool_errors == [None]  # the tree stood until close
+    assert memfd.tool_errors[0].startswith("PermissionError: memfd_create is not allowed"), responses[1]
+    assert "memfd_create is not allowed" in responses[1] and "HELD" not in responses[1]
+    assert shm.tool_errors[0].startswith("PermissionError") and "HELD" not in responses[2]
+    assert f"stopped {ENOSPC} after" in responses[3] and fill.tool_errors == [None], responses[3]
+    cap = config.tools.python_max_output_chars
+    assert huge.tool_errors[0].startswith("KeyError") and len(huge.tool_errors[0]) <= cap + NOTE_CHARS
+    assert len(responses[4]) <= cap + NOTE_CHARS + 2 and "more characters cut]" in responses[4]  # + "\n"s
+    assert list(scratch_root.iterdir()) == []  # every sandbox's folder is gone
