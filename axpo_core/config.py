@@ -70,6 +70,8 @@ class ToolsConfig(Section):
     max_image_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     python_timeout_s: float = Field(12.0, gt=0)
     python_memory_mb: int = Field(1024, ge=64)
+    # The one cap on every text a tool puts into the context (tools.ToolSession): python's output, errors
+    # and tracebacks, search results, messages about malformed calls (plus one note of what was cut).
     python_max_output_chars: int = Field(2000, ge=16)
     # The python sandbox refuses to run when the host lacks bubblewrap or seccomp (envs/sandbox.py), unless
     # this allows the weaker isolation it reports.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import tempfile
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from PIL import Image
 
 from axpo_core.config import SamplingConfig
 from axpo_core.envs.suites import get_suite
+from axpo_core.envs.tools import ToolSession
 from axpo_core.rewards import score_question
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.logprobs import pack, sequence_logprobs
@@ -401,3 +403,42 @@ def test_a_failure_of_every_request_is_the_batchs_error(chat, config):
     with pytest.raises(RuntimeError, match="backend failure"):
         RolloutEngine(generator, chat, config.rollout, config.tools).rollout(qs, group_size=1)
     assert generator.calls == 1 + len(qs)  # the batch, then each request alone
+
+
+class UnclosableSession(ToolSession):
+    """A tool session whose close fails after closing its sandbox, as rmtree's RecursionError on a deep
+    scratch tree did (issue 27): fault injection into the engine's bookkeeping, real sandboxes otherwise."""
+
+    def close(self):
+        super().close()
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+class OneUnclosable(RolloutEngine):
+    def __init__(self, *args, broken: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.broken, self.sessions = broken, []
+
+    def _tool_session(self, images):
+        session = super()._tool_session(images)
+        if len(self.sessions) == self.broken:
+            session.__class__ = UnclosableSession
+        self.sessions.append(session)
+        return session
+
+
+def test_a_tool_session_that_fails_to_close_ends_its_rollout_only(chat, config, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the sandboxes make their folders
+    q = get_suite("python_count").generate(1, 0)[0]
+    rng = random.Random(0)
+    scripts = {(q.question_id, k): get_suite(q.suite).oracle(q, rng) for k in range(8)}
+    engine = OneUnclosable(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools, broken=3)
+    trajectories = engine.rollout([q], group_size=8)
+    assert len(trajectories) == 8
+    broken = trajectories[3]
+    assert broken.error == "its tools failed to close: RecursionError: maximum recursion depth exceeded"
+    assert broken.truncated and broken.reward == 0.0 and broken.tool_errors == [None]
+    assert all(t.error is None and t.reward == 1.0 for k, t in enumerate(trajectories) if k != 3)
+    # every session was closed, the ones after the broken one too: no sandbox folder is left
+    assert len(engine.sessions) == 8 and all(s._closed for s in engine.sessions)
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from axpo_core.envs.sandbox import _DENIED_SYSCALLS, Sandbox, _bwrap_prefix, _seccomp_program
+from axpo_core.envs.sandbox import _DENIED_SYSCALLS, Sandbox, _bwrap_prefix, _remove_tree, _seccomp_program
 
 
 @pytest.fixture
@@ -77,7 +77,9 @@ def test_files_outside_the_scratch_dir_are_blocked(sandbox, tmp_path):
 def test_writing_in_cwd_works(sandbox):
     result = sandbox.run("open('notes.txt', 'w').write('hello')\nprint(open('notes.txt').read())")
     assert result.error is None and result.text == "hello\n"
-    assert (sandbox.scratch_dir / "notes.txt").read_text() == "hello"
+    assert sandbox.run("open('notes.txt').read()").text == "'hello'\n"  # the next call sees it
+    if "scratch: a tmpfs" in sandbox.isolation:  # the worker's own tmpfs, not the host's disk
+        assert sandbox.scratch_dir is not None and list(sandbox.scratch_dir.iterdir()) == []
 
 
 def test_starting_processes_is_blocked(sandbox):
@@ -155,7 +157,7 @@ def test_isolation_is_complete_where_the_project_set_up_bubblewrap():
             assert sb.refusal is None, report
             assert "bubblewrap" in report and "seccomp" in report and "missing" not in report
             assert sb.run("import os\nos.getuid()").text == "0\n"
-            assert "uid 0 without capabilities" in report
+            assert "uid 0 without capabilities" in report and "scratch: a tmpfs bounded" in report
         else:
             assert (sb.refusal is None) == ("missing" not in report), report
 
@@ -268,9 +270,50 @@ def test_bwrap_binds_only_what_it_is_given(tmp_path):
     scratch = tmp_path / "work"
     scratch.mkdir()
     wanted = ["/", "/usr/lib", str(tmp_path / "missing"), str(tmp_path)]
-    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch))
+    args = _bwrap_prefix("/usr/bin/bwrap", wanted, str(scratch), 5 << 20)
     read_only = [args[i + 1] for i, arg in enumerate(args) if arg == "--ro-bind"]
     assert "/" not in read_only and "/usr" in read_only and "/usr/lib" not in read_only  # nested: covered
     assert str(tmp_path) in read_only and str(tmp_path / "missing") not in read_only
-    assert args[args.index("--bind") + 1 : args.index("--bind") + 3] == [str(scratch), str(scratch)]
+    # the scratch dir is a tmpfs of the quota's size, never a bind of the host's folder; no /dev/shm
+    assert "--bind" not in args and "--dev" not in args and "/dev/shm" not in args
+    assert args[args.index("--tmpfs") - 2 : args.index("--tmpfs") + 2] == [
+        "--size", str(5 << 20), "--tmpfs", str(scratch)
+    ]
     assert args[-4:] == ["--remount-ro", "/", "--chdir", str(scratch)]  # the root goes read-only last
+
+
+def test_a_tree_of_any_depth_is_removed_without_following_links(tmp_path):
+    """Close's removal (item 1 of issue 27): 3,000 levels of 200-character names (a path of 600,000
+    characters, past both the recursion limit and PATH_MAX), a directory and a file of mode 000, and
+    symlinks to a folder outside, which must survive untouched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    top = tmp_path / "base"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    name = "d" * 200
+    try:
+        for level in range(3000):
+            os.mkdir(name, dir_fd=fd)
+            if level % 500 == 0:
+                os.symlink(outside, f"link{level}", dir_fd=fd)
+                os.close(os.open(f"f{level}", os.O_CREAT | os.O_WRONLY, 0o000, dir_fd=fd))
+            child = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.mkdir("locked", dir_fd=fd)
+        os.close(os.open("locked/x", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+        os.chmod("locked", 0o000, dir_fd=fd)
+    finally:
+        os.close(fd)
+    (top / "top-link").symlink_to(outside)
+    _remove_tree(top)
+    assert not top.exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (outside / "keep.txt").read_text() == "keep"
+    link = tmp_path / "a-link"
+    link.symlink_to(outside)
+    _remove_tree(link)  # a symlink given as the tree: the link goes, its target stays
+    assert not link.is_symlink() and (outside / "keep.txt").exists()
+    _remove_tree(tmp_path / "never-there")  # nothing to do

@@ -178,9 +178,9 @@ def test_no_process_by_any_stdlib_route(sandbox, route, disarmed):
     result = sandbox.run(code)
     check_disarmed(result, disarmed)
     assert result.error is not None and "SPAWNED" not in result.text, result.text
-    assert sandbox.scratch_dir is not None and not (sandbox.scratch_dir / "spawned.txt").exists()
     assert process_tree(sandbox.pid) == before
-    assert sandbox.run("print(x)").text == "1\n"
+    assert sandbox.run("print(x)").text == "1\n"  # the same worker, so the same scratch files:
+    assert sandbox.run("import os\nos.path.exists('spawned.txt')").text == "False\n"
 
 
 def test_native_code_cannot_fork_exec_or_leave_its_namespaces(sandbox):
@@ -402,7 +402,7 @@ def test_writes_outside_scratch_fail(sandbox, tmp_path, disarmed):
         assert result.error is not None, (target, result.text)
         assert not target.exists(), target
     inside = sandbox.run(prelude(disarmed) + "open('ok.txt', 'w').write('ok')")
-    assert inside.error is None and (sandbox.scratch_dir / "ok.txt").read_text() == "ok"
+    assert inside.error is None and sandbox.run("open('ok.txt').read()").text == "'ok'\n"
 
 
 @ARMED_AND_DISARMED
@@ -469,3 +469,177 @@ def test_100_mb_of_output_stays_bounded(disarmed):
         assert sb.scratch_dir is not None
         assert (sb.scratch_dir.parent / "worker.log").stat().st_size <= 1024 * 1024
 
+
+
+# ---------------------------------------------------------------------- memory and disk (issue 27)
+
+# The issue's call: ~1,200 levels, past shutil.rmtree's recursion limit. With the hook armed its path
+# checks make it take minutes, so the attack disarms it first (as a deliberate attacker would).
+DEEP_TREE = (
+    "import os\nfor _ in range(4): os.makedirs('d/'*300); os.chdir('d/'*300)\n"
+    "print('depth', os.getcwd().count('/d'))"
+)
+MEMFD_60MB = "import os\nfd = os.memfd_create('hoard')\nos.write(fd, b'x' * (60 << 20))\nprint('HELD')"
+DEV_SHM = "open('/dev/shm/axpo-hoard', 'wb').write(b'x' * (60 << 20))\nprint('HELD')"
+FILL_SCRATCH = (  # small files until the disk says no: how many, and how much they hold
+    "import os\nn = 0\ntry:\n    while True:\n        with open(f'part{n}', 'wb') as f:\n"
+    "            f.write(os.urandom(1 << 20))\n        n += 1\nexcept OSError as exc:\n"
+    "    print('stopped', exc.errno, 'after', n, 'MB')"
+)
+HUGE_ERROR = "{}['C' * 5_000_000]"
+ENOSPC = 28
+
+
+def _ctypes_attempts(calls: dict[str, str]) -> str:
+    """Code (run after DISARM) that makes each libc call and prints {name: (result, errno)}."""
+    lines = ["import ctypes", "libc = ctypes.CDLL(None, use_errno=True)", "results = {}"]
+    for name, call in calls.items():
+        lines += ["ctypes.set_errno(0)", f"results[{name!r}] = ({call}, ctypes.get_errno())"]
+    return "\n".join([*lines, "print(results)"])
+
+
+def test_memory_outside_the_address_space_limit_is_refused_by_the_kernel(sandbox):
+    """memfd, System V and POSIX shared memory, semaphore sets and message queues: seccomp answers EPERM
+    to every one, with the audit hook disarmed and libc called directly."""
+    calls = {
+        "memfd_create": "libc.memfd_create(b'hoard', 0)",
+        "memfd_secret": "libc.syscall(447, 0)",
+        "shmget": "libc.shmget(0, 60 << 20, 0o1600)",  # IPC_PRIVATE, IPC_CREAT | 0600
+        "semget": "libc.semget(0, 32000, 0o1600)",
+        "msgget": "libc.msgget(0, 0o1600)",
+        "mq_open": "libc.mq_open(b'/hoard', 0o102, 0o600, None)",  # O_CREAT | O_RDWR
+    }
+    result = sandbox.run(DISARM + _ctypes_attempts(calls))
+    assert result.error is None, result.text
+    results = eval(result.text.replace(MARK, "").strip())  # noqa: S307 - our own repr of a dict of tuples
+    assert results == {name: (-1, 1) for name in calls}, results  # -1, EPERM
+    assert sandbox.run("print('alive')").text == "alive\n"
+
+
+@ARMED_AND_DISARMED
+def test_memfd_create_fails_with_a_clear_error(sandbox, disarmed):
+    result = sandbox.run(prelude(disarmed) + MEMFD_60MB)
+    check_disarmed(result, disarmed)
+    assert "HELD" not in result.text and result.error is not None
+    assert result.error.startswith("PermissionError: memfd_create is not allowed in the sandbox"), result.text
+
+
+@ARMED_AND_DISARMED
+def test_shared_memory_files_cannot_be_written(sandbox, disarmed):
+    """/dev/shm does not exist in the sandbox and its root is read-only: no tmpfs but the scratch quota."""
+    before = set(os.listdir("/dev/shm"))
+    attempts = {
+        "/dev/shm": DEV_SHM,
+        "shared_memory": "from multiprocessing import shared_memory\n"
+        "shared_memory.SharedMemory(create=True, size=60 << 20)\nprint('HELD')",
+        "root tmpfs": "open('/axpo-hoard', 'wb').write(b'x' * (60 << 20))\nprint('HELD')",
+    }
+    for name, code in attempts.items():
+        result = sandbox.run(prelude(disarmed) + code)
+        check_disarmed(result, disarmed)
+        assert result.error is not None and "HELD" not in result.text, (name, result.text)
+        if disarmed:  # the kernel's answer: no such folder, or a read-only file system
+            assert any(e in result.error for e in ("No such file", "Read-only file system")), (name, result)
+    assert set(os.listdir("/dev/shm")) - before == set()
+
+
+@ARMED_AND_DISARMED
+def test_scratch_has_a_total_quota_in_bytes_and_files(disarmed):
+    with Sandbox(timeout_s=10.0, scratch_mb=8, scratch_files=50, max_file_mb=64) as sb:
+        if sb.refusal is not None:
+            pytest.skip(sb.refusal)
+        result = sb.run(prelude(disarmed) + FILL_SCRATCH)  # 1 MB files, each under RLIMIT_FSIZE
+        check_disarmed(result, disarmed)
+        assert f"stopped {ENOSPC} after" in result.text, result.text
+        assert int(result.text.split("after")[1].split()[0]) <= 8
+        # a file deleted while open still holds its pages: it counts as well
+        held_open = sb.run(
+            "import glob, os\nfor p in glob.glob('part*'):\n    os.remove(p)\n"
+            "f = open('ghost', 'wb')\nos.remove('ghost')\nf.write(os.urandom(6 << 20))\nf.flush()\n"
+            "open('more', 'wb').write(os.urandom(4 << 20))"
+        )
+        assert held_open.error is not None and "No space left on device" in held_open.error, held_open.text
+        files = sb.run(
+            "import os\nn = 0\ntry:\n    for i in range(1000):\n        os.mkdir(f'dir{i}')\n        n += 1\n"
+            "except OSError as exc:\n    print('stopped', exc.errno, 'after', n)"
+        )
+        assert f"stopped {ENOSPC} after" in files.text and int(files.text.split()[-1]) < 50, files.text
+        assert sb.scratch_dir is not None and list(sb.scratch_dir.iterdir()) == []  # nothing on the host
+
+
+def test_the_scratch_namespace_leaves_no_capability(sandbox):
+    """The worker's own user namespace (where it mounts the scratch tmpfs) grants every capability in it;
+    all are dropped before user code, the bounding set too, and the quota cannot be remounted larger."""
+    code = DISARM + (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')])\n"
+        "ctypes.set_errno(0)\n"
+        "r = libc.mount(b'tmpfs', os.getcwd().encode(), b'tmpfs', 32, b'size=10g')\n"  # 32: MS_REMOUNT
+        "print((r, ctypes.get_errno()), os.getuid())"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result.text
+    caps, remount = result.text.replace(MARK, "").strip().splitlines()
+    assert caps == str(["0000000000000000"] * 5)  # inheritable, permitted, effective, bounding, ambient
+    assert remount == f"(-1, 1) {os.getuid()}"  # EPERM; the trainer's uid, mapped back
+
+
+def test_a_restart_frees_the_scratch_files():
+    with Sandbox(timeout_s=2.0, scratch_mb=8) as sb:
+        if sb.refusal is not None:
+            pytest.skip(sb.refusal)
+        assert sb.run("open('a', 'wb').write(b'x' * (6 << 20))").error is None
+        assert "timed out" in sb.run("while True: pass").text  # a fresh worker, a fresh tmpfs
+        assert sb.run("open('b', 'wb').write(b'x' * (6 << 20))\nimport os\nos.listdir()").text == "['b']\n"
+
+
+def _tool_response(text: str) -> str:
+    return text.split("<tool_response>")[1].split("</tool_response>")[0]
+
+
+def test_one_rollouts_hostile_calls_lose_nothing_in_the_batch(chat, config, tmp_path, monkeypatch):
+    """Issue 27 through the engine: a batch of 8 rollouts, five of which attack (the deep tree, memfd,
+    /dev/shm, filling the scratch dir, a 5,000,000-character error), three of which are the suite's
+    oracle. Every rollout is complete, every attack is answered in its own tool response, the responses
+    are capped, and no sandbox folder is left behind."""
+    import json
+    import random
+    import tempfile
+
+    from axpo_core.envs.suites import get_suite
+    from axpo_core.envs.tools import NOTE_CHARS
+    from axpo_core.rollout.engine import RolloutEngine
+    from axpo_core.rollout.oracle import ScriptedGenerator
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))  # where the sandboxes make their folders
+    q = get_suite("python_count").generate(1, 0)[0]
+    attacks = {0: DISARM + DEEP_TREE, 1: MEMFD_60MB, 2: DEV_SHM, 3: FILL_SCRATCH, 4: HUGE_ERROR}
+
+    def turn(code: str) -> str:  # "\u003c" is "<": the policy writes it in a JSON escape
+        call = json.dumps({"name": "python", "arguments": {"code": code}}).replace("<", "\\u003c")
+        return f"<think>try this</think>\n<tool_call>\n{call}\n</tool_call>"
+
+    rng = random.Random(0)
+    scripts = {(q.question_id, k): get_suite(q.suite).oracle(q, rng) for k in range(5, 8)}
+    for k, code in attacks.items():
+        scripts[(q.question_id, k)] = [turn(code), "<answer>\\boxed{0}</answer>"]
+    rollout = config.rollout.model_copy(update={"max_new_tokens_per_turn": 4096, "max_total_tokens": 16384})
+    engine = RolloutEngine(ScriptedGenerator(chat, scripts), chat, rollout, config.tools)
+    trajectories = engine.rollout([q], group_size=8)
+    by_sample = {t.sample_id: t for t in trajectories}
+    assert sorted(by_sample) == list(range(8))
+    assert all(t.error is None and not t.truncated and t.num_tool_calls == 1 for t in trajectories)
+    assert all(by_sample[k].reward == 1.0 and by_sample[k].tool_errors == [None] for k in range(5, 8))
+    deep, memfd, shm, fill, huge = (by_sample[k] for k in range(5))
+    responses = {k: _tool_response(t.text) for k, t in by_sample.items()}
+    assert "depth 1200" in responses[0] and deep.tool_errors == [None]  # the tree stood until close
+    assert memfd.tool_errors[0].startswith("PermissionError: memfd_create is not allowed"), responses[1]
+    assert "memfd_create is not allowed" in responses[1] and "HELD" not in responses[1]
+    assert shm.tool_errors[0].startswith("PermissionError") and "HELD" not in responses[2]
+    assert f"stopped {ENOSPC} after" in responses[3] and fill.tool_errors == [None], responses[3]
+    cap = config.tools.python_max_output_chars
+    assert huge.tool_errors[0].startswith("KeyError") and len(huge.tool_errors[0]) <= cap + NOTE_CHARS
+    assert len(responses[4]) <= cap + NOTE_CHARS + 2 and "more characters cut]" in responses[4]  # + "\n"s
+    assert list(scratch_root.iterdir()) == []  # every sandbox's folder is gone

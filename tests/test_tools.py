@@ -11,13 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from axpo_core.envs.search import SearchIndex
+from axpo_core.envs.search import Document, SearchIndex
 from axpo_core.envs.suites import world
 from axpo_core.envs.tools import (
+    NOTE_CHARS,
     TOOL_NAMES,
+    UNOPENED_CALL,
     ToolCall,
     ToolResult,
     ToolSession,
+    cap_text,
     check_image,
     load_image,
     parse_tool_call,
@@ -524,3 +527,43 @@ def test_echoed_text_is_encodable_single_line_and_a_valid_surrogate_pair_is_kept
             json.dumps({"name": "😀\x00", "arguments": {}})
         )  # an escaped pair: a real char
         assert "😀" in name.text and "\x00" not in name.text and name.text.isprintable()
+
+
+# ------------------------------------------------------------------------------------------- one cap
+
+
+def test_cap_text_keeps_the_head_and_says_how_much_was_cut():
+    assert cap_text("x" * 10, 10) == "x" * 10
+    assert cap_text("x" * (10 + NOTE_CHARS), 10) == "x" * (10 + NOTE_CHARS)  # a note's room: kept whole
+    long = "a" * 10 + "b" * (NOTE_CHARS + 1)
+    assert cap_text(long, 10) == "a" * 10 + f"\n... [{NOTE_CHARS + 1} more characters cut]"
+    assert len(cap_text("y" * 5_000_000, 2000)) <= 2000 + NOTE_CHARS
+
+
+def test_every_tool_text_has_one_cap():
+    """Issue 27 item 3: a python exception's message, a malformed call's error, a search result and the
+    engine's own message for a lone `</tool_call>` all leave the session under the same cap."""
+    index = SearchIndex([Document(f"p{i}", f"Page {i}", "word " * 300) for i in range(5)])
+    with ToolSession([gradient(64, 48)], max_calls=10, python_timeout_s=5, python_max_output_chars=40,
+                     search_index=index) as session:
+        results = {
+            "python error": session.execute(call("python", code="{}['C' * 5_000_000]")),
+            "python traceback": session.execute(
+                call("python", code="def f(n):\n    return f(n + 1)\nprint('o' * 500)\nf(0)")
+            ),
+            "malformed": session.execute(call("n" * 200, code="x")),
+            "search": session.execute(call("search", query="word", max_results=5)),
+            "lone </tool_call>": session.unopened_call(),
+        }
+    if results["python error"].error == "python sandbox refused: weaker isolation than required":
+        pytest.skip("the python sandbox refuses to run on this host")
+    for name, result in results.items():
+        assert len(result.text) <= 40 + NOTE_CHARS, (name, len(result.text))
+        assert result.error is None or len(result.error) <= 40 + NOTE_CHARS, (name, result.error)
+    assert results["python error"].error.startswith("KeyError: 'CCC")
+    assert results["python error"].text.endswith("more characters cut]")
+    assert results["python traceback"].error.startswith("RecursionError")
+    assert results["malformed"].outcome == "format" and results["malformed"].text.endswith("characters cut]")
+    assert results["search"].error is None and results["search"].text.endswith("characters cut]")
+    unopened = results["lone </tool_call>"]
+    assert unopened.text == UNOPENED_CALL and unopened.outcome == "format"

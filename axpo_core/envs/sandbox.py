@@ -20,13 +20,16 @@ disarms the audit hook (which deliberately adversarial code can do, e.g. through
    signals to host processes, a private /proc), no capabilities, ``no_new_privs``, and a new root
    filesystem that holds only /usr (and the /bin, /lib links), the interpreter's prefix, the given
    site-packages and the image folder, all read-only, /dev/null, zero, random and urandom, and the
-   scratch dir, the only writable place. The trainer's files (home, project, credentials, /etc, /tmp)
-   do not exist in it, whatever uid the worker has.
+   scratch dir (a tmpfs, see 6), the only writable place. The trainer's files (home, project,
+   credentials, /etc, /tmp) do not exist in it, whatever uid the worker has; nor does /dev/shm, and the
+   root is read-only, so no other tmpfs can be written. Needs bubblewrap 0.7 or later (``--size``).
 2. A seccomp filter the worker installs on itself before any user code (a BPF program built here):
    fork, vfork, clone, clone3, execve and execveat fail with EPERM, so no process and no thread can
    ever start, by any route (``_posixsubprocess``, ctypes, native code); also socket, ptrace,
    process_vm_*, mount and namespace calls, bpf, perf_event_open, userfaultfd, io_uring, keyrings,
-   kernel modules, kexec and the like. Other architectures than the filter's are killed.
+   kernel modules, kexec and the like; and every way to hold memory outside RLIMIT_AS: memfd_create,
+   memfd_secret, System V shared memory, semaphores and message queues, POSIX message queues. Other
+   architectures than the filter's are killed.
 3. rlimits with soft == hard: RLIMIT_AS (``memory_mb``: large allocations raise MemoryError),
    RLIMIT_CPU (lifetime CPU seconds), RLIMIT_FSIZE (per file; SIGXFSZ ignored so writes fail with
    EFBIG), RLIMIT_NOFILE, RLIMIT_CORE = 0, RLIMIT_NPROC = 0.
@@ -39,8 +42,19 @@ disarms the audit hook (which deliberately adversarial code can do, e.g. through
    ``alarm(timeout + 5)`` as a backstop in case the parent died mid-call. A worker whose parent dies
    while idle sees EOF on its request pipe and exits. After each call the worker cancels interval
    timers and restores signal handlers, so no user code runs between calls.
-6. A private scratch directory (the worker's cwd, HOME and TMPDIR), removed by ``close()``; an
+6. A private scratch directory (the worker's cwd, HOME and TMPDIR) with a total quota: before any user
+   code the worker enters a user and mount namespace of its own (mapping the trainer's uid back, then
+   dropping every capability) and mounts a tmpfs there of ``scratch_mb`` and ``scratch_files`` inodes;
+   writes past either fail with ENOSPC. Its files live as long as the worker (a restart loses them, as it
+   loses variables) and never touch the host's disk; the kernel frees them when the worker dies.
+   ``close()`` removes the host folder (images, log) without recursion, whatever its depth. An
    environment built from nothing (no trainer variables, single-threaded BLAS).
+
+The memory a sandbox can hold is therefore bounded by ``memory_mb`` (the executor's address space; memfd
+and shared memory refused by seccomp, /dev/shm absent) + ``scratch_mb`` (tmpfs pages are not in
+RLIMIT_AS) + about 1 KiB of kernel memory per scratch inode (``scratch_files``), plus the kernel
+buffers of at most 256 descriptors (pipes: measured 60 MB, where the kernel's pipe-user-pages-soft, 64 MiB
+per user by default, stops them). No cgroup is needed, so no host delegation either.
 
 The reply channel: the worker is two processes. The supervisor (pid 1 of the sandbox's namespaces; bwrap
 runs with --as-pid-1, so no bwrap init holds the pipes there) keeps the parent's pipes, runs no user code,
@@ -51,15 +65,15 @@ the executor's reply to the current call, as it can shape its printed output: th
 well-formed, bounded reply per request, with the request's id, and answers anything else (a second frame,
 garbage, another id) with a protocol error, after which the parent starts a fresh worker.
 
-Where the host refuses bubblewrap or the seccomp filter, ``Sandbox.isolation`` says so and the sandbox
-refuses to start (every call returns an error) unless it was made with ``allow_weaker=True``.
+Where the host refuses bubblewrap, the seccomp filter or the scratch quota (a user namespace of the
+worker's own), ``Sandbox.isolation`` says so and the sandbox refuses to start (every call returns an
+error) unless it was made with ``allow_weaker=True``.
 
 Known limits: the audit hook is a tripwire, not a boundary (tests/test_sandbox_escapes.py disarms it and
-shows the kernel layers hold); no disk quota beyond RLIMIT_FSIZE per file; no threads at all (libraries
-that insist on a thread pool fail; BLAS is set to one thread); the worker runs as uid 0 (without
-capabilities) when the trainer is root, since what it can see is bounded by the filesystem view rather
-than by file permissions. Linux only (x86_64 and aarch64 for seccomp). A Sandbox is not thread-safe; use
-one per rollout.
+shows the kernel layers hold); no threads at all (libraries that insist on a thread pool fail; BLAS is
+set to one thread); the worker runs as uid 0 (without capabilities) when the trainer is root, since what
+it can see is bounded by the filesystem view rather than by file permissions. Linux only (x86_64 and
+aarch64 for seccomp). A Sandbox is not thread-safe; use one per rollout.
 """
 
 from __future__ import annotations
@@ -214,6 +228,65 @@ def install_seccomp(program_hex):
     return "the filter was installed but fork() still works"
 
 
+def private_scratch(cfg):
+    """Mount a tmpfs of `scratch_bytes` and `scratch_inodes` on the scratch dir, in a user and mount
+    namespace of the worker's own, and make it the cwd; "on", or why not.
+
+    Why: tmpfs pages are not in RLIMIT_AS and neither are its inodes (about 1 KiB of kernel memory each,
+    which a tmpfs `size` does not count), and a bind-mounted host folder has no total quota at all. Only
+    the owner of a mount namespace can set `nr_inodes`, hence the namespace: mapping the trainer's uid
+    back, so files and `os.getuid()` look as before. The capabilities the new user namespace grants are
+    dropped before returning, whatever happened; a worker that cannot drop them exits."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    CLONE_NEWUSER, CLONE_NEWNS, MS_NOSUID, MS_NODEV = 0x10000000, 0x00020000, 2, 4
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        return "unshare(CLONE_NEWUSER | CLONE_NEWNS) failed: " + os.strerror(ctypes.get_errno())
+    try:
+        maps = (("setgroups", "deny"), ("uid_map", f"{cfg['uid']} {outer_uid} 1"),
+                ("gid_map", f"{cfg['gid']} {outer_gid} 1"))
+        for name, text in maps:
+            fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        options = f"size={cfg['scratch_bytes']},nr_inodes={cfg['scratch_inodes']},mode=0700"
+        scratch = cfg["scratch"].encode()
+        if libc.mount(b"tmpfs", scratch, b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+            return "mount(tmpfs) failed: " + os.strerror(ctypes.get_errno())
+        os.chdir(cfg["scratch"])  # the old cwd is the folder underneath the new mount
+        return "on"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        drop_capabilities(libc)
+
+
+def drop_capabilities(libc):
+    """Empty the bounding, effective, permitted and inheritable sets (ambient follows); exit if they
+    are not empty afterwards: no user code may ever run with a capability."""
+    import ctypes
+
+    PR_CAPBSET_DROP, CAP_VERSION_3 = 24, 0x20080522
+    cap = 0
+    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    header = ctypes.create_string_buffer(CAP_VERSION_3.to_bytes(4, sys.byteorder) + bytes(4), 8)
+    data = ctypes.create_string_buffer(bytes(24), 24)  # two __user_cap_data_struct, all zero
+    libc.capset(header, data)
+    with open("/proc/self/status") as f:
+        sets = {line.split(":")[0]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
+    if any(sets.values()):
+        os.write(2, f"sandbox worker: capabilities left after dropping them: {sets}\n".encode())
+        os._exit(70)
+
+
 def saved_signal_handlers():
     handlers = {}
     for sig in signal.valid_signals():
@@ -253,6 +326,9 @@ def neuter_unaudited_primitives():
     neuter(signal, "pidfd_send_signal", processes)
     for module in (os, sys.modules["posix"]):
         neuter(module, "pidfd_open", processes)
+        # seccomp refuses it anyway (EPERM); this says why
+        neuter(module, "memfd_create", "memfd_create is not allowed in the sandbox: its memory would be "
+                                       "outside the sandbox's memory limit")
         neuter(module, "mknod", "creating special files is not allowed in the sandbox")
         neuter(module, "mkfifo", "creating special files is not allowed in the sandbox")
 
@@ -461,13 +537,16 @@ def load_images(paths, images):
             images.append(im.copy())
 
 
-def describe(exc):
-    """(one-line error, traceback text without the worker's own frames) for an exception."""
+def describe(exc, limit):
+    """(one-line error, traceback text without the worker's own frames) for an exception. The message is
+    cut to `limit` characters only so that a huge one does not travel; what the model sees is capped by
+    the parent's tool session."""
     try:
-        only = traceback.format_exception_only(type(exc), exc)
-        line = "".join(only).strip().splitlines()[-1]
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+        if len(text) > limit:
+            text = text[:limit] + " ...\n"
+        line = text.strip().splitlines()[-1]
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != WORKER_FILENAME]
-        text = "".join(only)
         if frames and not isinstance(exc, SyntaxError):
             text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames[-4:])) + text
     except BaseException:
@@ -486,7 +565,7 @@ def run(request, ns, images, count, limit):
                 load_images(request["images"], images)
                 ns["_pil_images"] = images
         except BaseException as exc:
-            error, tb = "could not load the images: " + describe(exc)[0], None
+            error, tb = "could not load the images: " + describe(exc, limit)[0], None
         else:
             code = request["code"]
             filename = f"<python-{count}>"
@@ -503,7 +582,7 @@ def run(request, ns, images, count, limit):
                         ns["_"] = value
                         out.write(repr(value) + "\n")
             except BaseException as exc:
-                error, tb = describe(exc)
+                error, tb = describe(exc, limit)
     finally:
         sys.stdout, sys.stderr = saved
     return {"output": out.getvalue(), "total": out.total, "error": error, "traceback": tb}
@@ -549,7 +628,7 @@ def exit_as(pid):
     os._exit(code if code >= 0 else 128 - code)
 
 
-def supervise(req_fd, resp_fd, to_executor, from_executor, executor, guard):
+def supervise(req_fd, resp_fd, to_executor, from_executor, executor, guard, quota):
     """Relay each request to the executor and exactly one well-formed reply to it back to the parent.
 
     This process alone holds the parent's pipes and runs no user code, so the code cannot write to the
@@ -559,7 +638,7 @@ def supervise(req_fd, resp_fd, to_executor, from_executor, executor, guard):
     ready = recv(from_executor, MAX_REPLY_BYTES)
     if ready is None:
         exit_as(executor)
-    send(resp_fd, {**ready, "supervisor": guard})
+    send(resp_fd, {**ready, "supervisor": guard, "quota": quota})
     while True:
         request = recv(req_fd)
         if request is None:
@@ -588,6 +667,7 @@ def main():
     sys.stdin = open(os.devnull)
     sys.path.extend(cfg["site_dirs"])
     os.chdir(cfg["scratch"])
+    quota = private_scratch(cfg)  # before the fork: the executor writes into the same tmpfs
     # Two processes: this one (the supervisor) keeps the parent's pipes; the executor, which runs the
     # user code, gets only its own pair and never holds a descriptor of the parent's.
     to_executor_r, to_executor_w = os.pipe()
@@ -609,7 +689,7 @@ def main():
     seccomp = install_seccomp(cfg["seccomp"])
     if guard == "on" and seccomp != "on":
         guard = "seccomp: " + seccomp
-    supervise(req_fd, resp_fd, to_executor_w, from_executor_r, executor, guard)
+    supervise(req_fd, resp_fd, to_executor_w, from_executor_r, executor, guard, quota)
 
 
 def execute(cfg, req_fd, resp_fd):
@@ -635,7 +715,7 @@ def execute(cfg, req_fd, resp_fd):
         try:
             exec(compile(source, "<preload>", "exec"), ns)
         except BaseException as exc:
-            preload_error = describe(exc)[1]
+            preload_error = describe(exc, cfg["max_output_chars"])[1]
         reset_between_calls(handlers)
     send(resp_fd, {"ready": True, "uid": os.getuid(), "pid": os.getpid(), "seccomp": seccomp,
                    "preload_error": preload_error})
@@ -692,6 +772,10 @@ _DENIED_SYSCALLS: dict[str, tuple[int | None, int | None]] = {
     "swapoff": (168, 225), "acct": (163, 89), "quotactl": (179, 60), "vhangup": (153, 58),
     "syslog": (103, 116), "mknod": (133, None), "mknodat": (259, 33), "uselib": (134, None),
     "iopl": (172, None), "ioperm": (173, None),
+    # memory outside RLIMIT_AS: anonymous files, System V shared memory, semaphores and message queues
+    # (the ipc namespace is private, but its default limits run to gigabytes), POSIX message queues
+    "memfd_create": (319, 279), "memfd_secret": (447, 447), "shmget": (29, 194), "semget": (64, 190),
+    "msgget": (68, 186), "mq_open": (240, 180),
 }
 _AUDIT_ARCH = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}  # AUDIT_ARCH_*, column above
 _X32_SYSCALL_BIT = 0x40000000
@@ -744,6 +828,7 @@ class _Isolation:
     interpreter: _Interpreter
     bwrap: str | None  # bubblewrap, when it works on this host
     seccomp: bool  # whether the worker's seccomp filter takes hold here
+    quota: bool  # whether the worker's scratch tmpfs (bytes and files bounded) is mounted here
     description: str
     missing: tuple[str, ...]  # what this host refused, each with the reason
 
@@ -753,6 +838,7 @@ _ISOLATION_LOCK = threading.Lock()
 _LIVE: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 _REFUSALS_LOGGED: set[str] = set()
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+_BWRAP_ID = 1000  # the worker's uid and gid inside bwrap's user namespace, before private_scratch
 _ENV = {
     "PATH": "/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -812,6 +898,9 @@ def _probe_isolation(executable: str, bwrap: str | None) -> _Isolation:
     seccomp = ready.get("seccomp") == "on"
     if not seccomp:
         missing.append(f"seccomp filter (no process or thread creation): {ready.get('seccomp')}")
+    quota = ready.get("quota") == "on"
+    if not quota:
+        missing.append(f"scratch quota (a tmpfs of its own, bytes and files bounded): {ready.get('quota')}")
     parts = []
     if bwrap:
         parts.append(
@@ -819,17 +908,21 @@ def _probe_isolation(executable: str, bwrap: str | None) -> _Isolation:
             "of only /usr, the interpreter, its packages and the images, the scratch dir writable"
         )
     if seccomp:
-        parts.append("seccomp: no fork/exec/threads/sockets/ptrace/mounts")
+        parts.append("seccomp: no fork/exec/threads/sockets/ptrace/mounts/memfd/shared memory")
+    if quota:
+        parts.append("scratch: a tmpfs bounded in bytes and files")
     uid = ready.get("uid")
     if uid == 0:
-        parts.append("uid 0 without capabilities" if bwrap else "uid 0 WITH the trainer's capabilities")
+        # the user namespace of the scratch quota drops every capability too (private_scratch)
+        dropped = bwrap or quota
+        parts.append("uid 0 without capabilities" if dropped else "uid 0 WITH the trainer's capabilities")
     else:
         parts.append(f"uid {uid}")
     parts += ["rlimits", "audit hook"]
     description = ", ".join(parts)
     if missing:
         description += "; WEAKER than required, missing: " + "; ".join(missing)
-    return _Isolation(interpreter, bwrap, seccomp, description, tuple(missing))
+    return _Isolation(interpreter, bwrap, seccomp, quota, description, tuple(missing))
 
 
 def _probe_worker(interpreter: _Interpreter, bwrap: str | None) -> tuple[dict | None, str]:
@@ -844,13 +937,14 @@ def _probe_worker(interpreter: _Interpreter, bwrap: str | None) -> tuple[dict | 
     finally:
         if proc is not None:
             _kill_worker(proc)
-        shutil.rmtree(base, ignore_errors=True)
+        _remove_tree(base)
 
 
 def _probe_config(base: Path) -> dict:
     return {
         "scratch": str(base / "work"), "read_roots": [str(base / "images")], "memory_mb": 1024,
         "cpu_time_s": 30, "max_file_mb": 1, "max_output_chars": 100, "alarm_s": 30, "preload": "",
+        "scratch_bytes": 1024 * 1024, "scratch_inodes": 16,
     }
 
 
@@ -860,6 +954,74 @@ def _make_base() -> Path:
     (base / "work").mkdir()
     (base / "images").mkdir()
     return base
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete `path` and everything under it, whatever its depth or its names' lengths.
+
+    Why not shutil.rmtree: it recurses once per level (RecursionError, which ``ignore_errors`` does not
+    cover, at about 1,000 levels) and joins paths that outgrow PATH_MAX. Here the walk is a loop over a
+    stack of names, every directory is opened relative to its parent's descriptor with O_NOFOLLOW (a
+    symlink is removed, never followed), and at most two descriptors are open at a time. Directories the
+    code made unreadable are given back their owner's permissions first. Only for trees nothing writes
+    to any more (the worker is dead): ``..`` is taken to be the parent just left. OSError if a part could
+    not be removed."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    except OSError:  # a symlink or another non-directory
+        os.unlink(path)
+        return
+    pending = [_clear_directory(fd)]  # per open level: its subdirectories still to remove
+    names: list[str] = []  # per level below the top: its name in its parent
+    try:
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = _open_subdirectory(fd, name)
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(_clear_directory(fd))
+                continue
+            pending.pop()
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _open_subdirectory(fd: int, name: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except PermissionError:  # mode 000 (matters where the trainer is not root)
+        os.chmod(name, 0o700, dir_fd=fd)  # a directory a moment ago, and nothing renames it now
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+
+
+def _clear_directory(fd: int) -> list[str]:
+    """Unlink every entry of the directory `fd` that is not a directory; the names of those that are."""
+    try:
+        os.fchmod(fd, 0o700)  # unlinking needs write and search permission on the directory
+    except OSError:
+        pass  # not its owner: root, which needs neither
+    subdirectories = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirectories.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirectories
 
 
 def _outermost(paths: Sequence[str]) -> list[str]:
@@ -872,13 +1034,16 @@ def _outermost(paths: Sequence[str]) -> list[str]:
     return kept
 
 
-def _bwrap_prefix(bwrap: str, read_only: Sequence[str], scratch: str) -> list[str]:
+def _bwrap_prefix(bwrap: str, read_only: Sequence[str], scratch: str, scratch_bytes: int) -> list[str]:
     """bwrap's arguments: fresh namespaces and a root filesystem of `read_only` (plus /usr and its
-    companions) read-only and `scratch` read-write; nothing else of the host is visible."""
+    companions) read-only and, at `scratch`, a tmpfs of `scratch_bytes`; nothing else of the host is
+    visible, nothing but that tmpfs is writable."""
     # --as-pid-1: no bwrap init inside, which would hold the protocol pipes where the code could open them
     # (/proc/1/fd); the worker's supervisor is pid 1 instead.
     args = [bwrap, "--unshare-all", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
-    args += ["--hostname", "sandbox"]
+    # A uid other than 0 inside bwrap's user namespace: the worker maps the trainer's uid back in a
+    # namespace of its own (private_scratch), and mapping uid 0 of the parent namespace needs CAP_SETFCAP.
+    args += ["--uid", str(_BWRAP_ID), "--gid", str(_BWRAP_ID), "--hostname", "sandbox"]
     system = ["/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):  # merged /usr: keep the link, its target is bound
@@ -887,7 +1052,10 @@ def _bwrap_prefix(bwrap: str, read_only: Sequence[str], scratch: str) -> list[st
             system.append(top)
     for path in _outermost([*system, *read_only]):
         args += ["--ro-bind", path, path]
-    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--bind", scratch, scratch]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # Never the host's folder: a bind has no total quota. The worker mounts its own tmpfs (bounded in files
+    # too) on top; this one bounds the bytes should that fail where weaker isolation is allowed.
+    args += ["--size", str(scratch_bytes), "--tmpfs", scratch]
     for device in _DEVICES:
         if os.path.exists(device):
             args += ["--dev-bind", device, device]
@@ -915,12 +1083,14 @@ def _spawn(interpreter: _Interpreter, bwrap: str | None, base: Path, config: dic
         **config,
         "site_dirs": _site_dirs(),
         "seccomp": _SECCOMP_PROGRAM.hex() if _SECCOMP_PROGRAM else "",
+        "uid": os.getuid(),  # what the worker maps its own user namespace's user to (private_scratch)
+        "gid": os.getgid(),
     }
     env = {**_ENV, "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}
     prefix: list[str] = []
     if bwrap is not None:
         read_only = [*interpreter.roots, *config["site_dirs"], *config["read_roots"]]
-        prefix = _bwrap_prefix(bwrap, read_only, scratch)
+        prefix = _bwrap_prefix(bwrap, read_only, scratch, config["scratch_bytes"])
     cmd = [*prefix, interpreter.executable, "-I", "-S", "-B", "-c", _WORKER_BOOT, _WORKER_SOURCE,
            json.dumps(config)]
     with open(base / "worker.log", "ab") as log:
@@ -1051,7 +1221,7 @@ class _Refused(Exception):
     """The host lacks a required isolation mechanism and the sandbox was not allowed to run weaker."""
 
 
-_RESTARTED = "The Python session was restarted: variables from earlier calls are lost."
+_RESTARTED = "The Python session was restarted: variables from earlier calls are lost, and so are its files."
 
 
 class Sandbox:
@@ -1070,6 +1240,8 @@ class Sandbox:
         max_output_chars: int = 2000,
         cpu_time_s: int | None = None,
         max_file_mb: int = 64,
+        scratch_mb: int = 128,
+        scratch_files: int = 10_000,
         python_executable: str | None = None,
         allow_weaker: bool = False,
         preload: str = "",
@@ -1085,6 +1257,8 @@ class Sandbox:
             int(cpu_time_s) if cpu_time_s is not None else max(30, math.ceil(10 * self.timeout_s))
         )
         self.max_file_mb = int(max_file_mb)
+        self.scratch_mb = int(scratch_mb)
+        self.scratch_files = int(scratch_files)
         self.python_executable = python_executable or sys.executable
         self.allow_weaker = bool(allow_weaker)
         self.preload = preload
@@ -1112,6 +1286,8 @@ class Sandbox:
 
     @property
     def scratch_dir(self) -> Path | None:
+        """The worker's cwd. With the scratch quota in place the worker's files are in its own tmpfs
+        there, out of the host's sight (the host's folder of that name stays empty)."""
         return self._base / "work" if self._base is not None else None
 
     @property
@@ -1183,13 +1359,16 @@ class Sandbox:
         return self._format_reply(reply, self._calls)
 
     def close(self) -> None:
-        """Kill the worker and delete the scratch directory. Idempotent."""
+        """Kill the worker and delete the scratch directory. Idempotent. An OSError means the folder could
+        not be removed entirely (the worker is dead by then)."""
         self._closed = True
-        self._kill()
-        if self._base is not None:
-            shutil.rmtree(self._base, ignore_errors=True)
-            self._base = None
         _LIVE.discard(self)
+        base, self._base = self._base, None
+        try:
+            self._kill()
+        finally:
+            if base is not None:
+                _remove_tree(base)
 
     def __enter__(self) -> Sandbox:
         return self
@@ -1234,6 +1413,8 @@ class Sandbox:
             "memory_mb": self.memory_mb,
             "cpu_time_s": self.cpu_time_s,
             "max_file_mb": self.max_file_mb,
+            "scratch_bytes": self.scratch_mb * 1024 * 1024,
+            "scratch_inodes": self.scratch_files,
             "max_output_chars": self.max_output_chars,
             "alarm_s": math.ceil(self.timeout_s) + 5,
             "preload": self.preload,
@@ -1247,6 +1428,9 @@ class Sandbox:
         if isolation.seccomp and ready.get("supervisor") != "on":
             self._kill()
             raise RuntimeError(f"the worker's supervisor is not protected: {ready.get('supervisor')}")
+        if isolation.quota and ready.get("quota") != "on":
+            self._kill()
+            raise RuntimeError(f"the scratch quota did not take hold in this worker: {ready.get('quota')}")
         if ready.get("preload_error") is not None:
             self._kill()
             raise RuntimeError(f"the sandbox's preload code failed: {ready['preload_error']}")

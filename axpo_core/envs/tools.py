@@ -32,6 +32,8 @@ _MAX_LABEL_CHARS = 100
 _MAX_SHOWN_CHARS = 80
 MAX_QUERY_CHARS = 500
 DEFAULT_MAX_RESULTS = 3
+NOTE_CHARS = 100  # room for one truncation note past a response cap (`cap_text`)
+UNOPENED_CALL = "Error: </tool_call> without an opening <tool_call>."
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "image_zoom_in": {
@@ -444,6 +446,15 @@ def _clean(text: str) -> str:
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 3] + "..."
 
 
+def cap_text(text: str, limit: int) -> str:
+    """`text` cut to its first `limit` characters plus a note of how many were cut; a text at most
+    NOTE_CHARS longer than `limit` is kept whole (it may end in a note of its own, like python's
+    "[output truncated: ...]"). So every capped text is at most `limit + NOTE_CHARS` characters."""
+    if len(text) <= limit + NOTE_CHARS:
+        return text
+    return text[:limit] + f"\n... [{len(text) - limit} more characters cut]"
+
+
 def _failure(message: str, name: str | None, outcome: str = "execution") -> ToolResult:
     message = valid_text(message)  # error texts end up in tokens and in JSONL records
     return ToolResult(
@@ -459,7 +470,11 @@ class ToolSession:
     """One rollout's tools. Holds the rollout's images (originals + zoom crops, in order), its python
     sandbox (started on the first python call) and the search index (looked up on the first search call:
     `search_index` is a SearchIndex, a path for `search.load_index`, or None for the suites' built-in
-    corpus; either way loaded once per process)."""
+    corpus; either way loaded once per process).
+
+    Every text a tool gives back, results and errors alike (python output, exceptions and tracebacks,
+    search results, messages about malformed calls), leaves through `_respond`, which caps it at
+    `python_max_output_chars` (`cap_text`): one cap for everything that reaches the context."""
 
     def __init__(
         self,
@@ -478,6 +493,7 @@ class ToolSession:
         self.images: list[Image.Image] = list(images)
         self.max_calls = max_calls
         self.max_image_pixels = max_image_pixels
+        self.max_response_chars = python_max_output_chars
         self.num_calls = 0
         self._python_options = {
             "timeout_s": python_timeout_s,
@@ -493,6 +509,20 @@ class ToolSession:
     def execute(self, raw: str) -> ToolResult:
         """Parse, validate and run one tool call. Total: every problem becomes an error result. Every call,
         valid or not, counts toward `max_calls`."""
+        return self._respond(self._execute(raw))
+
+    def unopened_call(self) -> ToolResult:
+        """The response to a lone `</tool_call>` (the engine finds those; no tool runs, no call counts)."""
+        return self._respond(_failure(UNOPENED_CALL, None, "format"))
+
+    def _respond(self, result: ToolResult) -> ToolResult:
+        """The one exit of every tool text: capped (class doc)."""
+        result.text = cap_text(result.text, self.max_response_chars)
+        if result.error is not None:
+            result.error = cap_text(result.error, self.max_response_chars)
+        return result
+
+    def _execute(self, raw: str) -> ToolResult:
         name: str | None = None
         try:
             self.num_calls += 1

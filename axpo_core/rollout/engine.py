@@ -13,7 +13,7 @@ feedback follows it as a user turn: the continuation is a second attempt.
 The reward reads only the policy's final turn (`Trajectory.answer_text`): a tool's output that spells
 `<answer>\\boxed{7}</answer>` is not the policy's answer. One rollout's failure (an image the processor
 refuses, a reward function that raises, a request that breaks the generator's batch) ends that rollout
-with `Trajectory.error`; the others go on.
+with `Trajectory.error`, and so does a failure to close its tools; the others go on.
 
 With a `seed`, every turn's generation request carries its own seed, from the seed, its rollout (question
 id, sample id) and its context length (`request_seed`): a rollout's samples do not depend on which other
@@ -206,8 +206,16 @@ class RolloutEngine:
                         self._isolated(r, self._take_turn, r, output)
         finally:
             for r in live:
-                r.tools.close()
+                self._close_tools(r)
         return [r.trajectory for r in live]
+
+    def _close_tools(self, r: _Live) -> None:
+        """Close one rollout's tools. What goes wrong there (a scratch folder that cannot be removed, say)
+        is that rollout's error alone; every other rollout's tools are still closed."""
+        try:
+            r.tools.close()
+        except Exception as exc:  # noqa: BLE001 - one rollout's failure must not end the batch
+            self._fail(r, exc, "its tools failed to close: ")
 
     def _generate(self, ready: list[tuple[_Live, GenerationRequest]]) -> list[GenerationOutput | None]:
         """One turn for every ready rollout. When the batch fails, each request is tried alone, so only
@@ -243,9 +251,9 @@ class RolloutEngine:
         except Exception as exc:  # noqa: BLE001 - one rollout's failure must not end the batch
             self._fail(r, exc)
 
-    def _fail(self, r: _Live, exc: BaseException) -> None:
+    def _fail(self, r: _Live, exc: BaseException, context: str = "") -> None:
         trajectory = r.trajectory
-        message = valid_text(f"{type(exc).__name__}: {exc}")
+        message = valid_text(f"{context}{type(exc).__name__}: {exc}")
         trajectory.error = message if len(message) <= _MAX_ERROR_CHARS else message[:_MAX_ERROR_CHARS] + "..."
         trajectory.truncated, trajectory.reward, r.done = True, 0.0, True
         trajectory.text = self.chat.decode(trajectory.token_ids[trajectory.prompt_len :])
@@ -272,14 +280,14 @@ class RolloutEngine:
             return
         end = len(trajectory.token_ids)
         if opening is None:  # a lone `</tool_call>`: the whole turn stands for the malformed call
-            result_text, new_images = "Error: </tool_call> without an opening <tool_call>.", []
+            result = r.tools.unopened_call()
             self._record_call(trajectory, (r.turn_start, end), "", UNOPENED, "format", opened=False)
         else:
             start = r.turn_start + opening
             raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])
             result = r.tools.execute(raw)
-            result_text, new_images = result.text, result.images
             self._record_call(trajectory, (start, end), raw, result.error, result.outcome, opened=True)
+        result_text, new_images = result.text, result.images  # capped by the tool session
         if trajectory.turns >= self.config.max_turns:
             self._finish(r, truncated=True)  # a tool call on the last allowed turn: no answer will come
             return
