@@ -451,23 +451,30 @@ def test_mathvision_questions(tmp_path: Path) -> None:
 
 
 def test_mathvision_five_letter_options_and_official_equality(tmp_path: Path) -> None:
+    """Label-only options ("(A)".."(E)", "A)".."E)": 7 of the 304 published testmini rows) stay as
+    published, and the letter or the published option text scores, as MATH-V's `evaluate` does."""
     rows = [
         {"id": "6", "question": "Which one?", "options": ["(A)", "(B)", "(C)", "(D)", "(E)"], "answer": "D"},
         {"id": "7", "question": "Who?", "options": ["A", "C", "C", "D", "it depends"], "answer": "C"},
         {"id": "8", "question": "Length?", "options": [], "answer": "\\frac{7}{3}"},
         {"id": "9", "question": "Point?", "options": [], "answer": "(1,2)"},
+        {"id": "10", "question": "Which net?", "options": ["A)", "B)", "C)", "D)", "E)"], "answer": "B"},
     ]
     write_jsonl(
         tmp_path / "mv" / "data" / "testmini.jsonl", [{**r, "image": f"images/{r['id']}.jpg"} for r in rows]
     )
     for r in rows:
         save_image(tmp_path / "mv" / "images" / f"{r['id']}.jpg", RED)
-    letters, repeated, fraction, point = get_benchmark("mathvision").load(tmp_path / "mv")
-    assert letters.choices == ("A", "B", "C", "D", "E") and "(A) (A)" not in letters.text
-    assert "Options: A, B, C, D, E." in letters.text
+    letters, repeated, fraction, point, labels = get_benchmark("mathvision").load(tmp_path / "mv")
+    assert letters.choices == ("(A)", "(B)", "(C)", "(D)", "(E)") and "(A) (A)" not in letters.text
+    assert labels.choices == ("A)", "B)", "C)", "D)", "E)") and labels.answer == "B"
+    assert "Options: A, B, C, D, E." in letters.text and "Options: A, B, C, D, E." in labels.text
     mv = get_benchmark("mathvision")
-    assert mv.score(letters, boxed("D")) == 1.0 and mv.score(letters, boxed("(D)")) == 1.0
-    assert mv.score(letters, boxed("E")) == 0.0
+    for answer in ("D", "(D)", "D)", "d"):
+        assert mv.score(letters, boxed(answer)) == 1.0, answer
+    assert mv.score(letters, boxed("E")) == 0.0 and mv.score(letters, boxed("(E)")) == 0.0
+    assert mv.score(labels, boxed("B)")) == 1.0 and mv.score(labels, boxed("B")) == 1.0
+    assert mv.score(labels, boxed("C)")) == 0.0
     # option B's text is "C": the letter C names option C, the gold
     assert mv.score(repeated, boxed("C")) == 1.0 and mv.score(repeated, boxed("B")) == 0.0
     # is_equal: values compared to 2 decimals, tuples element by element

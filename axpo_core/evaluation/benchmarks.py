@@ -584,8 +584,9 @@ class MathVision(Benchmark):
     - GitHub ``mathllm/MATH-V``: ``data/testmini.jsonl`` (or ``testmini.jsonl``) with the same fields and
       ``image`` = ``images/<id>.jpg`` relative to the folder.
 
-    With options (five in the published file, often just "A".."E" or "(A)".."(E)", drawn in the
-    picture) the answer is a letter (``choice``); without options it is free-form (``numeric``).
+    With options (five in the published file, often just "A".."E", "A)".."E)" or "(A)".."(E)", drawn in
+    the picture) the answer is a letter (``choice``) and ``choices`` are the published options as they
+    are; without options it is free-form (``numeric``).
 
     Scoring: :func:`score_mathvision`, after ``evaluate`` in ``evaluation/evaluate.py`` and ``is_equal`` in
     ``evaluation/utils.py`` of mathllm/MATH-V: correct when the answer equals the gold letter or the gold
@@ -627,8 +628,11 @@ class MathVision(Benchmark):
         meta = {"level": row.get("level"), "subject": row.get("subject")}
         qid = ids(native, path, where)
         if options:
-            if _letter_only(options):  # "(A)".."(E)": the letters themselves
-                options = _letters(len(options))
+            # Options that are only their labels ("A)".."E)", "(A)".."(E)": the picture shows them) stay as
+            # published, as in the official scorer: MATH-V evaluation/evaluate.py `evaluate` takes
+            # `gt_answer_value = options[ord(gt_answer) - ord('A')]` and counts `is_equal(gt_answer, answer)
+            # or is_equal(gt_answer_value, answer)`, so the letter and the published text ("D)") both
+            # score. `choice_indices` reads "D", "(D)" and "D)" as the letter D whatever the option texts.
             letter = _gold_letter(answer, options, path, where)
             return self._choice_question(qid, question, options, image, letter, meta)
         return self._question(qid, question, [image], answer, answer_type="numeric", meta=meta)
