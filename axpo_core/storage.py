@@ -22,6 +22,9 @@ Guarantees:
   reader racing a rewrite returns the old or the new folder, never a mix. Of two writers of one folder,
   the last one's files stand (S3: a writer rewrites any of its files the other replaced meanwhile).
   `get_dir` downloads into a temporary folder, then renames that into place.
+- `create_if_absent` writes an object only where none exists, atomically: locally a complete temporary
+  file is hard-linked into place, on S3 a PUT with `If-None-Match: *`. Of concurrent creators one wins
+  and the others read its bytes (the run's storage id, `flows/runtime.py`).
 - Transient failures (S3 5xx/throttling, connection errors and timeouts, local OSError other than
   not-found/permission) are retried `retries` times with exponential backoff; then a `StorageError` names
   the operation, the URI and the last error. Not-found and permission errors fail at once. Each S3 attempt
@@ -38,9 +41,11 @@ boto3's own (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -58,6 +63,7 @@ MARKER = "_COMPLETE"
 _TMP_TAG = ".axpo-tmp-"  # temporary files and folders carry this in their name; listings skip them
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -162,6 +168,8 @@ class ObjectStore(ABC):
     @abstractmethod
     def _delete(self, uri: str) -> None: ...
     @abstractmethod
+    def _create(self, uri: str, data: bytes) -> bool: ...
+    @abstractmethod
     def _classify(self, exc: BaseException) -> _Fatal | None:
         """Return `_Fatal` for a permanent failure, None for a transient one; re-raise foreign errors."""
 
@@ -240,6 +248,14 @@ class ObjectStore(ABC):
         finally:
             tmp.unlink(missing_ok=True)
         return dst
+
+    def create_if_absent(self, uri: str, data: bytes) -> bool:
+        """Write the object only where none exists, in one atomic step: of concurrent creators exactly one
+        writes, and no reader ever sees a partial object. False: an object was there (read it to learn
+        what the winner wrote; on S3 it may be this call's own earlier attempt, whose reply was lost).
+        Locally a complete temporary file is hard-linked into place (`link` fails when the name exists);
+        on S3 one PUT with `If-None-Match: *`."""
+        return self._call("create_if_absent", uri, lambda: self._create(uri, bytes(data)))
 
     def exists(self, uri: str) -> bool:
         """True for an object, or for a folder holding at least one object."""
@@ -475,6 +491,24 @@ class LocalStore(ObjectStore):
     def _get_bytes(self, uri: str) -> bytes:
         return local_path(uri).read_bytes()
 
+    def _create(self, uri: str, data: bytes) -> bool:
+        path = local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}{_TMP_TAG}{uuid.uuid4().hex}")
+        try:
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, path)  # atomic, fails when the name exists, and the object appears whole
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                return _create_exclusive(path, data)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
     @staticmethod
     def _copy_file(src: Path, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -567,6 +601,21 @@ def _classify_os_error(exc: BaseException) -> _Fatal | None:
     raise exc
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """create_if_absent on a filesystem without hard links: O_CREAT | O_EXCL is still atomic, but a reader
+    racing the write may see the object before its bytes."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return True
+
+
 def _hidden_tmp(path: Path, base: Path) -> bool:
     return any(_TMP_TAG in part for part in path.relative_to(base).parts)
 
@@ -588,6 +637,7 @@ _S3_TRANSIENT = {
     "RequestTimeTooSkewed",
     "RequestLimitExceeded",
     "TooManyRequestsException",
+    "ConditionalRequestConflict",  # 409: another conditional write of the key was in flight; AWS says retry
 }
 
 
@@ -684,6 +734,25 @@ class S3Store(ObjectStore):
     def _get_bytes(self, uri: str) -> bytes:
         bucket, key = _split_s3(uri)
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def _create(self, uri: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split_s3(uri)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "PreconditionFailed":
+                return False
+            if code != "NotImplemented":
+                raise
+            # A store without conditional writes: check, then put (two racing creators may both write).
+            logger.warning("the object store has no conditional writes: creating %s is best effort", uri)
+            if self._exists(uri):
+                return False
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        return True
 
     def _put_file(self, src: Path, uri: str) -> None:
         self._upload(src, uri)

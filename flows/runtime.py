@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import queue
 import signal
@@ -263,11 +264,12 @@ def _context(config, run_name: str | None):
 
 def storage_id(ctx) -> str:
     """The id in the run folder's `_RUN_ID` marker, written on first use: the same folder resumes, a
-    deleted (or new) one starts over even when Prefect still holds cached results for the run's name."""
+    deleted (or new) one starts over even when Prefect still holds cached results for the run's name.
+    The marker is created atomically (`create_if_absent`), so two starts racing on a new folder both take
+    the one id that was written (a check, then a write, gave them one each)."""
     store = ctx.store
     marker = ctx.layout().base + "/_RUN_ID"
-    if store.exists(marker):
-        return store.get_json(marker)["id"]
     run_id = uuid.uuid4().hex
-    store.put_json(marker, {"id": run_id, "run_name": ctx.run_name})
-    return run_id
+    if store.create_if_absent(marker, json.dumps({"id": run_id, "run_name": ctx.run_name}).encode()):
+        return run_id
+    return store.get_json(marker)["id"]

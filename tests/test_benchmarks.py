@@ -6,8 +6,13 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +23,7 @@ from axpo_core import rewards
 from axpo_core.envs.suites import Question
 from axpo_core.evaluation.benchmarks import (
     BENCHMARKS,
+    MAX_IMAGE_FILE_BYTES,
     BenchmarkFormatError,
     UnknownBenchmarkError,
     get_benchmark,
@@ -27,6 +33,7 @@ from axpo_core.evaluation.passk import expected_max_at_k, pass_at_k
 from axpo_core.evaluation.runner import benchmark_questions
 from axpo_core.rewards import f1_score, match_approx, match_f1, score
 from axpo_core.rollout.trajectory import Trajectory
+from flows.cli import main
 
 # --------------------------------------------------------------------------------------------- fixtures
 
@@ -444,23 +451,30 @@ def test_mathvision_questions(tmp_path: Path) -> None:
 
 
 def test_mathvision_five_letter_options_and_official_equality(tmp_path: Path) -> None:
+    """Label-only options ("(A)".."(E)", "A)".."E)": 7 of the 304 published testmini rows) stay as
+    published, and the letter or the published option text scores, as MATH-V's `evaluate` does."""
     rows = [
         {"id": "6", "question": "Which one?", "options": ["(A)", "(B)", "(C)", "(D)", "(E)"], "answer": "D"},
         {"id": "7", "question": "Who?", "options": ["A", "C", "C", "D", "it depends"], "answer": "C"},
         {"id": "8", "question": "Length?", "options": [], "answer": "\\frac{7}{3}"},
         {"id": "9", "question": "Point?", "options": [], "answer": "(1,2)"},
+        {"id": "10", "question": "Which net?", "options": ["A)", "B)", "C)", "D)", "E)"], "answer": "B"},
     ]
     write_jsonl(
         tmp_path / "mv" / "data" / "testmini.jsonl", [{**r, "image": f"images/{r['id']}.jpg"} for r in rows]
     )
     for r in rows:
         save_image(tmp_path / "mv" / "images" / f"{r['id']}.jpg", RED)
-    letters, repeated, fraction, point = get_benchmark("mathvision").load(tmp_path / "mv")
-    assert letters.choices == ("A", "B", "C", "D", "E") and "(A) (A)" not in letters.text
-    assert "Options: A, B, C, D, E." in letters.text
+    letters, repeated, fraction, point, labels = get_benchmark("mathvision").load(tmp_path / "mv")
+    assert letters.choices == ("(A)", "(B)", "(C)", "(D)", "(E)") and "(A) (A)" not in letters.text
+    assert labels.choices == ("A)", "B)", "C)", "D)", "E)") and labels.answer == "B"
+    assert "Options: A, B, C, D, E." in letters.text and "Options: A, B, C, D, E." in labels.text
     mv = get_benchmark("mathvision")
-    assert mv.score(letters, boxed("D")) == 1.0 and mv.score(letters, boxed("(D)")) == 1.0
-    assert mv.score(letters, boxed("E")) == 0.0
+    for answer in ("D", "(D)", "D)", "d"):
+        assert mv.score(letters, boxed(answer)) == 1.0, answer
+    assert mv.score(letters, boxed("E")) == 0.0 and mv.score(letters, boxed("(E)")) == 0.0
+    assert mv.score(labels, boxed("B)")) == 1.0 and mv.score(labels, boxed("B")) == 1.0
+    assert mv.score(labels, boxed("C)")) == 0.0
     # option B's text is "C": the letter C names option C, the gold
     assert mv.score(repeated, boxed("C")) == 1.0 and mv.score(repeated, boxed("B")) == 0.0
     # is_equal: values compared to 2 decimals, tuples element by element
@@ -835,6 +849,260 @@ def test_inconsistent_rows(tmp_path: Path) -> None:
     rows_pq[1]["question"] = "See <image2>."
     write_parquet(file, rows_pq)
     expect_error(lambda: get_benchmark("mathvr").load(tmp_path / "vr"), "row 1", "<image2>")
+
+
+# --------------------------------------------------------------------------------------------- hostile files
+# Issue 27: paths out of the folder, a sparse gigabyte image, and malformed text and parquet.
+
+_RECORDING: list[list[str]] = []  # `opens()`: the list of the block that records
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _RECORDING and isinstance(args[0], (str, bytes, os.PathLike)):
+        _RECORDING[-1].append(os.path.realpath(os.fsdecode(args[0])))
+
+
+@contextmanager
+def opens() -> Iterator[list[str]]:
+    """The real paths of the files opened inside the block: a real audit hook ("open" events, which
+    PIL's and pathlib's opens raise), installed once per process and recording only inside a block."""
+    if not getattr(_audit, "installed", False):
+        sys.addaudithook(_audit)
+        _audit.installed = True  # type: ignore[attr-defined]
+    _RECORDING.append([])
+    try:
+        yield _RECORDING[-1]
+    finally:
+        _RECORDING.pop()
+
+
+def _rewrite_json(path: Path, edit: Callable[[Any], None], lines: bool = False) -> None:
+    rows = (
+        [json.loads(line) for line in path.read_text().splitlines()]
+        if lines
+        else json.loads(path.read_text())
+    )
+    edit(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) if lines else json.dumps(rows))
+
+
+def _rewrite_parquet(path: Path, edit: Callable[[list[dict]], None]) -> None:
+    rows = pq.read_table(path).to_pylist()
+    edit(rows)
+    write_parquet(path, rows)
+
+
+def point_first_image(name: str, folder: Path, rel: str) -> str:
+    """Make the first row of benchmark `name` (built in `folder`) name its image `rel`; where the error
+    must point: "<file>: <row>"."""
+
+    def cell(rows: list[dict], key: str) -> None:
+        rows[0][key] = {"bytes": None, "path": rel}
+
+    if name == "mathvision":
+        _rewrite_json(folder / "data" / "testmini.jsonl", lambda rows: rows[0].update(image=rel), lines=True)
+        return "testmini.jsonl: line 1"
+    if name == "dynamath":
+        _rewrite_json(folder / "dataset.json", lambda data: data["1"].update(image=rel))
+        return "dataset.json: entry '1'"
+    if name == "vstar":
+        _rewrite_json(folder / "test_questions.jsonl", lambda rows: rows[0].update(image=rel), lines=True)
+        return "test_questions.jsonl: line 1"
+    if name == "visualprobe":
+        _rewrite_json(folder / "val.json", lambda rows: rows[0].update(images=[rel]))
+        return "val.json: item 0"
+    file, key = {
+        "mathvr": ("data/test-00000-of-00001.parquet", "image1"),
+        "hrmmsearch": ("data/train-00000-of-00005.parquet", "query_image"),
+        "mmsearch": ("end2end.parquet", "query_image"),
+    }[name]
+    _rewrite_parquet(folder / file, lambda rows: cell(rows, key))
+    return f"{Path(file).name}: row 0"
+
+
+PATH_BENCHMARKS = ["mathvision", "dynamath", "mathvr", "vstar", "visualprobe", "hrmmsearch", "mmsearch"]
+
+
+@pytest.mark.parametrize("attack", ["traversal", "absolute", "symlink"])
+@pytest.mark.parametrize("name", PATH_BENCHMARKS)
+def test_image_paths_out_of_the_folder_are_refused_unopened(name: str, attack: str, tmp_path: Path) -> None:
+    """`../../outside/secret.png`, its absolute path, or a symlink in the folder leading to it: a real
+    image outside the benchmark folder, which the adapters used to load. Each is refused with the file
+    and the row, and the secret is never opened."""
+    secret = tmp_path / "outside" / "secret.png"
+    save_image(secret, GREEN)
+    folder = tmp_path / "data" / name
+    CASES[name][0](folder)
+    rel = {"traversal": "../../outside/secret.png", "absolute": str(secret), "symlink": "evil.png"}[attack]
+    if attack == "symlink":
+        (folder / "evil.png").symlink_to(secret)
+    where = point_first_image(name, folder, rel)
+    problem = "is an absolute path: refused" if attack == "absolute" else "leads outside the benchmark folder"
+    with opens() as opened:
+        err = expect_error(lambda: get_benchmark(name).load(folder), where, problem)
+    assert err.path.is_relative_to(folder) and str(secret) not in opened
+
+
+def test_annotation_files_and_images_found_in_the_folder_must_stay_in_it(tmp_path: Path) -> None:
+    """Files the adapters find by name rather than by a row's path: a symlinked dataset.json, a V*
+    annotation image, and the annotation a label-less V* row points at."""
+    outside = tmp_path / "outside"
+    make_dynamath(tmp_path / "dm")
+    (outside / "dataset.json").parent.mkdir(parents=True)
+    (tmp_path / "dm" / "dataset.json").replace(outside / "dataset.json")
+    (tmp_path / "dm" / "dataset.json").symlink_to(outside / "dataset.json")
+    with opens() as opened:
+        expect_error(lambda: get_benchmark("dynamath").load(tmp_path / "dm"), "dataset.json", "leads outside")
+
+    make_vstar(tmp_path / "vs", published_order=False)
+    image = tmp_path / "vs" / "relative_position" / "sa_2.png"
+    image.replace(outside / "sa_2.png")
+    image.symlink_to(outside / "sa_2.png")
+    with opens() as seen:
+        expect_error(
+            lambda: get_benchmark("vstar").load(tmp_path / "vs"), "sa_2.json: annotation", "leads outside"
+        )
+    opened += seen
+
+    make_vstar(tmp_path / "vl", labels=False)
+    (outside / "sa_1.json").write_text(json.dumps({"options": ["red"]}))
+    save_image(outside / "sa_1.jpg", RED)
+    path = tmp_path / "vl" / "test_questions.jsonl"
+    _rewrite_json(path, lambda rows: rows[0].update(image="../outside/sa_1.jpg"), lines=True)
+    with opens() as seen:
+        expect_error(
+            lambda: get_benchmark("vstar").load(tmp_path / "vl"), "line 1", "its annotation leads outside"
+        )
+    assert not [p for p in opened + seen if p.startswith(str(outside))]
+
+
+def test_visualprobe_recipe_paths_resolve_inside_the_folder(tmp_path: Path) -> None:
+    """The recipe's "VisualProbe_Hard/data/1.png" is read from `visualprobe/data/1.png`; a copy of the
+    image beside the folder (where the parent lookup used to find it) is never read."""
+    folder = tmp_path / "visualprobe"
+    make_visualprobe(folder)
+    _rewrite_json(folder / "val.json", lambda rows: rows[0].update(images=["VisualProbe_Hard/data/1.png"]))
+    sign, _animal = get_benchmark("visualprobe").load(folder)
+    assert sign.images[0].size == (80, 60)
+    save_image(tmp_path / "VisualProbe_Hard" / "data" / "3.png", RED)
+    _rewrite_json(folder / "val.json", lambda rows: rows[0].update(images=["VisualProbe_Hard/data/3.png"]))
+    expect_error(lambda: get_benchmark("visualprobe").load(folder), "val.json: item 0", "not found")
+
+
+def _bytes_read() -> int:
+    """What this process has read so far (Linux /proc: every read call, page-cache hits included)."""
+    return int(Path("/proc/self/io").read_text().split("rchar:")[1].split()[0])
+
+
+def test_a_sparse_gigabyte_image_is_refused_unread(tmp_path: Path) -> None:
+    """Issue 27 #5: a 1 GiB sparse image (a real PNG, then holes: no disk used) is refused from its size,
+    never opened; a 200 MB one under the limit is decoded from its header and pixel data, its padding
+    never read. Both inside one validation, which reads a few MB in all."""
+    folder = tmp_path / "dm"
+    make_dynamath(folder)
+    padded, huge = folder / "image" / "image1.png", folder / "image" / "image5.png"
+    os.truncate(padded, 200 << 20)
+    os.truncate(huge, 1 << 30)
+    assert huge.stat().st_blocks * 512 < 1 << 20  # sparse: the test machine's disk is not touched
+    before = _bytes_read()
+    with opens() as opened:
+        expect_error(
+            lambda: get_benchmark("dynamath").validate(folder),
+            "dataset.json: entry '5'",
+            f"image 'image/image5.png': {1 << 30} bytes, above the limit of {MAX_IMAGE_FILE_BYTES} bytes",
+        )
+    assert _bytes_read() - before < 8 << 20
+    assert str(padded) in opened and str(huge) not in opened
+
+
+def test_validate_only_refuses_a_sparse_image_in_little_memory(tmp_path: Path) -> None:
+    """The issue's measure, through the real command: `axpo eval --validate-only` with a 1 GiB sparse
+    image exits 2 naming the file and line, at a peak far below the gigabyte (the issue measured 262 MB
+    without the file and 1,286 MB with it)."""
+    root = tmp_path / "data"
+    make_mathvision(root / "mathvision")
+    os.truncate(root / "mathvision" / "images" / "6.jpg", 1 << 30)
+    axpo = Path(sys.executable).parent / "axpo"
+    command = [str(axpo)] if axpo.is_file() else [sys.executable, "-m", "flows.cli"]
+    args = ["eval", "--validate-only", "--set", f"evaluation.data_root={root}"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env.pop("AXPO_DEBUG", None)
+    with (tmp_path / "out").open("w") as out:
+        child = subprocess.Popen(
+            [*command, *args, "--set", "evaluation.benchmarks=[mathvision]"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    output = (tmp_path / "out").read_text()
+    assert child.returncode == 2, output
+    assert "testmini.jsonl: line 2: field 'image': image 'images/6.jpg': 1073741824 bytes" in output
+    assert usage.ru_maxrss * 1024 < 640 << 20, usage.ru_maxrss  # ru_maxrss is in KiB on Linux
+
+
+def test_malformed_text_names_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Non-UTF-8 bytes, JSON nested too deeply for Python's parser, and an integer past its digit limit:
+    each a BenchmarkFormatError naming the file and the line (these used to be bare UnicodeDecodeError,
+    RecursionError and ValueError texts), and exit 2 through `axpo eval --validate-only`."""
+    make_mathvision(tmp_path / "mv")
+    path = tmp_path / "mv" / "data" / "testmini.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    load_mv = lambda: get_benchmark("mathvision").load(tmp_path / "mv")  # noqa: E731
+    path.write_bytes(b"".join([lines[0], lines[1].replace(b"Which", b"Wh\xffich"), lines[2]]))
+    expect_error(load_mv, "testmini.jsonl: line 2", "not UTF-8 text (byte 0xff at offset 27)")
+    path.write_bytes(b"".join([lines[0], b"[" * 100_000 + b"\n", lines[2]]))
+    expect_error(load_mv, "testmini.jsonl: line 2", "invalid JSON: nested too deeply")
+    row = json.loads(lines[2])
+    path.write_bytes(b"".join([*lines[:2], json.dumps({**row, "options": "[" * 100_000}).encode() + b"\n"]))
+    expect_error(load_mv, "testmini.jsonl: line 3", "field 'options' should be a list of strings")
+
+    root = tmp_path / "data"
+    make_dynamath(root / "dynamath")
+    dataset = root / "dynamath" / "dataset.json"
+    text = dataset.read_bytes()
+    dataset.write_bytes(text.replace(b"What is the period", b"What is the p\xc3\x28eriod"))
+    expect_error(
+        lambda: get_benchmark("dynamath").load(root / "dynamath"), "dataset.json: line 3", "not UTF-8"
+    )
+    dataset.write_text('{"1": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    expect_error(
+        lambda: get_benchmark("dynamath").load(root / "dynamath"), "dataset.json", "nested too deeply"
+    )
+    dataset.write_bytes(text.replace(b'"2.0944"', b"9" * 5000))
+    expect_error(lambda: get_benchmark("dynamath").load(root / "dynamath"), "dataset.json", "digits")
+    assert main(["eval", "--validate-only", "--set", f"evaluation.data_root={root}"]) == 2
+    out = capsys.readouterr().out
+    assert f"BAD DATA: {dataset}: invalid JSON: Exceeds the limit (4300 digits)" in out
+
+    make_hrbench(tmp_path / "hr")
+    tsv = tmp_path / "hr" / "hr_bench_4k.tsv"
+    rows = tsv.read_bytes().split(b"\n")
+    rows[3] = rows[3].replace(b"trees", b"tr\xe9es")  # Latin-1, not UTF-8
+    tsv.write_bytes(b"\n".join(rows))
+    expect_error(
+        lambda: get_benchmark("hrbench4k").load(tmp_path / "hr"), "hr_bench_4k.tsv: line 4", "not UTF-8"
+    )
+
+
+def test_corrupt_parquet_page_names_the_file_and_row(tmp_path: Path) -> None:
+    """A page header overwritten in the second of three row groups: the first 16 rows load, then one
+    error names the file, the first row not read and its row group (it was a bare pyarrow OSError)."""
+    rows = [{"id": str(i), "question": f"Compute {i} + 1.", "answers": [str(i + 1)]} for i in range(40)]
+    file = tmp_path / "vr" / "data" / "test-00000-of-00001.parquet"
+    file.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), file, row_group_size=16)
+    offset = pq.ParquetFile(file).metadata.row_group(1).column(1).data_page_offset
+    data = bytearray(file.read_bytes())
+    data[offset : offset + 12] = b"\xff" * 12
+    file.write_bytes(bytes(data))
+    assert len(get_benchmark("mathvr").load(tmp_path / "vr", limit=16)) == 16
+    expect_error(
+        lambda: get_benchmark("mathvr").validate(tmp_path / "vr"),
+        "test-00000-of-00001.parquet: row 16",
+        "cannot read the data from this row on (row group 1 of 3): OSError",
+    )
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -107,6 +107,98 @@ def test_put_is_atomic_for_a_concurrent_reader(store: ObjectStore) -> None:
     assert list(raw_objects(store)) == ["exp/run/state.bin"]  # no temporary files left behind
 
 
+def test_create_if_absent_has_one_winner(store: ObjectStore) -> None:
+    """Eight creators released at once: exactly one writes, the others are told an object is there, and
+    the object holds the winner's bytes whole; no temporary file is left. On S3 this checks the client's
+    side (a conditional PUT, PreconditionFailed read as "taken"): moto serves If-None-Match with a check,
+    then a put, in its own server, atomic only as far as its threads interleave (AWS's is atomic)."""
+    uri = store.uri("exp", "run", "_RUN_ID")
+    start, won = threading.Barrier(8), {}
+
+    def create(i: int) -> None:
+        start.wait()
+        won[i] = store.create_if_absent(uri, f"creator {i}".encode() * 1000)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [winner] = [i for i, ok in won.items() if ok]
+    assert len(won) == 8 and store.get_bytes(uri) == f"creator {winner}".encode() * 1000
+    assert store.create_if_absent(uri, b"later") is False
+    assert raw_objects(store) == {"exp/run/_RUN_ID": f"creator {winner}".encode() * 1000}
+
+
+def _storage_config(config, store: ObjectStore):  # the session config, storage pointed at `store`
+    endpoint = store.endpoint_url if isinstance(store, S3Store) else None
+    storage = config.storage.model_copy(update={"root": store.root, "s3_endpoint_url": endpoint})
+    return config.model_copy(update={"storage": storage})
+
+
+def _start_runs(config, races: list[str], start, ids) -> None:
+    """One racer: for each run name, `make_context`'s two steps, its context made before the racers are
+    released together, so that they all reach the run folder's marker at once; (name, id) go to `ids`."""
+    from flows.runtime import _context, storage_id
+
+    for name in races:
+        ctx = _context(config, name)
+        start.wait()
+        ids.put((name, storage_id(ctx)))
+
+
+def _agreed(store: ObjectStore, races: list[str], got: list[tuple[str, str]]) -> None:
+    """Every racer got the id in the run's marker."""
+    for name in races:
+        marker = json.loads(store.get_bytes(store.uri("tiny", name, "_RUN_ID")))
+        assert {i for n, i in got if n == name} == {marker["id"]}, name
+
+
+def test_concurrent_starts_agree_on_the_storage_id(
+    store: ObjectStore, config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 #6: runs started at once on one new folder took one id each (`_RUN_ID` was checked,
+    then written). Eight threads now take one id, the one in the marker; a later start resumes it."""
+    import queue
+
+    from flows.runtime import make_context
+
+    monkeypatch.chdir(tmp_path)  # an S3 run keeps its local outputs under ./runs
+    cfg = _storage_config(config, store)
+    # One new run folder per race: a local check-then-write lost about one race in three, S3's every one.
+    races = [f"race-{n}" for n in range(2 if isinstance(store, S3Store) else 10)]
+    start, ids = threading.Barrier(8), queue.Queue()
+    threads = [threading.Thread(target=_start_runs, args=(cfg, races, start, ids)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    got = [ids.get_nowait() for _ in range(8 * len(races))]
+    _agreed(store, races, got)
+    assert make_context(cfg, races[0]).storage_id == dict(got)[races[0]]
+
+
+def test_concurrent_processes_agree_on_the_storage_id(config, tmp_path: Path) -> None:
+    """The same race between processes on a local folder (one `link` wins)."""
+    import multiprocessing
+
+    import axpo_core.tracking  # noqa: F401 - `_context` imports MLflow: once here, not in every child
+
+    ctx = multiprocessing.get_context("fork")  # the children inherit the barrier and the loaded modules
+    store = open_store(tmp_path / "store")
+    cfg = _storage_config(config, store)
+    races = [f"race-{n}" for n in range(40)]
+    start, ids = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_start_runs, args=(cfg, races, start, ids)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    got = [ids.get(timeout=120) for _ in range(4 * len(races))]
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    _agreed(store, races, got)
+
+
 def test_local_put_writes_a_tmp_sibling_then_replaces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

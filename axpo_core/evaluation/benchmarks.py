@@ -14,10 +14,16 @@ grade with an LLM (HR-Bench, VisualProbe, Math-VR, HR-MMSearch), the rule scorer
 their score; ``evaluation.judge: llm`` plugs in a local LLM judge instead (rule match first).
 
 Nothing is downloaded: ``load(folder)`` reads the files as the publishers ship them, and every problem
-with them (a missing folder or file, a missing column or field, bad JSON, bad base64, an unreadable or
-missing image) raises one :class:`BenchmarkFormatError` that names the file and the row. Rows are read
-in file order and ``limit`` keeps the first ones, so a capped run is a stable prefix. Images go through
+with them (a missing folder or file, a missing column or field, bad JSON, text that is not UTF-8, an
+unreadable parquet page, bad base64, an unreadable or missing image) raises one
+:class:`BenchmarkFormatError` that names the file and the row. Rows are read in file order and ``limit``
+keeps the first ones, so a capped run is a stable prefix. Images go through
 :func:`axpo_core.envs.tools.load_image` (decompression-bomb guard) and are decoded only for kept rows.
+
+Hostile folders: a benchmark reads only inside its folder. Every path a file names (and every file found
+by name) is resolved, symlinks included, and refused before it is opened when it leads outside
+(:func:`_inside`). An image file above :data:`MAX_IMAGE_FILE_BYTES` is refused from its size unopened;
+others are opened lazily, so the pixel limit is checked from the header before any pixel is read.
 
 Row numbering in errors: ``line N`` is 1-based (JSONL, TSV), ``row N`` / ``item N`` are 0-based
 (parquet, JSON lists: the index pandas and ``datasets`` show), ``entry 'key'`` names a JSON object key.
@@ -36,7 +42,7 @@ import sys
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal
 
 from PIL import Image
@@ -53,6 +59,8 @@ __all__ = [
     "DynaMath",
     "HRBench",
     "HRMMSearch",
+    "MAX_IMAGE_FILE_BYTES",
+    "MAX_JSON_FILE_BYTES",
     "MMSearch",
     "MathVR",
     "MathVision",
@@ -73,6 +81,11 @@ __all__ = [
 
 Group = Literal["reasoning", "perception", "search"]
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # = ToolsConfig.max_image_pixels' default
+# Files are refused unread above these sizes: an image file larger than the same image stored raw at the
+# pixel limit (40 Mpixel x 4 bytes = 160 MB) is no benchmark image, and the annotation JSON files that are
+# read whole are far smaller.
+MAX_IMAGE_FILE_BYTES = 256 << 20
+MAX_JSON_FILE_BYTES = 256 << 20
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 LETTER_HINT = "Answer with the option's letter."
 SHORT_HINT = "Answer with a short phrase."  # search answers are scored by token F1: verbosity costs precision
@@ -131,7 +144,7 @@ def _str_list(
     if isinstance(value, str):
         try:
             decoded = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or JSON too deep or too large to read
             decoded = None if scalar else _NOT_JSON
         if decoded is _NOT_JSON:
             raise BenchmarkFormatError(path, f"field {key!r} should be a list of strings", where)
@@ -153,25 +166,75 @@ _NOT_JSON = object()
 _PLACEHOLDER_IMAGE = Image.new("RGB", (1, 1))  # validation only: stands in for an image already checked
 
 
-def _decode(data: bytes, source: str, path: Path, where: str, max_pixels: int) -> Image.Image:
+def _inside(candidate: Path, folder: Path, path: Path, where: str | None, what: str) -> Path:
+    """``candidate`` with its symlinks resolved, refused (naming ``path`` and ``where``) unless it stays
+    inside the benchmark ``folder``: a benchmark file may only send the loader to files of its own folder,
+    so ``../../etc/passwd``, an absolute path or a symlink that leads out is never opened."""
+    try:
+        resolved, root = candidate.resolve(), folder.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a name too long, a symlink loop
+        raise BenchmarkFormatError(path, f"{what}: unusable path ({exc})", where) from None
+    if not resolved.is_relative_to(root):
+        raise BenchmarkFormatError(
+            path, f"{what} leads outside the benchmark folder {root} (to {resolved}): refused", where
+        )
+    return resolved
+
+
+def _relative(rel: str, path: Path, where: str, what: str) -> str:
+    """``rel`` when it is a relative path; absolute ones are refused whatever they point at: every
+    published format stores paths relative to its folder."""
+    if Path(rel).is_absolute():
+        raise BenchmarkFormatError(path, f"{what} is an absolute path: refused (paths are relative)", where)
+    return rel
+
+
+def _decode(data: bytes | Path, source: str, path: Path, where: str, max_pixels: int) -> Image.Image:
+    """An image from bytes or from a file inside the benchmark folder. A file's size is checked before it
+    is opened, and ``load_image`` opens it lazily: PIL reads the header, the pixel count is checked, and
+    only then are the pixels read (a 1 GB sparse ``.png`` is refused unread)."""
+    try:
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+    except OSError as exc:
+        raise BenchmarkFormatError(path, f"{source}: cannot read image ({exc})", where) from None
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise BenchmarkFormatError(
+            path,
+            f"{source}: {size} bytes, above the limit of {MAX_IMAGE_FILE_BYTES} bytes per image: refused",
+            where,
+        )
     try:
         return load_image(data, max_pixels)
     except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError; bombs are ValueErrors
         raise BenchmarkFormatError(path, f"{source}: cannot decode image ({exc})", where) from None
 
 
+def _first_file(candidates: Sequence[Path], folder: Path, path: Path, where: str, what: str) -> Path | None:
+    """The first candidate that is a file, every one of them checked to stay inside ``folder`` first (so
+    the answer never depends on what exists outside it)."""
+    inside = [_inside(c, folder, path, where, what) for c in candidates]
+    return next((c for c in inside if c.is_file()), None)
+
+
 def _image_file(
-    rel: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int, key: str = "image"
+    rel: str, folder: Path, bases: Sequence[Path], path: Path, where: str, max_pixels: int, key: str = "image"
 ) -> Image.Image:
-    """An image stored next to the annotations: ``rel`` (field ``key``) is tried against each base folder."""
-    for base in bases:
-        candidate = base / rel
-        if candidate.is_file():
-            return _decode(candidate.read_bytes(), f"field {key!r}: image {rel!r}", path, where, max_pixels)
-    looked = ", ".join(str(b) for b in bases)
-    raise BenchmarkFormatError(
-        path, f"field {key!r}: image file {rel!r} not found (looked in {looked})", where
-    )
+    """An image stored next to the annotations: ``rel`` (field ``key``) is tried against each base folder
+    (each inside the benchmark ``folder``, which the image must not leave)."""
+    what = f"field {key!r}: image {rel!r}"
+    rel = _relative(rel, path, where, what)
+    return _image_at([base / rel for base in bases], folder, what, path, where, max_pixels)
+
+
+def _image_at(
+    candidates: Sequence[Path], folder: Path, what: str, path: Path, where: str, max_pixels: int
+) -> Image.Image:
+    """The image at the first candidate that is a file (all kept inside ``folder``)."""
+    found = _first_file(candidates, folder, path, where, what)
+    if found is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise BenchmarkFormatError(path, f"{what} not found (looked for {looked})", where)
+    return _decode(found, what, path, where, max_pixels)
 
 
 def _b64_image(value: Any, key: str, path: Path, where: str, max_pixels: int) -> Image.Image:
@@ -184,46 +247,80 @@ def _b64_image(value: Any, key: str, path: Path, where: str, max_pixels: int) ->
     return _decode(data, f"field {key!r}", path, where, max_pixels)
 
 
-def _cell_image(
-    value: Any, key: str, bases: Sequence[Path], path: Path, where: str, max_pixels: int
-) -> Image.Image:
+def _cell_image(value: Any, key: str, folder: Path, path: Path, where: str, max_pixels: int) -> Image.Image:
     """An image cell as ``datasets`` writes it to parquet: ``{"bytes": ..., "path": ...}`` (bytes may be
-    absent when the file sits beside the parquet), raw bytes, or a relative path string."""
+    absent when the file sits beside the parquet), raw bytes, or a path relative to the parquet file's
+    folder or the benchmark ``folder``."""
+    bases = [path.parent, folder]
     if isinstance(value, Mapping):
         data, rel = value.get("bytes"), value.get("path")
         if data:
             return _decode(bytes(data), f"field {key!r}", path, where, max_pixels)
         if isinstance(rel, str) and rel:
-            return _image_file(rel, bases, path, where, max_pixels, key)
+            return _image_file(rel, folder, bases, path, where, max_pixels, key)
     elif isinstance(value, (bytes, bytearray)) and value:
         return _decode(bytes(value), f"field {key!r}", path, where, max_pixels)
     elif isinstance(value, str) and value.strip():
-        return _image_file(value.strip(), bases, path, where, max_pixels, key)
+        return _image_file(value.strip(), folder, bases, path, where, max_pixels, key)
     raise BenchmarkFormatError(path, f"field {key!r} holds no image", where)
 
 
-def _read_json(path: Path) -> Any:
+def _utf8(raw: bytes, path: Path, where: str | None) -> str:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if where is None:  # a whole file: the line of the first bad byte
+            where = _where("line", raw.count(b"\n", 0, exc.start) + 1)
+        raise BenchmarkFormatError(
+            path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})", where
+        ) from None
+
+
+def _loads(text: str, path: Path, where: str | None) -> Any:
+    """``json.loads`` whose every failure is a BenchmarkFormatError naming the file (and line)."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BenchmarkFormatError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkFormatError(path, f"invalid JSON: {exc.msg}", where or f"line {exc.lineno}") from None
+    except RecursionError:  # json's C scanner recurses once per level of nesting
+        raise BenchmarkFormatError(path, "invalid JSON: nested too deeply to read", where) from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit limit
+        raise BenchmarkFormatError(path, f"invalid JSON: {exc}", where) from None
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file read whole (the annotation files): refused unread above the size limit."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_FILE_BYTES:
+            raise BenchmarkFormatError(
+                path, f"{size} bytes, above the limit of {MAX_JSON_FILE_BYTES} bytes for a JSON file: refused"
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BenchmarkFormatError(path, f"cannot read file ({exc})") from None
+    return _loads(_utf8(raw, path, None), path, None)
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) per physical line, each decoded on its own so a bad byte names its line."""
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield number, _utf8(raw, path, f"line {number}")
+    except OSError as exc:
         raise BenchmarkFormatError(path, f"cannot read file ({exc})") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkFormatError(path, f"invalid JSON: {exc.msg}", where) from None
-            if not isinstance(row, dict):
-                raise BenchmarkFormatError(path, "a line should hold a JSON object", where)
-            yield where, row
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        row = _loads(line, path, where)
+        if not isinstance(row, dict):
+            raise BenchmarkFormatError(path, "a line should hold a JSON object", where)
+        yield where, row
 
 
 def _parquet_rows(
@@ -245,11 +342,40 @@ def _parquet_rows(
                 f"missing column(s) {', '.join(map(repr, missing))} (has: {', '.join(columns)})",
                 "header",
             )
-        index = 0
-        for batch in parquet.iter_batches(batch_size=16):
-            for row in batch.to_pylist():
+        index, batches = 0, parquet.iter_batches(batch_size=16)
+        while True:
+            try:  # a corrupt page fails here, when its batch is read: name the first row not read
+                batch = next(batches, None)
+                rows = [] if batch is None else batch.to_pylist()
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ArrowException...
+                raise BenchmarkFormatError(
+                    file,
+                    f"cannot read the data from this row on ({_row_group(parquet, index)}): "
+                    f"{type(exc).__name__}: {' '.join(str(exc).split())}",  # pyarrow's text spans lines
+                    f"row {index}",
+                ) from None
+            if batch is None:
+                break
+            for row in rows:
                 yield file, f"row {index}", row
                 index += 1
+
+
+def _row_group(parquet: Any, row: int) -> str:
+    """The row group that holds ``row`` ("row group 2 of 5"), from the footer, which did parse."""
+    meta, start = parquet.metadata, 0
+    for group in range(meta.num_row_groups):
+        start += meta.row_group(group).num_rows
+        if row < start:
+            return f"row group {group} of {meta.num_row_groups}"
+    return f"past the last of {meta.num_row_groups} row groups"
+
+
+def _files_inside(folder: Path, files: Sequence[Path]) -> list[Path]:
+    """Files found in the folder, each refused if it is a symlink that leads out of it."""
+    for file in files:
+        _inside(file, folder, file, None, "the file")
+    return list(files)
 
 
 def _find_files(folder: Path, patterns: Sequence[str], what: str) -> list[Path]:
@@ -257,7 +383,7 @@ def _find_files(folder: Path, patterns: Sequence[str], what: str) -> list[Path]:
     for pattern in patterns:
         found = sorted(p for p in folder.glob(pattern) if p.is_file())
         if found:
-            return found
+            return _files_inside(folder, found)
     raise BenchmarkFormatError(folder, f"no {what} found (expected {' or '.join(patterns)})")
 
 
@@ -458,8 +584,9 @@ class MathVision(Benchmark):
     - GitHub ``mathllm/MATH-V``: ``data/testmini.jsonl`` (or ``testmini.jsonl``) with the same fields and
       ``image`` = ``images/<id>.jpg`` relative to the folder.
 
-    With options (five in the published file, often just "A".."E" or "(A)".."(E)", drawn in the
-    picture) the answer is a letter (``choice``); without options it is free-form (``numeric``).
+    With options (five in the published file, often just "A".."E", "A)".."E)" or "(A)".."(E)", drawn in
+    the picture) the answer is a letter (``choice``) and ``choices`` are the published options as they
+    are; without options it is free-form (``numeric``).
 
     Scoring: :func:`score_mathvision`, after ``evaluate`` in ``evaluation/evaluate.py`` and ``is_equal`` in
     ``evaluation/utils.py`` of mathllm/MATH-V: correct when the answer equals the gold letter or the gold
@@ -478,18 +605,17 @@ class MathVision(Benchmark):
     ) -> Iterator[Question]:
         ids = _Ids(self.name)
         parquet = sorted(folder.glob("data/testmini-*.parquet")) or sorted(folder.glob("testmini*.parquet"))
+        parquet = _files_inside(folder, parquet)
         if parquet:
             for file, where, row in _parquet_rows(parquet, ("id", "question", "options", "answer")):
                 key = "decoded_image" if row.get("decoded_image") is not None else "image"
-                image = _cell_image(
-                    _get(row, key, file, where), key, [file.parent, folder], file, where, max_image_pixels
-                )
+                image = _cell_image(_get(row, key, file, where), key, folder, file, where, max_image_pixels)
                 yield self._make(row, image, file, where, ids)
             return
         jsonl = _find_files(folder, ("data/testmini.jsonl", "testmini.jsonl"), "MathVision testmini file")[0]
         for where, row in _jsonl_rows(jsonl):
             rel = _text(_get(row, "image", jsonl, where), "image", jsonl, where)
-            image = _image_file(rel, [folder, jsonl.parent], jsonl, where, max_image_pixels)
+            image = _image_file(rel, folder, [folder, jsonl.parent], jsonl, where, max_image_pixels)
             yield self._make(row, image, jsonl, where, ids)
 
     def _make(
@@ -502,8 +628,11 @@ class MathVision(Benchmark):
         meta = {"level": row.get("level"), "subject": row.get("subject")}
         qid = ids(native, path, where)
         if options:
-            if _letter_only(options):  # "(A)".."(E)": the letters themselves
-                options = _letters(len(options))
+            # Options that are only their labels ("A)".."E)", "(A)".."(E)": the picture shows them) stay as
+            # published, as in the official scorer: MATH-V evaluation/evaluate.py `evaluate` takes
+            # `gt_answer_value = options[ord(gt_answer) - ord('A')]` and counts `is_equal(gt_answer, answer)
+            # or is_equal(gt_answer_value, answer)`, so the letter and the published text ("D)") both
+            # score. `choice_indices` reads "D", "(D)" and "D)" as the letter D whatever the option texts.
             letter = _gold_letter(answer, options, path, where)
             return self._choice_question(qid, question, options, image, letter, meta)
         return self._question(qid, question, [image], answer, answer_type="numeric", meta=meta)
@@ -562,7 +691,7 @@ class DynaMath(Benchmark):
             kind = _text(_get(row, "answer_type", path, where), "answer_type", path, where)
             rel = _text(_get(row, "image", path, where), "image", path, where)
             qid = ids(str(key), path, where)
-            image = _image_file(rel, [path.parent, folder], path, where, max_image_pixels)
+            image = _image_file(rel, folder, [path.parent, folder], path, where, max_image_pixels)
             choices = None
             if kind == "multiple choice":
                 choices = _inline_options(question)
@@ -632,9 +761,7 @@ class MathVR(Benchmark):
                     raise BenchmarkFormatError(
                         file, f"field {key!r}: the question refers to <{key}> but {key!r} is empty", where
                     )
-                images.append(
-                    _cell_image(row[key], key, [file.parent, folder], file, where, max_image_pixels)
-                )
+                images.append(_cell_image(row[key], key, folder, file, where, max_image_pixels))
             text = re.sub(r"[ \t]{2,}", " ", self._PLACEHOLDER.sub(" ", question)).strip()
             meta = {
                 "category": row.get("category"),
@@ -687,6 +814,7 @@ class VStar(Benchmark):
         self, folder: Path, max_image_pixels: int, *, keep_images: bool = True
     ) -> Iterator[Question]:
         if (folder / "test_questions.jsonl").is_file():
+            _files_inside(folder, [folder / "test_questions.jsonl"])
             yield from self._published_order(folder, max_image_pixels)
         else:
             yield from self._annotations(folder, max_image_pixels)
@@ -705,23 +833,28 @@ class VStar(Benchmark):
             category = str(row.get("category") or Path(rel).parent.name)
             stem = Path(rel).stem
             qid = ids(f"{category}-{stem}", path, where)
-            annotation = (folder / rel).with_suffix(".json")
             if row.get("label") is not None:
                 label = _text(row["label"], "label", path, where)
                 gold = _gold_letter(label, choices, path, where, field="label")
-            elif annotation.is_file():  # copies published before the labels: the annotation's first option
-                stored = _get(_read_json(annotation), "options", annotation, "annotation")
-                first = _str_list(stored, "options", annotation, "annotation")[0]
-                gold = _gold_letter(first, choices, path, where, field="label")
-            else:
-                raise BenchmarkFormatError(
-                    path,
-                    f"missing field 'label' (and no annotation {annotation.name} to take it from)",
-                    where,
-                )
-            image = _image_file(rel, [folder], path, where, max_image_pixels)
+            else:  # copies published before the labels: the annotation's first option
+                gold = self._annotation_gold(folder, rel, choices, path, where)
+            image = _image_file(rel, folder, [folder], path, where, max_image_pixels)
             meta = {"category": category, "question_id": row.get("question_id"), "option_order": "published"}
             yield self._choice_question(qid, question, choices, image, gold, meta)
+
+    @staticmethod
+    def _annotation_gold(folder: Path, rel: str, choices: Sequence[str], path: Path, where: str) -> str:
+        """The gold letter of a row without ``label``: the option its annotation (the image's ``.json``,
+        inside the folder like the image) lists first."""
+        what = f"field 'image': {rel!r}"
+        annotation = (folder / _relative(rel, path, where, what)).with_suffix(".json")
+        if _first_file([annotation], folder, path, where, f"{what}: its annotation") is None:
+            raise BenchmarkFormatError(
+                path, f"missing field 'label' (and no annotation {annotation.name} to take it from)", where
+            )
+        stored = _get(_read_json(annotation), "options", annotation, "annotation")
+        first = _str_list(stored, "options", annotation, "annotation")[0]
+        return _gold_letter(first, choices, path, where, field="label")
 
     def _annotations(self, folder: Path, max_image_pixels: int) -> Iterator[Question]:
         for category in self.CATEGORIES:
@@ -731,7 +864,7 @@ class VStar(Benchmark):
                 )
         ids = _Ids(self.name)
         for category in self.CATEGORIES:
-            for path in sorted((folder / category).glob("*.json")):
+            for path in _files_inside(folder, sorted((folder / category).glob("*.json"))):
                 where = "annotation"
                 row = _read_json(path)
                 if not isinstance(row, dict):
@@ -741,10 +874,11 @@ class VStar(Benchmark):
                 if len(options) < 2:
                     raise BenchmarkFormatError(path, "field 'options' needs at least two options", where)
                 qid = ids(f"{category}-{path.stem}", path, where)
-                image_path = next((p for s in IMAGE_SUFFIXES if (p := path.with_suffix(s)).is_file()), None)
+                candidates = [path.with_suffix(s) for s in IMAGE_SUFFIXES]
+                image_path = _first_file(candidates, folder, path, where, f"image {path.stem}.*")
                 if image_path is None:
                     raise BenchmarkFormatError(path, f"no image {path.stem}.* next to the annotation", where)
-                image = _decode(image_path.read_bytes(), image_path.name, path, where, max_image_pixels)
+                image = _decode(image_path, image_path.name, path, where, max_image_pixels)
                 choices = list(options)
                 random.Random(zlib.crc32(qid.encode())).shuffle(choices)
                 gold = chr(ord("A") + choices.index(options[0]))
@@ -766,10 +900,12 @@ class VisualProbe(Benchmark):
     Format (Hugging Face ``Mini-o3/VisualProbe_Hard``, the data files of the Mini-o3 training recipe):
     ``val.json``, a JSON list of rows with ``images`` (list of image paths), the question in
     ``problem`` (``question`` / ``prompt`` are accepted too, as downstream converters do), the answer in
-    ``solution`` (``answer`` accepted) and an optional ``doc_id``. Image paths are resolved against the
-    folder first, then its parent: the recipe keeps them relative to the directory that holds all
-    ``VisualProbe_*`` folders. The dataset card documents no schema, so this is the layout the Mini-o3
-    code reads (``data.image_key=images``, ``data.answer_key=solution``).
+    ``solution`` (``answer`` accepted) and an optional ``doc_id``. Image paths are relative to the folder;
+    the recipe writes them relative to the directory that holds all ``VisualProbe_*`` folders
+    ("VisualProbe_Hard/data/1.png"), so a first part naming this folder (or ``VisualProbe_Hard``) is also
+    looked up without it. Images outside the folder are refused, like every benchmark's. The dataset
+    card documents no schema, so this is the layout the Mini-o3 code reads (``data.image_key=images``,
+    ``data.answer_key=solution``).
 
     Scoring: :func:`score_visualprobe`. Mini-o3 grades with GPT-4o: ``inner_acc_reward`` in
     ``verl/utils/reward_score/general_qa_tool.py`` (Mini-o3/Mini-o3; its README's recipe sets
@@ -806,10 +942,7 @@ class VisualProbe(Benchmark):
                 _text(row["doc_id"], "doc_id", path, where) if row.get("doc_id") is not None else str(index)
             )
             qid = ids(native, path, where)
-            images = [
-                _image_file(rel, [folder, folder.parent], path, where, max_image_pixels, "images")
-                for rel in rels
-            ]
+            images = [self._image(rel, folder, path, where, max_image_pixels) for rel in rels]
             text = question.replace("<image>", " ").strip()
             choices = _inline_options(text) if re.fullmatch(r"\(?[A-Z]\)?", answer) else None
             kind: AnswerType = "choice" if choices else "exact"
@@ -822,6 +955,18 @@ class VisualProbe(Benchmark):
                 choices=tuple(choices) if choices else None,
                 meta={"split": "hard"},
             )
+
+    @staticmethod
+    def _image(rel: str, folder: Path, path: Path, where: str, max_pixels: int) -> Image.Image:
+        """The recipe writes image paths relative to the folder that holds every ``VisualProbe_*`` folder
+        ("VisualProbe_Hard/data/1.png"): that first part names this folder, so the rest is looked up in it
+        too. Either way the image is inside this folder; the parent is never read."""
+        what = f"field 'images': image {rel!r}"
+        parts = PurePath(_relative(rel, path, where, what)).parts
+        candidates = [folder / rel]
+        if len(parts) > 1 and parts[0] in (folder.name, "VisualProbe_Hard"):
+            candidates.append(folder.joinpath(*parts[1:]))
+        return _image_at(candidates, folder, what, path, where, max_pixels)
 
     @staticmethod
     def _first(row: Mapping[str, Any], keys: Sequence[str], path: Path, where: str) -> str:
@@ -874,6 +1019,7 @@ class HRBench(Benchmark):
             if len(tsvs) != 1:
                 raise BenchmarkFormatError(path, "HR-Bench TSV not found")
             path = tsvs[0]
+        _files_inside(folder, [path])
         ids = _Ids(self.name)
         decoded: dict[str, Image.Image] = {}  # index -> image: rows sharing an image share one copy
         checked: set[str] = set()  # validation: indices whose image decoded (nothing kept)
@@ -917,30 +1063,31 @@ class HRBench(Benchmark):
     def _rows(self, path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         """(where, row) per data row; ``where`` is the line the record starts on."""
         csv.field_size_limit(sys.maxsize)  # base64 images are far beyond the 128 KiB default
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            header = reader.fieldnames or []
-            missing = [c for c in self.REQUIRED if c not in header]
-            if missing:
-                raise BenchmarkFormatError(
-                    path, f"missing column(s) {', '.join(map(repr, missing))}", "line 1"
-                )
-            line = reader.line_num
-            for row in reader:
-                where, line = f"line {line + 1}", reader.line_num
-                if None in row or any(v is None for v in row.values()):
-                    raise BenchmarkFormatError(path, f"expected {len(header)} tab-separated fields", where)
-                yield where, row
+        reader = csv.DictReader(self._lines(path), delimiter="\t")
+        header = reader.fieldnames or []
+        missing = [c for c in self.REQUIRED if c not in header]
+        if missing:
+            raise BenchmarkFormatError(path, f"missing column(s) {', '.join(map(repr, missing))}", "line 1")
+        line = reader.line_num
+        for row in reader:
+            where, line = f"line {line + 1}", reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                raise BenchmarkFormatError(path, f"expected {len(header)} tab-separated fields", where)
+            yield where, row
+
+    @staticmethod
+    def _lines(path: Path) -> Iterator[str]:
+        """The TSV's lines for ``csv`` (which joins a quoted field's lines), each decoded on its own."""
+        return (text for _, text in _text_lines(path))
 
     def score(self, question: Question, response_text: str) -> float:
         return score_hrbench(question, response_text)
 
     @staticmethod
     def _find_image(path: Path, index: str, where: str) -> str:
-        with path.open(encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                if (row.get("index") or "").strip() == index and len((row.get("image") or "").strip()) > 64:
-                    return row["image"].strip()
+        for row in csv.DictReader(HRBench._lines(path), delimiter="\t"):
+            if (row.get("index") or "").strip() == index and len((row.get("image") or "").strip()) > 64:
+                return row["image"].strip()
         raise BenchmarkFormatError(
             path, f"field 'image' refers to row index {index!r}, which has no image", where
         )
@@ -982,9 +1129,7 @@ class HRMMSearch(Benchmark):
             query = _text(row["query"], "query", file, where)
             gold = _text(row["ground_truth"], "ground_truth", file, where)
             qid = ids(native, file, where)
-            image = _cell_image(
-                row["query_image"], "query_image", [file.parent, folder], file, where, max_image_pixels
-            )
+            image = _cell_image(row["query_image"], "query_image", folder, file, where, max_image_pixels)
             meta = {"difficulty": row.get("difficulty"), "category": row.get("category")}
             yield self._question(qid, f"{query}\n{SHORT_HINT}", [image], gold, answer_type="f1", meta=meta)
 
@@ -1030,7 +1175,7 @@ class MMSearch(Benchmark):
             images = (
                 []
                 if cell is None
-                else [_cell_image(cell, "query_image", [file.parent, folder], file, where, max_image_pixels)]
+                else [_cell_image(cell, "query_image", folder, file, where, max_image_pixels)]
             )
             meta = {k: row.get(k) for k in ("area", "subfield", "timestamp", "gt_requery")}
             yield self._question(
