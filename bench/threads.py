@@ -10,7 +10,7 @@ its slowest process's. Modes alternate within each repeat (the median of the rep
 drift in the machine's load falls on both. Prints `oversubscribed_vs_shared` = default time / shared time
 (> 1: the shared count is faster), and `solo_s`, one process alone at its full count, for scale.
 
-Usage: python bench/threads.py [--processes 2] [--steps 6] [--repeats 2] [--batch 8] [--length 256]
+Usage: python bench/threads.py [--processes 2] [--steps 4] [--repeats 2] [--batch 8] [--length 256]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
@@ -115,7 +115,8 @@ def main() -> None:
     print(f"workload = {args.steps} forward/backward steps of tiny-s on {args.batch} x {args.length} tokens")
     for mode, median in (("default", default), ("shared", shared)):
         runs = ", ".join(f"{s:.2f}" for s in times[mode])
-        print(f"{mode}: {threads[mode]} threads each, median {median:.2f} s (repeats: {runs})")
+        print(f"{mode}: {threads[mode]} threads each, repeats {runs} s")
+        print(f"{mode}_s = {median:.2f}")
     print(f"solo: one process alone, {solo_threads} threads")
     print(f"solo_s = {solo:.2f}")
     print(f"oversubscribed_vs_shared = {default / shared:.3f}")
