@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from axpo_core.config import ConfigError, load_config
+from axpo_core.threads import configure_process
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Any failure ends with one line on stderr and exit code 2, without a traceback
     (`AXPO_DEBUG=1` prints it first); Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
+    # Before any command imports torch: it starts with the cores this process has, not every CPU it sees.
+    configure_process()
     try:
         if (
             args.func in FLOW_COMMANDS

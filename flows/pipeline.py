@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from axpo_core.config import Config
 from axpo_core.storage import open_configured_store
+from axpo_core.threads import RUNS_ENV, concurrent_runs, configure_process
 from flows.evaluation import run_evaluation
 from flows.runtime import locked_context, ray_session
 from flows.training import sft_flow, train
@@ -73,6 +74,7 @@ def arms(config: Config) -> list[Arm]:
 def pipeline(config: Config, run_name: str | None = None, parent_run_id: str | None = None) -> PipelineResult:
     """The main job. The run folder is locked for its duration: a second process on the same run name is
     refused (flows.runlock.RunLocked) instead of redoing and double-logging the work."""
+    configure_process()  # also the entry of a deployment's run, which the CLI does not start
     with locked_context(config, run_name) as ctx, ray_session(config.pipeline.task_runner):
         return _pipeline(ctx, parent_run_id)
 
@@ -259,12 +261,16 @@ def run_as_deployments(
             "sweep.mode: deployments needs a Prefect server that the workers reach (set PREFECT_API_URL, "
             "e.g. after `prefect server start`); this process's ephemeral server lives only as long as it"
         )
+    runs = concurrent_runs()  # this sweep may itself share the machine
     started = [
         run_deployment(
             config.sweep.deployment,
             parameters={"config": v.model_dump(mode="json"), "run_name": name, "parent_run_id": parent},
             flow_run_name=f"pipeline[{v.model.scale} seed{v.seed}]",
             timeout=0,  # do not wait here: all variants are scheduled before any is waited for
+            # A worker runs them side by side: each one's torch threads take its share of the machine
+            # (AXPO_TORCH_THREADS on the worker still wins).
+            job_variables={"env": {RUNS_ENV: str(runs * len(variants))}},
         )
         for v, name in variants
     ]

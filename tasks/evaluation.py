@@ -18,6 +18,7 @@ from axpo_core.models.loader import SpecialIds, load_processors
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
 from axpo_core.storage import content_version, local_path
+from axpo_core.threads import evaluation_workers, task_threads
 from tasks.artifacts import artifact_key
 from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint, stage_slug
 from tasks.persistence import RESUMABLE
@@ -57,16 +58,18 @@ def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: 
     config = evaluation_config(ctx.config)
     # Same sampling noise for every stage on a benchmark, whichever worker runs it (threads or Dask).
     seed = int(hashlib.sha256(f"{config.seed}:{benchmark}".encode()).hexdigest()[:8], 16)
-    engine, _ = build_engine(config, policy=load_checkpoint(ctx, checkpoint.uri), seed=seed)
-    result = run_evaluation(
-        engine,
-        benchmark,
-        benchmark_questions(config, benchmark),
-        config.evaluation.samples,
-        config.evaluation.k,
-        # the benchmark's own scorer (rule) or an LLM judge, per evaluation.judge
-        judge=make_judge(config.evaluation, device=config.model.device),
-    )
+    # evaluate tasks run side by side (threads, Dask or Ray workers): they share the cores
+    with task_threads(evaluation_workers(config.pipeline.task_runner, config.pipeline.max_workers)):
+        engine, _ = build_engine(config, policy=load_checkpoint(ctx, checkpoint.uri), seed=seed)
+        result = run_evaluation(
+            engine,
+            benchmark,
+            benchmark_questions(config, benchmark),
+            config.evaluation.samples,
+            config.evaluation.k,
+            # the benchmark's own scorer (rule) or an LLM judge, per evaluation.judge
+            judge=make_judge(config.evaluation, device=config.model.device),
+        )
     uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(benchmark)
     ctx.store.put_jsonl(uri, result.records)
     version = content_version(ctx.store.get_bytes(uri))

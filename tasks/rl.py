@@ -25,6 +25,7 @@ from axpo_core.rollout.serialization import (
     trajectories_to_bytes,
 )
 from axpo_core.storage import content_version
+from axpo_core.threads import task_threads
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
 from axpo_core.training.data import questions_by_ids, round_question_ids, shard_of, start_reward
 from axpo_core.training.distributed import launch, write_job
@@ -64,8 +65,9 @@ def rollout(
     started = time.monotonic()
     config = arm.config(ctx.config)
     question_ids = shard_of(round_question_ids(pool_ids, config, round_index), shard, num_shards)
-    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
-    trajectories = rollout_step(engine, config, questions_by_ids(question_ids), round_index)
+    with task_threads(num_shards):  # the shards run side by side: they share the cores
+        engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
+        trajectories = rollout_step(engine, config, questions_by_ids(question_ids), round_index)
     records = ctx.layout(policy.scale, arm.slug).rollouts(round_index)  # rollouts/round-N.jsonl
     if num_shards > 1:
         records = records.removesuffix(".jsonl") + _shard_suffix(shard, num_shards) + ".jsonl"
@@ -162,10 +164,11 @@ def resample(
     store = ctx.store
     originals = trajectories_from_bytes(store.get_bytes(rollouts.uri))
     requests = shard_of(requests_from_records(store.get_json(detected.uri), originals), shard, num_shards)
-    engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
-    continuations = resample_step(
-        engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
-    )
+    with task_threads(num_shards):
+        engine, _ = build_engine(config, policy=load_checkpoint(ctx, policy.uri))
+        continuations = resample_step(
+            engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
+        )
     where = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.resampled"
     seconds = time.monotonic() - started
     return _put_resampled(ctx, where + _shard_suffix(shard, num_shards), continuations, seconds)

@@ -11,8 +11,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Under pytest-xdist (make test: two workers on two cores) each worker, and the subprocesses its tests start,
 # computes on one thread, so that the workers do not oversubscribe the cores.
+# AXPO_TORCH_THREADS too: the CLI and pipeline entries set OMP_NUM_THREADS themselves (axpo_core/threads.py).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("AXPO_TORCH_THREADS", "1")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,5 +1,5 @@
-"""bench/round_vs_trl.py and bench/scale_out.py end to end at their smallest settings: they run and print
-their figures."""
+"""bench/round_vs_trl.py, bench/scale_out.py and bench/threads.py end to end at their smallest settings: they
+run and print their figures."""
 
 from __future__ import annotations
 
@@ -60,3 +60,10 @@ def test_scale_out_bench_prints_its_figures():
     assert float(figures["rollout_2worker_speedup"]) > 0
     assert figures["same_trajectories"] == "True"
     assert (float(figures["rollout_2worker_speedup"]) < 1) == ("below 1: " in stdout)
+
+
+@pytest.mark.slow
+def test_threads_bench_prints_its_figures():
+    figures, _ = run_bench("threads.py", "--steps=1", "--repeats=1", "--batch=2", "--length=16")
+    assert float(figures["oversubscribed_vs_shared"]) > 0 and float(figures["solo_s"]) > 0
+    assert int(figures["shared_threads"]) == max(1, int(figures["cores"]) // 2)

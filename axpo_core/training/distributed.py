@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from axpo_core.threads import child_env, configure_process
 from axpo_core.training.checkpoint import OPTIMIZER_FILE, SHARDED_OPTIMIZER
 
 JOB_FILE = "job.json"
@@ -72,9 +73,8 @@ def launch(job: Path, world_size: int) -> dict[str, float]:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
         "-m", "axpo_core.training.distributed", str(job),
     ]
-    threads = max(1, (os.cpu_count() or 1) // world_size)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # the ranks run at once: each starts with its share of the cores (torchrun would otherwise set 1)
+    done = subprocess.run(cmd, env=child_env(world_size), capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr)[-3000:]
         raise RuntimeError(
@@ -165,6 +165,8 @@ def run_rank(job: Path) -> None:
     from axpo_core.training.steps import update_step
     from axpo_core.training.update import Shard, make_optimizer
 
+    # this rank shares the machine's cores with the node's other ranks
+    configure_process(int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1))
     spec = json.loads((job / JOB_FILE).read_text())
     config = Config.model_validate(spec["config"])
     cuda = torch.cuda.is_available() and config.model.device != "cpu"
