@@ -1,0 +1,168 @@
+"""The power analysis (evaluation/power.py) against simulations with known variance components, and
+`axpo power` on small sweep folders."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from axpo_core.evaluation import power
+
+
+def _seed_means(rng, designs, seeds, sd_seed, sd_question, questions, effect=0.0):
+    """The seeds' paired means m_s of `designs` simulated designs: δ + a_s + the mean of the seed's own
+    question differences (a_s ~ N(0, sd_seed²), each question's ~ N(0, sd_question²))."""
+    a = rng.normal(0.0, sd_seed, (designs, seeds))
+    e = rng.normal(0.0, sd_question, (designs, seeds, questions)).mean(axis=-1)
+    return effect + a + e
+
+
+def _rejections(m):
+    from scipy import stats
+
+    s = m.shape[1]
+    t = m.mean(axis=1) / (m.std(axis=1, ddof=1) / math.sqrt(s))
+    return float(np.mean(np.abs(t) > stats.t.ppf(0.975, s - 1)))
+
+
+@pytest.mark.parametrize("seeds", [3, 6])
+def test_an_effect_of_the_mde_is_detected_with_power_0_8(seeds):
+    rng = np.random.default_rng(seeds)
+    sd_seed, sd_question, questions = 0.012, 0.15, 36  # Var(m_s) = 1.44 + 6.25 pp²
+    var_m = sd_seed**2 + sd_question**2 / questions
+    effect = power.mde(var_m, seeds)
+    hits = _rejections(_seed_means(rng, 20000, seeds, sd_seed, sd_question, questions, effect))
+    assert hits == pytest.approx(0.80, abs=0.015)
+    assert power.power_of(effect, math.sqrt(var_m), seeds) == pytest.approx(0.80, abs=1e-6)
+    # and no effect is found 5% of the time
+    assert _rejections(_seed_means(rng, 20000, seeds, sd_seed, sd_question, questions)) == pytest.approx(
+        0.05, abs=0.008
+    )
+
+
+def test_the_textbook_multiplier_underpowers_with_three_seeds():
+    assert power.power_multiplier(3) == pytest.approx(5.653, abs=1e-3)
+    assert power.approximate_multiplier(3) == pytest.approx(4.303 + 1.061, abs=1e-3)
+    assert power.power_of(power.approximate_multiplier(3) / math.sqrt(3), 1.0, 3) < 0.775
+    # with many seeds both tend to z_0.975 + z_0.8 = 2.80
+    assert power.power_multiplier(200) == pytest.approx(power.approximate_multiplier(200), abs=0.005)
+
+
+def test_expected_half_width_is_the_mean_half_width_of_simulated_t_intervals():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    m = _seed_means(rng, 20000, 4, 0.01, 0.1, 50)
+    half = stats.t.ppf(0.975, 3) * m.std(axis=1, ddof=1) / 2
+    expected = power.expected_half_width(0.01**2 + 0.1**2 / 50, 4)
+    assert float(half.mean()) == pytest.approx(expected, rel=0.01)
+
+
+def _paired_samples(rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward, effect=0.0):
+    """seed -> benchmark -> question -> (A's sample rewards, B's): A − B on the question is
+    δ + a_s + u_sbq; each sample adds N(0, sd_reward²) noise; B's level (which cancels) varies freely."""
+    out = {}
+    for s in range(seeds):
+        a_s = rng.normal(0.0, sd_seed)
+        out[s] = {}
+        for b in range(benchmarks):
+            level = rng.uniform(0.1, 0.6, questions)
+            diff = effect + a_s + rng.normal(0.0, sd_question, questions)
+            out[s][f"bench{b}"] = {
+                f"q{q}": (
+                    list(level[q] + diff[q] + rng.normal(0.0, sd_reward, samples)),
+                    list(level[q] + rng.normal(0.0, sd_reward, samples)),
+                )
+                for q in range(questions)
+            }
+    return out
+
+
+def test_the_variance_components_are_unbiased():
+    rng = np.random.default_rng(7)
+    seeds, benchmarks, questions, samples = 6, 3, 6, 4
+    sd_seed, sd_question, sd_reward = 0.05, 0.08, 0.25
+    var_sample = 2 * sd_reward**2 / samples  # both arms' sample means
+    var_q = sd_question**2 + var_sample
+    var_eval = var_q / (benchmarks * questions)
+    estimates = np.array(
+        [
+            (c.var_seed, c.var_eval, c.var_question, c.var_sample, c.var_seed_means)
+            for c in (
+                power.components_from_samples(
+                    _paired_samples(
+                        rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward
+                    )
+                )
+                for _ in range(1000)
+            )
+        ]
+    )
+    truth = np.array([sd_seed**2, var_eval, var_q, var_sample, sd_seed**2 + var_eval])
+    se = estimates.std(axis=0, ddof=1) / math.sqrt(len(estimates))
+    assert np.all(np.abs(estimates.mean(axis=0) - truth) < 4 * se), (estimates.mean(axis=0), truth, se)
+    assert np.all(4 * se < 0.2 * truth)  # tight enough to mean something
+    c = power.components_from_samples(_paired_samples(rng, 3, 2, 5, 4, sd_seed, sd_question, sd_reward))
+    assert (c.seeds, c.benchmarks, c.questions, c.samples, c.shared_questions) == (3, 2, 5, 4, True)
+
+
+def test_the_bootstrap_interval_gives_the_evaluation_part_approximately():
+    from axpo_core.evaluation.stats import bootstrap_interval, seed_interval
+
+    rng = np.random.default_rng(3)
+    seeds, benchmarks, questions = 3, 4, 9
+    inferred, direct = [], []
+    for i in range(30):
+        paired = _paired_samples(rng, seeds, benchmarks, questions, 1, 0.01, 0.15, 0.0)
+        diff = {
+            s: {f"{b}/{q}": x[0] - y[0] for b, qs in p.items() for q, (x, y) in qs.items()}
+            for s, p in paired.items()
+        }
+        t, boot = seed_interval(diff), bootstrap_interval(diff, resamples=1000, seed=i)
+        c = power.components_from_intervals(
+            t.mean, (t.low, t.high), seeds, benchmarks, (boot.low, boot.high), questions
+        )
+        assert c.var_seed_means == pytest.approx(power.components_from_samples(paired).var_seed_means)
+        inferred.append(c.var_eval)
+        direct.append(power.components_from_samples(paired).var_eval)
+    assert np.mean(inferred) == pytest.approx(0.15**2 / (benchmarks * questions), rel=0.2)
+    assert np.mean(inferred) == pytest.approx(np.mean(direct), rel=0.2)
+
+
+def _components(var_seed, var_q, seeds=3, benchmarks=9, questions=12, samples=4, var_sample=None):
+    var_eval = var_q / (benchmarks * questions)
+    return power.Components(
+        seeds, benchmarks, questions, samples, 0.0, var_seed + var_eval, var_eval, var_sample, "test"
+    )
+
+
+def test_designs_project_seeds_questions_and_samples():
+    c = _components(1e-4, 0.02, var_sample=0.012)
+    assert c.var_at() == c.var_seed_means
+    assert c.var_at(questions=24) == pytest.approx(1e-4 + 0.02 / (9 * 24))
+    assert c.var_question_at(samples=8) == pytest.approx(0.02 - 0.006)  # the sampling part halves
+    for criterion, figure in (("mde", "mde"), ("half_width", "half_width")):
+        q = power.questions_needed(c, 10, 0.02, criterion)
+        assert getattr(power.design(c, 10, q), figure) <= 0.02 < getattr(power.design(c, 10, q - 1), figure)
+    # σ²_seed alone keeps 3 seeds above 2 pp: no number of questions helps
+    assert power.questions_needed(c, 3, 0.02) is None
+    options = power.design_options(c, 0.02)
+    assert [d.seeds for d in options] == [s for s in power.SEEDS_GRID if s >= options[0].seeds]
+    best = power.cheapest(options)
+    assert best is not None and best.cost == min(d.cost for d in options)
+    assert best.cost == best.seeds * 9 * best.questions
+    # a negative σ²_seed (chance, with few seeds) is planned as 0
+    negative = power.Components(3, 9, 12, 4, 0.0, 1e-4, 2e-4, None, "test")
+    assert negative.var_seed == pytest.approx(-1e-4) and negative.var_at(questions=12) == pytest.approx(2e-4)
+    assert any("negative" in n for n in negative.notes())
+
+
+def test_pooled_components_weight_by_degrees_of_freedom():
+    a, b = _components(1e-4, 0.02, seeds=3), _components(4e-4, 0.01, seeds=5)
+    pool = power.pooled([a, b])
+    assert pool is not None and pool.degrees_of_freedom == 6
+    assert pool.var_seed == pytest.approx((2 * 1e-4 + 4 * 4e-4) / 6)
+    assert pool.var_question == pytest.approx((3 * 0.02 + 5 * 0.01) / 8)
+    assert power.pooled([a]) is None
