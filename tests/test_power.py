@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_stats import _write_sweep
 
 from axpo_core.evaluation import power
 
@@ -166,3 +168,30 @@ def test_pooled_components_weight_by_degrees_of_freedom():
     assert pool.var_seed == pytest.approx((2 * 1e-4 + 4 * 4e-4) / 6)
     assert pool.var_question == pytest.approx((3 * 0.02 + 5 * 0.01) / 8)
     assert power.pooled([a]) is None
+
+
+# --------------------------------------------------------------------------- sweep folders
+
+
+def _sweep(root: Path, seeds: int = 3) -> None:
+    """A sweep folder with two arms, two benchmarks, four questions × 4 samples per seed."""
+    rng = np.random.default_rng(0)
+    rewards = {}
+    for seed in range(seeds):
+        for slug, p in (("sft_axpo", 0.45), ("sft_grpo", 0.35)):
+            for bench in ("zoom_detail", "python_count"):
+                rewards[(seed, slug, bench)] = {
+                    f"{bench}-{2000 + seed}-{q}": [float(x) for x in rng.random(4) < p] for q in range(4)
+                }
+    _write_sweep(root, rewards, {})
+
+
+def test_sweep_report_has_a_power_section(tmp_path):
+    from axpo_core.evaluation.report import build_report
+
+    _sweep(tmp_path)
+    out = build_report(tmp_path, viewer=False)
+    text = (out / "report.md").read_text()
+    assert "## Power: average Pass@1's paired difference" in text and "MDE (pp)" in text
+    assert "## Power: per seed count" in text
+    assert (out / "power.csv").is_file() and (out / "power_designs.csv").is_file()
