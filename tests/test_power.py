@@ -11,6 +11,9 @@ import pytest
 from test_stats import _write_sweep
 
 from axpo_core.evaluation import power
+from flows.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _seed_means(rng, designs, seeds, sd_seed, sd_question, questions, effect=0.0):
@@ -170,7 +173,7 @@ def test_pooled_components_weight_by_degrees_of_freedom():
     assert power.pooled([a]) is None
 
 
-# --------------------------------------------------------------------------- sweep folders
+# --------------------------------------------------------------------------- axpo power on folders
 
 
 def _sweep(root: Path, seeds: int = 3) -> None:
@@ -184,6 +187,53 @@ def _sweep(root: Path, seeds: int = 3) -> None:
                     f"{bench}-{2000 + seed}-{q}": [float(x) for x in rng.random(4) < p] for q in range(4)
                 }
     _write_sweep(root, rewards, {})
+
+
+def test_axpo_power_prints_the_mde_of_a_sweep_folder(tmp_path, capsys):
+    from axpo_core.evaluation.run_dir import read_run
+    from axpo_core.evaluation.seeds import paired_power
+
+    _sweep(tmp_path)
+    assert main(["power", str(tmp_path), "--target-mde", "5"]) == 0
+    out = capsys.readouterr().out
+    c, t, _ = paired_power(read_run(tmp_path), "tiny-s", "SFT+AXPO", "SFT+GRPO")
+    expected = power.mde(c.var_seed_means, 3) * 100
+    assert f"t over 3 seeds): {expected:.1f} pp" in out
+    assert "design that ran: 3 seeds × 2 benchmarks × 4 questions × 4 samples" in out
+    assert "missing" not in out and "questions/benchmark for MDE ≤ 5" in out
+    assert f"[{t.low * 100:+.1f}, {t.high * 100:+.1f}]" in out  # the headline t interval
+    assert "95% bootstrap over seeds × questions" in out
+
+
+def test_axpo_power_on_a_results_folder_without_records_says_what_is_missing(tmp_path, capsys):
+    header = (
+        "scale,difference,benchmark,metric,seeds,mean (pp),95% t over seeds,95% bootstrap seeds × questions"
+    )
+    rows = [
+        'tiny-s,SFT+AXPO − SFT+GRPO,zoom_detail,pass@1,3,1.0,"[-5.0, 7.0]","[-3.0, 5.0]"',
+        'tiny-s,SFT+AXPO − SFT+GRPO,python_count,pass@1,3,0.0,"[-4.0, 4.0]","[-2.0, 2.0]"',
+        'tiny-s,SFT+AXPO − SFT+GRPO,average,pass@1,3,0.5,"[-3.8, 4.8]","[-2.0, 3.0]"',
+        'tiny-s,SFT+AXPO − SFT+GRPO,average,pass@4,3,0.5,"[-9.0, 10.0]","[-5.0, 6.0]"',
+    ]
+    (tmp_path / "paired_differences.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    assert main(["power", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    s_m = 4.3 * math.sqrt(3) / 4.302652729911275  # from the t half-width, in pp
+    assert f"s_m = {s_m:.2f} pp" in out
+    assert f"t over 3 seeds): {power.power_multiplier(3) * s_m / math.sqrt(3):.1f} pp" in out
+    assert "missing: per-question evaluation records" in out and "pass --questions" in out
+    assert "more questions cannot be priced" in out  # the question count is unknown
+    assert main(["power", str(tmp_path), "--questions", "12"]) == 0
+    assert "questions/benchmark for MDE ≤ 2" in capsys.readouterr().out
+    assert main(["power", str(tmp_path), "--arms", "SFT+AXPO,SFT"]) == 2
+    assert "no average pass@1 row of SFT+AXPO − SFT" in capsys.readouterr().err
+
+
+def test_axpo_power_prints_the_mde_of_the_published_reproduction(capsys):
+    assert main(["power", str(ROOT / "docs" / "results" / "repro")]) == 0
+    out = capsys.readouterr().out
+    assert "design that ran: 3 seeds × 9 benchmarks" in out
+    assert "MDE (two-sided α = 0.05, power 0.8, t over 3 seeds): 5.9 pp" in out
 
 
 def test_sweep_report_has_a_power_section(tmp_path):
