@@ -65,9 +65,12 @@ def test_expected_half_width_is_the_mean_half_width_of_simulated_t_intervals():
     assert float(half.mean()) == pytest.approx(expected, rel=0.01)
 
 
-def _paired_samples(rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward, effect=0.0):
+def _paired_samples(
+    rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward, sd_shared=0.0, effect=0.0
+):
     """seed -> benchmark -> question -> (A's sample rewards, B's): A − B on the question is
-    δ + a_s + u_sbq; each sample adds N(0, sd_reward²) noise; B's level (which cancels) varies freely."""
+    δ + a_s + u_sbq; each sample adds N(0, sd_reward²) noise of its own and N(0, sd_shared²) that sample i
+    shares across the arms (common random numbers); B's level (which cancels) varies freely."""
     out = {}
     for s in range(seeds):
         a_s = rng.normal(0.0, sd_seed)
@@ -75,10 +78,11 @@ def _paired_samples(rng, seeds, benchmarks, questions, samples, sd_seed, sd_ques
         for b in range(benchmarks):
             level = rng.uniform(0.1, 0.6, questions)
             diff = effect + a_s + rng.normal(0.0, sd_question, questions)
+            shared = rng.normal(0.0, sd_shared, (questions, samples))
             out[s][f"bench{b}"] = {
                 f"q{q}": (
-                    list(level[q] + diff[q] + rng.normal(0.0, sd_reward, samples)),
-                    list(level[q] + rng.normal(0.0, sd_reward, samples)),
+                    list(level[q] + diff[q] + shared[q] + rng.normal(0.0, sd_reward, samples)),
+                    list(level[q] + shared[q] + rng.normal(0.0, sd_reward, samples)),
                 )
                 for q in range(questions)
             }
@@ -88,8 +92,8 @@ def _paired_samples(rng, seeds, benchmarks, questions, samples, sd_seed, sd_ques
 def test_the_variance_components_are_unbiased():
     rng = np.random.default_rng(7)
     seeds, benchmarks, questions, samples = 6, 3, 6, 4
-    sd_seed, sd_question, sd_reward = 0.05, 0.08, 0.25
-    var_sample = 2 * sd_reward**2 / samples  # both arms' sample means
+    sd_seed, sd_question, sd_reward, sd_shared = 0.05, 0.08, 0.25, 0.3
+    var_sample = 2 * sd_reward**2 / samples  # both arms' sample means; the shared noise cancels
     var_q = sd_question**2 + var_sample
     var_eval = var_q / (benchmarks * questions)
     estimates = np.array(
@@ -98,7 +102,7 @@ def test_the_variance_components_are_unbiased():
             for c in (
                 power.components_from_samples(
                     _paired_samples(
-                        rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward
+                        rng, seeds, benchmarks, questions, samples, sd_seed, sd_question, sd_reward, sd_shared
                     )
                 )
                 for _ in range(1000)

@@ -24,8 +24,11 @@ d_sbq over the questions of seed s and benchmark b, and s²_m the sample varianc
 
 E[v_sb] = σ²_q and E[s²_m] = Var(m_s), so all three are unbiased. σ̂²_seed can be negative (with 3 seeds
 s²_m has 2 degrees of freedom): it is reported as measured and floored at 0 only to plan designs. Of σ²_q,
-the part the finite samples add is σ̂²_sample = mean_sbq (var_A/n_A + var_B/n_B) (ddof-1 variances of the
-question's sample rewards in each arm); at n' samples per question that part scales by n/n'.
+the part the finite samples add is σ̂²_sample = mean_sbq var_i(A_i − B_i) / n: sample i of a question is
+paired across the arms (every arm samples request i with the same seed, common random numbers), so the
+variance of the pairs' differences counts their correlation, which makes the sampling part far smaller
+than var_A/n + var_B/n (the formula used where the arms' sample counts differ). At n' samples per question
+that part scales by n/n'.
 
 **Power.** The headline test is Student's t over the S seeds' m_s (the interval of `stats.t_interval`).
 Under an effect δ the statistic is noncentral t with S − 1 degrees of freedom and noncentrality
@@ -61,7 +64,8 @@ POWER = 0.8
 SEEDS_GRID = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
 MAX_QUESTIONS = 100_000  # per benchmark: beyond this a design "needs more seeds" rather than questions
 
-#: seed -> benchmark -> question -> (arm A's sample rewards, arm B's), as paired evaluation records give.
+#: seed -> benchmark -> question -> (arm A's sample rewards, arm B's) in sample_id order, as paired
+#: evaluation records give.
 PairedSamples = Mapping[int, Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]]
 
 
@@ -233,8 +237,7 @@ def components_from_samples(samples: PairedSamples, source: str = "per-question 
                     raise ValueError(f"seed {seed}, {bench}, {question}: an arm has no samples")
                 diffs.append(_mean(a) - _mean(b))
                 sample_counts.update((len(a), len(b)))
-                # each arm's question mean varies by var/n over its samples (one sample: unknown, left out)
-                sample_parts.append(sum(_var(r) / len(r) for r in (a, b) if len(r) > 1))
+                sample_parts.append(_sampling_variance(a, b))
                 ids[-1].add(f"{bench}/{question}")
             eval_part += _var(diffs) / len(diffs)
             bench_means.append(_mean(diffs))
@@ -735,3 +738,12 @@ def _var(values: Sequence[float]) -> float:
         return 0.0
     m = sum(values) / n
     return sum((v - m) ** 2 for v in values) / (n - 1)
+
+
+def _sampling_variance(a: Sequence[float], b: Sequence[float]) -> float:
+    """The variance of mean(a) − mean(b) over a question's samples: from the sample pairs (same sample_id,
+    same sampling seed) where the arms have as many samples, else as if independent; one sample: 0
+    (unknown, left out)."""
+    if len(a) == len(b):
+        return _var([x - y for x, y in zip(a, b, strict=True)]) / len(a)
+    return sum(_var(r) / len(r) for r in (a, b) if len(r) > 1)

@@ -339,10 +339,11 @@ def paired_samples(run: RunData, scale: str, arm: str, baseline: str) -> dict[in
 
 
 def _rewards(records: Iterable[dict]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
-    for record in records:
-        out[record["question_id"]].append(float(record["reward"]))
-    return dict(out)
+    """question -> its samples' rewards in sample_id order (so that sample i pairs across arms)."""
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for i, record in enumerate(records):
+        out[record["question_id"]].append((int(record.get("sample_id", i)), float(record["reward"])))
+    return {q: [r for _, r in sorted(samples)] for q, samples in out.items()}
 
 
 def paired_power(
