@@ -358,6 +358,27 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"rollout viewer: {out / 'rollouts.html'}")
 
 
+def cmd_power(args: argparse.Namespace) -> None:
+    """The power analysis of a sweep folder's paired comparison (evaluation/power.py)."""
+    from axpo_core.evaluation.power import folder_report
+
+    arms = tuple(a.strip() for a in args.arms.split(","))
+    if len(arms) != 2 or not all(arms):
+        raise ValueError(
+            f"--arms takes two stages, arm and baseline, e.g. SFT+AXPO,SFT+GRPO (got {args.arms!r})"
+        )
+    print(
+        folder_report(
+            args.sweep_dirs,
+            arms=(arms[0], arms[1]),
+            target_mde=args.target_mde,
+            target_half_width=args.target_half_width,
+            questions=args.questions,
+            seed_cost=args.seed_cost,
+        )
+    )
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     import subprocess
 
@@ -516,6 +537,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", default=None, help="output folder (default: <run_dir>/report)")
     report.set_defaults(func=cmd_report)
+
+    power = sub.add_parser(
+        "power",
+        help="power analysis of a sweep folder: variance split, MDE, the seeds x questions for a target",
+    )
+    power.add_argument(
+        "sweep_dirs",
+        nargs="+",
+        metavar="sweep_dir",
+        help="a sweep folder, or a committed results folder (docs/results/...); with several, their "
+        "variance components are also pooled for planning",
+    )
+    power.add_argument("--target-mde", type=float, default=2.0, help="target MDE in pp (default 2)")
+    power.add_argument(
+        "--target-half-width", type=float, default=1.0, help="target 95%% t half-width in pp (default 1)"
+    )
+    power.add_argument("--arms", default="SFT+AXPO,SFT+GRPO", help="arm,baseline (default SFT+AXPO,SFT+GRPO)")
+    power.add_argument(
+        "--questions",
+        type=int,
+        default=None,
+        help="questions per benchmark the sweep evaluated, where the folder has no per-question records",
+    )
+    power.add_argument(
+        "--seed-cost",
+        type=float,
+        default=0.0,
+        help="a seed's training cost in evaluated-question units, added to seed x question costs (default 0)",
+    )
+    power.set_defaults(func=cmd_power)
 
     ui = sub.add_parser("ui", help="print (or --start) the MLflow UI command for the config's store")
     _add_config(ui)

@@ -265,6 +265,18 @@ _DEFINITIONS = [
         "AXPO's continuations share one token mean, algorithm.loss_normalization=batch_token_mean).",
     ),
     ("empty denominators", "rounds with nothing to measure are gaps in the plots and left out of the means."),
+    (
+        "σ²_seed, σ²_eval, σ²_q",
+        "a seed's paired mean (average Pass@1, arm − baseline) varies by σ²_seed + σ²_eval: σ²_seed from "
+        "training (between seeds), σ²_eval = σ²_q / (benchmarks × questions) from its evaluation, σ²_q "
+        "being a question's difference's variance (question and samples); method of moments, "
+        "evaluation/power.py.",
+    ),
+    (
+        "MDE",
+        "minimum detectable effect: the true difference the two-sided t test over seeds (α = 0.05) finds "
+        "with probability 0.8, from the noncentral t; the expected half-width is the 95% t interval's mean.",
+    ),
 ]
 
 _CSS = """
@@ -324,12 +336,15 @@ def build_report(
     bands = {}
     if seeds.seeds_of(run):  # a sweep: the same tables across seeds, with intervals
         bands = seeds.diagnostic_bands(run)
+        power, power_designs = seeds.power_tables(run)
         tables |= {
             "seed_means": seeds.seed_table(run, ks),
             "comparison": seeds.comparison_table(run, ks),
             "paired_differences": seeds.paired_table(run, ks),
             "cost": seeds.cost_table(run),
             "diagnostic_bands": seeds.band_rows(bands),
+            "power": power,
+            "power_designs": power_designs,
         }
     csvs = []
     for name, table in tables.items():
@@ -371,8 +386,22 @@ _SECTIONS = {  # table name -> heading (the per-round diagnostics CSV has no sec
     "comparison": "Comparison to alternative RL recipes (the paper's table): mean, 95% t interval (%)",
     "paired_differences": "Across seeds: paired differences (same seed, same questions), percentage points",
     "cost": "Across seeds: RL cost per arm, summed over rounds (mean over seeds)",
+    "power": "Power: average Pass@1's paired difference, its variance split into seeds (training) and "
+    "evaluation (questions × samples), and the minimum detectable effect (two-sided α = 0.05, power 0.8) "
+    "of this design; the headline t interval's half-width beside the bootstrap's",
+    "power_designs": "Power: per seed count, the MDE and expected 95% t half-width with this evaluation, and "
+    "the questions per benchmark that reach MDE ≤ 2 pp and a half-width ≤ 1 pp (`axpo power` for others)",
 }
-_OPTIONAL = {"ablations", "tools_necessary", "seed_means", "comparison", "paired_differences", "cost"}
+_OPTIONAL = {
+    "ablations",
+    "tools_necessary",
+    "seed_means",
+    "comparison",
+    "paired_differences",
+    "cost",
+    "power",
+    "power_designs",
+}
 _PLOTS_HEADING = "Diagnostics per round (GRPO dashed, AXPO solid)"
 
 

@@ -12,15 +12,21 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from statistics import fmean
+from typing import TYPE_CHECKING
 
 from axpo_core.evaluation.run_dir import RunData, stage_key
 from axpo_core.evaluation.stats import (
+    Interval,
     bootstrap_interval,
     paired_scores,
     question_scores,
     seed_interval,
     t_interval,
 )
+
+if TYPE_CHECKING:
+    from axpo_core.evaluation.power import Components
 
 Table = list[dict[str, str | float]]
 
@@ -302,3 +308,87 @@ def band_rows(bands: dict[tuple[str, str], dict[str, dict]]) -> Table:
         for key, rounds in per_key.items()
         for r, (mean, low, high) in rounds.items()
     ]
+
+
+# --------------------------------------------------------------------------- power (evaluation/power.py)
+
+#: The pairs the report's power section analyses when the sweep has both arms: the headline comparisons.
+POWER_PAIRS: tuple[tuple[str, str], ...] = (("SFT+AXPO", "SFT+GRPO"), ("SFT+AXPO", "SFT+GRPO[x1.25]"))
+
+
+def paired_samples(run: RunData, scale: str, arm: str, baseline: str) -> dict[int, dict[str, dict]]:
+    """seed -> benchmark -> question -> (arm's sample rewards, baseline's), over the seeds and benchmarks
+    that evaluated both arms. A question set that differs between the arms raises (as `paired_scores`)."""
+    out: dict[int, dict[str, dict]] = {}
+    for folder in run.scales:
+        name, seed = scale_and_seed(folder.name)
+        if seed is None or name != scale or arm not in folder.evals or baseline not in folder.evals:
+            continue
+        per_bench = {}
+        for bench in sorted(set(folder.evals[arm]) & set(folder.evals[baseline])):
+            a, b = (_rewards(folder.evals[stage][bench]) for stage in (arm, baseline))
+            if set(a) != set(b):
+                only = sorted(set(a) ^ set(b))[:3]
+                raise ValueError(
+                    f"paired samples: seed {seed}, {bench} scores different questions (e.g. {only})"
+                )
+            per_bench[bench] = {q: (a[q], b[q]) for q in sorted(a)}
+        if per_bench:
+            out[seed] = per_bench
+    return out
+
+
+def _rewards(records: Iterable[dict]) -> dict[str, list[float]]:
+    """question -> its samples' rewards in sample_id order (so that sample i pairs across arms)."""
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for i, record in enumerate(records):
+        out[record["question_id"]].append((int(record.get("sample_id", i)), float(record["reward"])))
+    return {q: [r for _, r in sorted(samples)] for q, samples in out.items()}
+
+
+def paired_power(
+    run: RunData, scale: str, arm: str, baseline: str
+) -> tuple[Components, Interval, Interval] | None:
+    """arm − baseline's variance components (`power`) with its t interval over seeds and its bootstrap over
+    seeds × questions (average Pass@1, questions pooled as in `paired_table`); None under two seeds."""
+    from axpo_core.evaluation.power import components_from_samples
+
+    samples = paired_samples(run, scale, arm, baseline)
+    if len(samples) < 2:
+        return None
+    common = set.intersection(*(set(per) for per in samples.values()))  # benchmarks every seed evaluated
+    samples = {seed: {b: per[b] for b in sorted(common)} for seed, per in samples.items()}
+    diff = {
+        seed: {f"{b}/{q}": fmean(x) - fmean(y) for b, per_q in per.items() for q, (x, y) in per_q.items()}
+        for seed, per in samples.items()
+    }
+    return components_from_samples(samples), seed_interval(diff), bootstrap_interval(diff)
+
+
+def power_tables(
+    run: RunData,
+    target_mde: float = 2.0,
+    target_half_width: float = 1.0,
+    pairs: Sequence[tuple[str, str]] = POWER_PAIRS,
+) -> tuple[Table, Table]:
+    """The report's power section: per (scale, pair) the design that ran (intervals, variance split, MDE),
+    and per seed count the questions per benchmark that reach the targets (pp); see `power`."""
+    from axpo_core.evaluation.power import design_table, summary_row
+
+    summary: Table = []
+    designs: Table = []
+    for scale in sorted(seeds_of(run)):
+        for arm, baseline in pairs:
+            try:
+                found = paired_power(run, scale, arm, baseline)
+            except (
+                ValueError
+            ):  # unpaired or too few questions: the paired table says which, the report goes on
+                continue
+            if found is None:
+                continue
+            components, t, boot = found
+            key: dict[str, str | float] = {"scale": scale, "difference": f"{arm} − {baseline}"}
+            summary.append(key | summary_row(components, (t.low, t.high), (boot.low, boot.high)))
+            designs += [key | row for row in design_table(components, target_mde, target_half_width)]
+    return summary, designs
