@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # workers on two cores take about half the time of one.
 TEST_WORKERS ?= 2
 
-.PHONY: setup run test lint bench clean browser bwrap
+.PHONY: setup run test lint bench clean browser bwrap prebuilt-model
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ bwrap:
 	@command -v bwrap >/dev/null || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	    else echo "note: bubblewrap missing and not root: the python sandbox will refuse to start"; fi; }
+
+# Rebuild the shipped default tiny-s Base (axpo_core/models/prebuilt/) after a change to what it is built from
+# (models/tiny.py, models/pretrain.py, envs/tools.py, the suites): tests/test_prebuilt.py says when.
+prebuilt-model: setup
+	AXPO_TORCH_THREADS=1 $(BIN)/python -c "from axpo_core.threads import configure_process; configure_process(); \
+	  from axpo_core.models.loader import write_prebuilt; print(write_prebuilt())"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -164,6 +164,28 @@ def recipe_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+# The default tiny-s Base (seed 0, the scale's pretraining), built by this code and shipped so that a fresh
+# machine's `make run` copies it instead of spending minutes on the build; a folder per recipe digest, so a
+# change to the build's sources falls back to building (and tests/test_prebuilt.py asks for a new one).
+PREBUILT = Path(__file__).resolve().parent / "prebuilt"
+PREBUILT_DEFAULT = ("tiny-s", 0)
+
+
+def model_folder_name(scale: str, seed: int, pretrain_steps: int | None) -> str:
+    steps = "" if pretrain_steps is None else f"-recall{pretrain_steps}"
+    return f"{scale}-seed{seed}{steps}-{recipe_digest()}"
+
+
+def write_prebuilt() -> Path:
+    """Build the default tiny-s into `PREBUILT` (replacing older digests' folders): `make prebuilt-model`."""
+    scale, seed = PREBUILT_DEFAULT
+    folder = PREBUILT / model_folder_name(scale, seed, None)
+    for old in PREBUILT.glob(f"{scale}-seed{seed}-*"):
+        shutil.rmtree(old)
+    build_tiny(scale, folder, seed=seed)
+    return folder
+
+
 def ensure_model(
     scale: str, path: str | None, cache_dir: str | Path, seed: int = 0, pretrain_steps: int | None = None
 ) -> Path:
@@ -176,8 +198,7 @@ def ensure_model(
             f"model.scale {scale!r} is not a tiny scale ({', '.join(TINY_SCALES)}); real scales "
             f"({', '.join(REAL_SCALES)}) need model.path pointing at a local checkpoint"
         )
-    steps = "" if pretrain_steps is None else f"-recall{pretrain_steps}"
-    folder = Path(cache_dir) / f"{scale}-seed{seed}{steps}-{recipe_digest()}"
+    folder = Path(cache_dir) / model_folder_name(scale, seed, pretrain_steps)
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +210,10 @@ def ensure_model(
             for stale in folder.parent.glob(f"{folder.name}.partial-*"):  # a killed build's: its lock is gone
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-            build_tiny(scale, tmp, seed=seed, pretrain_steps=pretrain_steps)
+            prebuilt = PREBUILT / folder.name
+            if (prebuilt / "config.json").is_file():  # this very build, shipped: copied, not rebuilt
+                shutil.copytree(prebuilt, tmp)
+            else:
+                build_tiny(scale, tmp, seed=seed, pretrain_steps=pretrain_steps)
             tmp.rename(folder)  # atomic: a half-built folder is never taken for a model
     return folder
