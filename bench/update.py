@@ -8,7 +8,8 @@ lengths, where a random model would write up to its token budget), so prompts, i
 are those of a round. The AXPO batch adds K continuations of one tool-call prefix per question, as
 AXPO's resample writes them (the model's own tokens). The update runs make run's training settings
 (2 PPO epochs, mini-batches of 16, micro-batches of 16, the reference's KL term) on a fresh copy of the
-weights each time; flat and shared take turns, and the figure is the median of the per-pair ratios.
+weights each time, after one warm-up update of each kind; flat and shared take turns, and the figure is the
+median of the per-pair ratios. Threads: axpo_core.threads' choice (--threads overrides).
 
 Usage: python bench/update.py [--scale tiny-s] [--questions 8] [--group 8] [--pairs 3] [--threads T]
 The run ends with one `name = value` line per figure.
@@ -41,6 +42,7 @@ from axpo_core.rollout.engine import RolloutEngine  # noqa: E402
 from axpo_core.rollout.oracle import ScriptedGenerator  # noqa: E402
 from axpo_core.rollout.trajectory import ContinuationRequest  # noqa: E402
 from axpo_core.rollout.transformers_backend import TransformersGenerator  # noqa: E402
+from axpo_core.threads import configure_process  # noqa: E402
 from axpo_core.training.update import policy_update  # noqa: E402
 
 
@@ -105,10 +107,11 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--continuations", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the project's)")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        os.environ["AXPO_TORCH_THREADS"] = str(args.threads)
+    configure_process()
     folder = build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), pretrain_steps=0)
     config = load_config(None, [f"rollout.group_size={args.group}"])
     policy = load_policy(folder, device="cpu", max_image_pixels=config.model.max_image_pixels,
@@ -122,6 +125,8 @@ def main() -> None:
     print(f"batch: {len(originals)} rollouts (prompt {prompt:.0f} tokens, {policy_tokens:.0f} policy tokens "
           f"on average, {sum(len(t.images) for t in originals)} images), + {n_cont} AXPO continuations; "
           f"torch threads {torch.get_num_threads()}")
+    for shared in (False, True):  # warm-up: first calls pay for lazy initialisation
+        timed_update(policy, chat, grpo[: args.group], config, shared)
     figures = {}
     for name, scored in (("grpo", grpo), ("axpo", axpo)):
         ratios, sharing = [], None
