@@ -1,4 +1,5 @@
-"""The evaluation fan-out: every (checkpoint, benchmark) pair is one `evaluate` task, mapped in parallel."""
+"""The evaluation fan-out: every checkpoint is one `evaluate` task over all the benchmarks (full generation
+batches across benchmarks: axpo_core.evaluation.runner.evaluate_benchmarks), mapped in parallel."""
 
 from __future__ import annotations
 
@@ -33,21 +34,17 @@ def task_runner(kind: str, max_workers: int):
 
 @flow(name="evaluate", flow_run_name="evaluate[{ctx.run_name}]")
 def evaluate_flow(ctx: RunContext, checkpoints: dict[str, CheckpointRef]) -> list[EvalRef]:
-    """`checkpoints` maps a stage label (Base, SFT, SFT+GRPO, ...) to its checkpoint; × every benchmark."""
-    pairs = [
-        (stage, ckpt, bench)
-        for stage, ckpt in checkpoints.items()
-        for bench in ctx.config.evaluation.benchmarks
-    ]
+    """`checkpoints` maps a stage label (Base, SFT, SFT+GRPO, ...) to its checkpoint; × every benchmark.
+    The results are in (stage, benchmark) order."""
     futures = evaluate.map(
         unmapped(ctx),
-        [ckpt for _, ckpt, _ in pairs],
-        [stage for stage, _, _ in pairs],
-        [bench for _, _, bench in pairs],
+        list(checkpoints.values()),
+        list(checkpoints),
+        unmapped(list(ctx.config.evaluation.benchmarks)),
     )
-    for future in progress(futures, desc="evaluate (stage x benchmark)", leave=None):
+    for future in progress(futures, desc="evaluate (stage)", leave=None):
         future.wait()
-    results = [f.result() for f in futures]
+    results = [ref for f in futures for ref in f.result()]
     publish_table(
         table=[
             {"stage": r.stage, "benchmark": r.benchmark, **{k: round(v, 4) for k, v in r.metrics.items()}}

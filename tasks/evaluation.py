@@ -1,8 +1,6 @@
-"""Evaluation and report tasks: one `evaluate` per (checkpoint, benchmark), fanned out by the flow."""
+"""Evaluation and report tasks: one `evaluate` per checkpoint over its benchmarks, fanned out by the flow."""
 
 from __future__ import annotations
-
-import hashlib
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -10,8 +8,7 @@ from pydantic import BaseModel
 
 from axpo_core.evaluation.judge import make_judge
 from axpo_core.evaluation.report import build_report, tool_outcome_table
-from axpo_core.evaluation.runner import benchmark_questions, evaluation_config
-from axpo_core.evaluation.runner import evaluate as run_evaluation
+from axpo_core.evaluation.runner import benchmark_questions, evaluate_benchmarks, evaluation_config
 from axpo_core.evaluation.tables import EvalRow, results_table, to_csv, to_markdown
 from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_table
 from axpo_core.models.loader import SpecialIds, load_processors
@@ -53,34 +50,40 @@ def tool_check(ctx: RunContext, base: CheckpointRef) -> list[dict]:
     return rows
 
 
-@task(name="evaluate", task_run_name="evaluate[{stage} × {benchmark}]", **RESUMABLE)
-def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmark: str) -> EvalRef:
+@task(name="evaluate", task_run_name="evaluate[{stage}]", **RESUMABLE)
+def evaluate(ctx: RunContext, checkpoint: CheckpointRef, stage: str, benchmarks: list[str]) -> list[EvalRef]:
+    """A stage's benchmarks in one engine run: full generation batches across benchmarks, one model load.
+    Each benchmark keeps its own sampling seed (`benchmark_seed`), the same for every stage, whichever
+    worker runs it (threads, Dask or Ray)."""
     config = evaluation_config(ctx.config)
-    # Same sampling noise for every stage on a benchmark, whichever worker runs it (threads or Dask).
-    seed = int(hashlib.sha256(f"{config.seed}:{benchmark}".encode()).hexdigest()[:8], 16)
     # evaluate tasks run side by side (threads, Dask or Ray workers): they share the cores
     with task_threads(evaluation_workers(config.pipeline.task_runner, config.pipeline.max_workers)):
-        engine, _ = build_engine(config, policy=load_checkpoint(ctx, checkpoint.uri), seed=seed)
-        result = run_evaluation(
+        engine, _ = build_engine(config, policy=load_checkpoint(ctx, checkpoint.uri))
+        results = evaluate_benchmarks(
             engine,
-            benchmark,
-            benchmark_questions(config, benchmark),
+            {name: benchmark_questions(config, name) for name in benchmarks},
+            config.seed,
             config.evaluation.samples,
             config.evaluation.k,
             # the benchmark's own scorer (rule) or an LLM judge, per evaluation.judge
             judge=make_judge(config.evaluation, device=config.model.device),
         )
-    uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(benchmark)
-    ctx.store.put_jsonl(uri, result.records)
-    version = content_version(ctx.store.get_bytes(uri))
-    return EvalRef(
-        scale=checkpoint.scale,
-        stage=stage,
-        benchmark=benchmark,
-        uri=uri,
-        metrics=result.metrics,
-        version=version,
-    )
+    refs = []
+    for name, result in results.items():
+        uri = ctx.layout(checkpoint.scale, stage_slug(stage)).eval(name)
+        ctx.store.put_jsonl(uri, result.records)
+        version = content_version(ctx.store.get_bytes(uri))
+        refs.append(
+            EvalRef(
+                scale=checkpoint.scale,
+                stage=stage,
+                benchmark=name,
+                uri=uri,
+                metrics=result.metrics,
+                version=version,
+            )
+        )
+    return refs
 
 
 @task(name="report", **RESUMABLE)

@@ -1,5 +1,5 @@
-"""bench/round_vs_trl.py, bench/scale_out.py and bench/threads.py end to end at their smallest settings: they
-run and print their figures."""
+"""bench/round_vs_trl.py, bench/scale_out.py, bench/threads.py and bench/prefill.py end to end at their
+smallest settings: they run and print their figures."""
 
 from __future__ import annotations
 
@@ -67,3 +67,11 @@ def test_threads_bench_prints_its_figures():
     figures, _ = run_bench("threads.py", "--steps=1", "--repeats=1", "--batch=2", "--length=16")
     assert float(figures["oversubscribed_vs_shared"]) > 0 and float(figures["solo_s"]) > 0
     assert int(figures["shared_threads"]) == max(1, int(figures["cores"]) // 2)
+
+
+@pytest.mark.slow
+def test_prefill_bench_prints_its_figures():
+    small = ["training.questions_per_round=2", "rollout.group_size=4", "rollout.max_new_tokens_per_turn=8"]
+    figures, _ = run_bench("prefill.py", "--repeats=1", *(f"--set={s}" for s in small))
+    assert float(figures["prefill_shared_vs_flat"]) > 0 and float(figures["continuation_shared_vs_flat"]) > 0
+    assert figures["same_tokens"] == "True" and figures["same_continuations"] == "True"

@@ -165,7 +165,7 @@ def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
 
 # Prefect's run names read as the experiment (a few of them)
 FLOW_RUN_NAMES = {"axpo_round[tiny-s SFT+AXPO r2]", "train[tiny-s SFT+GRPO]", "pipeline[tiny-s seed0]"}
-TASK_RUN_NAMES = {"evaluate[SFT+GRPO × zoom_detail]", "update[tiny-s SFT+AXPO r1]", "sft[tiny-s]"}
+TASK_RUN_NAMES = {"evaluate[SFT+GRPO]", "update[tiny-s SFT+AXPO r1]", "sft[tiny-s]"}
 
 
 async def _runs_named(client, kind: str, names: set[str], started: str) -> set[str]:

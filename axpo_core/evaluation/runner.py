@@ -1,9 +1,15 @@
-"""Evaluate a policy on a benchmark: n samples per question under the paper's protocol, scored by pass@k."""
+"""Evaluate a policy on a benchmark: n samples per question under the paper's protocol, scored by pass@k.
+
+`evaluate_benchmarks` runs several benchmarks' rollouts as one engine run, so the generator's batches stay
+full across benchmarks (and a question's samples share its prompt's prefill) rather than one small batch per
+benchmark; each request keeps the seed its benchmark's own run gives it (`benchmark_seed`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from axpo_core.config import Config
@@ -80,6 +86,36 @@ def evaluate(
     if judge is not None:
         apply_judge(judge, questions, trajectories)
     return score_samples(benchmark, trajectories, ks)
+
+
+def benchmark_seed(seed: int, benchmark: str) -> int:
+    """A benchmark's sampling seed: the same for every stage on a benchmark, whichever worker runs it."""
+    return int(hashlib.sha256(f"{seed}:{benchmark}".encode()).hexdigest()[:8], 16)
+
+
+def evaluate_benchmarks(
+    engine: RolloutEngine,
+    benchmarks: Mapping[str, Sequence[Question]],
+    seed: int,
+    samples: int,
+    ks: Sequence[int],
+    judge: Judge | None = None,
+) -> dict[str, EvalResult]:
+    """`evaluate` on each benchmark, as one engine run over all their questions (the module doc). A request's
+    seed comes from its benchmark's (`benchmark_seed(seed, name)`), its rollout and its context, as in a
+    run of its benchmark alone with that seed; only the batches' padding differs, float noise."""
+    questions = [q for qs in benchmarks.values() for q in qs]
+    seeds = {q.question_id: benchmark_seed(seed, name) for name, qs in benchmarks.items() for q in qs}
+    if len(seeds) < len(questions):
+        raise ValueError("evaluate_benchmarks needs question ids unique across the benchmarks")
+    trajectories = engine.rollout(questions, group_size=samples, seed=seeds)
+    results, start = {}, 0
+    for name, qs in benchmarks.items():  # rollout keeps the questions' order, `samples` each
+        own, start = trajectories[start : start + len(qs) * samples], start + len(qs) * samples
+        if judge is not None:
+            apply_judge(judge, qs, own)
+        results[name] = score_samples(name, own, ks)
+    return results
 
 
 EVAL_SEED_OFFSET = 2000  # RL uses 1000 + seed, SFT its own: no question is shared with evaluation

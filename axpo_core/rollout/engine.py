@@ -17,13 +17,14 @@ with `Trajectory.error`, and so does a failure to close its tools; the others go
 
 With a `seed`, every turn's generation request carries its own seed, from the seed, its rollout (question
 id, sample id) and its context length (`request_seed`): a rollout's samples do not depend on which other
-rollouts ran with it, so questions can be split over workers without changing any trajectory.
+rollouts ran with it, so questions can be split over workers without changing any trajectory. `rollout`
+also takes one seed per question id: evaluation pools benchmarks into one run, each with its own seed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
@@ -72,10 +73,11 @@ class RolloutEngine:
 
     # ---- public API -------------------------------------------------------------------------------
     def rollout(
-        self, questions: Sequence[Question], group_size: int, seed: int | None = None
+        self, questions: Sequence[Question], group_size: int, seed: int | Mapping[str, int] | None = None
     ) -> list[Trajectory]:
         """`group_size` rollouts per question, sample ids 0..group_size-1, grouped by question id; `seed`
-        seeds each request (module doc), None leaves sampling to the generator."""
+        seeds each request (module doc), or a question id's seed its rollouts', None leaves sampling to the
+        generator."""
         live = []
         for question in questions:
             try:
@@ -178,13 +180,14 @@ class RolloutEngine:
         return self._run(live, seed)
 
     # ---- the turn loop ----------------------------------------------------------------------------
-    def _run(self, live: list[_Live], seed: int | None) -> list[Trajectory]:
+    def _run(self, live: list[_Live], seed: int | Mapping[str, int] | None) -> list[Trajectory]:
         try:
             while active := [r for r in live if not r.done]:
                 requests = []
                 for r in active:
                     tokens = r.trajectory.token_ids
                     key = (r.trajectory.question_id, r.trajectory.sample_id)
+                    base = seed[key[0]] if isinstance(seed, Mapping) else seed
                     budget = self.config.max_total_tokens - len(tokens)
                     requests.append(
                         GenerationRequest(
@@ -192,7 +195,7 @@ class RolloutEngine:
                             r.encoded,
                             max(0, min(self.config.max_new_tokens_per_turn, budget)),
                             key,
-                            None if seed is None else request_seed(seed, key, len(tokens)),
+                            None if base is None else request_seed(base, key, len(tokens)),
                         )
                     )
                 for r, request in zip(active, requests):

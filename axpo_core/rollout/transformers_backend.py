@@ -3,6 +3,18 @@
 Each call prefills its left-padded batch once (prompt, or a prefix to continue from, with all its images)
 and decodes with the KV cache; per-token log-probs come from the raw logits `generate` returns.
 
+Shared prefills (`share_prefill`, the default): a group's N rollouts send the same prompt, and AXPO's K
+continuations the same prefix. When a batch holds such duplicates (same token ids and the same image
+objects), the unique contexts are prefilled once, all but their last token, with their images; the KV
+cache's rows are then copied to every request (`DynamicCache.batch_select_indices`) and `model.generate`
+goes on from that cache: its first step forwards each row's last context token, then it decodes as usual.
+Positions are passed to `generate` as the [4, B, T] M-RoPE ids it would compute itself (text positions
+from the attention mask, vision positions from `get_rope_index`), so no image needs to be seen again and
+Qwen3-VL's `rope_deltas` module state is not read. The result equals the unshared path's within float
+tolerance: the last context token's logits come from a one-token step rather than from the whole prefill,
+a different reduction order (about 1e-6), so a sampled token differs only at a near-tie of its noisy
+logits. Batches without duplicates (later turns, mostly) take the unshared path.
+
 Seeded requests sample by Gumbel-max: each row adds noise from its own `torch.Generator` to its warped
 logits and takes the argmax, which is a draw from softmax(warped logits). A row's tokens then depend on its
 seed alone, not on which other requests share its batch, shard or worker.
@@ -12,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -24,7 +37,7 @@ from transformers.generation.logits_process import (
 from axpo_core.config import SamplingConfig
 from axpo_core.models.loader import Policy
 from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, request_seed
-from axpo_core.rollout.logprobs import pack, reset_rope_cache, token_logprobs_and_entropy
+from axpo_core.rollout.logprobs import PackedBatch, pack, reset_rope_cache, token_logprobs_and_entropy
 
 
 class PresencePenalty(LogitsProcessor):
@@ -72,10 +85,13 @@ class TransformersGenerator:
     results do not depend on the batch, thread or process (threads, Dask, Ray) that ran it, nor on what ran
     before. With neither, sampling draws from the global torch RNG."""
 
-    def __init__(self, policy: Policy, batch_size: int = 32, seed: int | None = None):
+    def __init__(
+        self, policy: Policy, batch_size: int = 32, seed: int | None = None, share_prefill: bool = True
+    ):
         self.policy = policy
         self.batch_size = batch_size
         self.seed = seed
+        self.share_prefill = share_prefill  # False: every request prefills its own context (the module doc)
         self._lock = _model_lock(policy.model)
 
     def sync_weights(self) -> None:
@@ -116,15 +132,10 @@ class TransformersGenerator:
     ) -> list[GenerationOutput]:
         policy = self.policy
         special = policy.special
-        batch = pack(
-            [r.token_ids for r in requests],
-            [r.images for r in requests],
-            special.pad,
-            special.image_pad,
-            side="left",
-            device=policy.device,
-        )
-        width = batch.input_ids.shape[1]
+        inputs = self._shared_prefill(requests) if self.share_prefill else None
+        if inputs is None:
+            inputs = self._pack(requests).model_inputs()
+        width = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
         if sampling.presence_penalty:
             processors.append(PresencePenalty(sampling.presence_penalty, width))
@@ -141,7 +152,7 @@ class TransformersGenerator:
             warpers = {"temperature": None, "top_p": None, "top_k": None}
         reset_rope_cache(policy.model)
         result = policy.model.generate(
-            **batch.model_inputs(),
+            **inputs,
             max_new_tokens=max(r.max_new_tokens for r in requests),
             do_sample=not greedy and seeds is None,
             **warpers,
@@ -175,6 +186,68 @@ class TransformersGenerator:
                 )
             )
         return outputs
+
+    def _pack(self, requests: Sequence[GenerationRequest]) -> PackedBatch:
+        """Requests' contexts left-padded to one batch, with their images."""
+        special = self.policy.special
+        return pack(
+            [r.token_ids for r in requests],
+            [r.images for r in requests],
+            special.pad,
+            special.image_pad,
+            side="left",
+            device=self.policy.device,
+        )
+
+    def _shared_prefill(self, requests: list[GenerationRequest]) -> dict[str, Any] | None:
+        """`generate`'s inputs for the whole batch with its KV cache prefilled once per unique context (the
+        module doc), or None when sharing saves nothing or does not apply."""
+        firsts: dict[tuple, int] = {}
+        rows = [
+            firsts.setdefault((tuple(r.token_ids), tuple(id(img) for img in r.images)), len(firsts))
+            for r in requests
+        ]
+        if len(firsts) == len(requests):
+            return None
+        policy = self.policy
+        prompts = self._pack([requests[rows.index(u)] for u in range(len(firsts))])  # each context's first
+        # The last column is every row's last context token (left padding): `generate` forwards it, so it must
+        # be text, and there must be something before it to cache.
+        if prompts.input_ids.shape[1] < 2 or bool(prompts.mm_token_type_ids[:, -1].any()):
+            return None
+        positions = _generation_positions(policy.model, prompts)
+        prefill: dict[str, torch.Tensor | None] = {key: getattr(prompts, key)[:, :-1] for key in _PER_TOKEN}
+        if prompts.pixel_values is not None:
+            prefill.update(pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw)
+        reset_rope_cache(policy.model)
+        cache = policy.model(
+            **prefill, position_ids=positions[..., :-1], use_cache=True, logits_to_keep=1
+        ).past_key_values
+        index = torch.tensor(rows, device=policy.device)
+        cache.batch_select_indices(index)  # row i of the batch gets its context's cached keys and values
+        inputs = {key: getattr(prompts, key).index_select(0, index) for key in _PER_TOKEN}
+        return {**inputs, "position_ids": positions.index_select(1, index), "past_key_values": cache}
+
+
+_PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def _generation_positions(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """The [4, B, T] position ids `generate` computes for a left-padded batch before its prefill: text
+    positions from the attention mask, then Qwen3-VL's three M-RoPE rows (`get_rope_index`, which places
+    image tokens on their grid), or the text positions again when the batch has no image."""
+    mask = batch.attention_mask
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    if batch.image_grid_thw is None:
+        vision = text.unsqueeze(0).expand(3, -1, -1)
+    else:
+        vision, _ = model.model.get_rope_index(
+            batch.input_ids,
+            mm_token_type_ids=batch.mm_token_type_ids,
+            image_grid_thw=batch.image_grid_thw,
+            attention_mask=mask,
+        )
+    return torch.cat([text.unsqueeze(0), vision], dim=0)
 
 
 def _warpers(temperature: float | None, top_p: float | None, top_k: int | None) -> list[LogitsProcessor]:
