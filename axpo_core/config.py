@@ -184,6 +184,9 @@ class SFTConfig(Section):
     learning_rate: float = Field(1e-2, gt=0)
     batch_size: int = Field(4, ge=1)
     lora: bool = False
+    # One prefix-tree forward per batch (the rows' shared system prompt once, no padding): the same loss up to
+    # float rounding (training/sft.py)
+    shared_prefix: bool = True
 
 
 class EvaluationConfig(Section):

@@ -89,3 +89,37 @@ def test_shared_prefix_update_has_the_flat_loss_and_gradients(policy, chat, axpo
     for want, got in zip(flat_grads, tree_grads, strict=True):
         scale = want.abs().max().item()
         assert (got - want).abs().max().item() <= 1e-4 * scale + 1e-7
+
+
+def test_sft_tree_loss_and_gradients_equal_the_flat_ones(policy, chat, axpo_scored):
+    """SFT's token-mean NLL from one prefix tree of the whole batch (rows of two questions: the system
+    prompt shared) equals the flat forward's, and so do the gradients."""
+    from axpo_core.rollout.logprobs import PackedBatch
+    from axpo_core.rollout.prefix_tree import tree_nll
+    from axpo_core.training.sft import IGNORE, TrajectoryCollator
+
+    _, scored = axpo_scored
+    trajectories = [s.trajectory for s in scored]
+    collate = TrajectoryCollator.for_trajectories(trajectories, chat)
+    inputs = collate([{"input_ids": t.token_ids, "loss_mask": t.loss_mask, "row": i}
+                      for i, t in enumerate(trajectories)])
+    model = copy.deepcopy(policy.model)
+
+    model.zero_grad()
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**rest, use_cache=False).logits[:, :-1]
+    labels = inputs["labels"][:, 1:]
+    flat_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    flat_loss.backward()
+    flat_grads = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    flat = PackedBatch(inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"],
+                       inputs["pixel_values"], inputs["image_grid_thw"], [0] * len(trajectories))
+    nll, _, count = tree_nll(model, flat, inputs["labels"], policy.special.image_pad, IGNORE)
+    tree_loss = nll / count
+    tree_loss.backward()
+    assert count == (labels != IGNORE).sum()
+    assert tree_loss.item() == pytest.approx(flat_loss.item(), rel=1e-5)
+    for want, p in zip(flat_grads, model.parameters(), strict=True):
+        assert (p.grad - want).abs().max().item() <= 1e-4 * want.abs().max().item() + 1e-7

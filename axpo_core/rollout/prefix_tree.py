@@ -217,3 +217,53 @@ def tree_logprobs(
     zero = torch.zeros((), dtype=chosen.dtype, device=chosen.device)
     entropies = entropy[rows, batch.context]
     return torch.where(batch.valid, chosen, zero), torch.where(batch.valid, entropies, zero)
+
+
+@dataclass(frozen=True)
+class _RowImage:
+    pixel_values: torch.Tensor
+    grid_thw: torch.Tensor
+
+
+def row_images(flat: PackedBatch, image_pad_id: int) -> list[list[_RowImage]]:
+    """The packed batch's images per row, in token order (pixel_values hold them row by row, each image's
+    t·h·w patches), for callers that have only the model inputs (SFT's collated batch)."""
+    if flat.pixel_values is None:
+        return [[] for _ in range(flat.input_ids.shape[0])]
+    grids = iter(flat.image_grid_thw)
+    offset, out = 0, []
+    for row in flat.input_ids.tolist():
+        images, previous = [], None
+        for token in row:
+            if token == image_pad_id and previous != image_pad_id:  # an image run starts
+                grid = next(grids)
+                patches = int(grid.prod())
+                images.append(_RowImage(flat.pixel_values[offset : offset + patches], grid))
+                offset += patches
+            previous = token
+        out.append(images)
+    return out
+
+
+def tree_nll(
+    model: torch.nn.Module, flat: PackedBatch, labels: torch.Tensor, image_pad_id: int, ignore: int = -100
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SFT's summed next-token NLL over the labelled tokens (`labels[i]` names token i, unshifted), the
+    number of greedy hits and of labelled tokens, from one forward of the batch merged into one prefix tree
+    (the system prompt its rows share is forwarded once). Only the labelled tokens' contexts get logits."""
+    n = flat.input_ids.shape[0]
+    tree = pack_tree(model, flat, row_images(flat, image_pad_id), [0] * n, 0, image_pad_id)
+    scored = (labels != ignore) & tree.valid
+    rows = tree.seq_rows.unsqueeze(1).expand_as(tree.context)
+    keep = torch.zeros(tree.input_ids.shape, dtype=torch.bool, device=labels.device)
+    keep[rows[scored], tree.context[scored]] = True
+    reset_rope_cache(model)
+    logits = model(**tree.model_inputs(), use_cache=False, logits_to_keep=keep).logits  # [kept, V]
+    # The kept positions come out in row-major order: a position's index among them.
+    index = keep.flatten().long().cumsum(0) - 1
+    at = index[rows[scored] * keep.shape[1] + tree.context[scored]]
+    chosen, targets = logits[at].float(), labels[scored]
+    nll = torch.nn.functional.cross_entropy(chosen, targets, reduction="sum")
+    with torch.no_grad():
+        hits = (chosen.argmax(-1) == targets).float().sum()
+    return nll, hits, scored.sum()

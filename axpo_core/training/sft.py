@@ -33,7 +33,8 @@ from transformers import PrinterCallback, TrainerCallback
 from axpo_core.config import Config
 from axpo_core.models.loader import Policy, load_policy, pick_device
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
-from axpo_core.rollout.logprobs import pack, reset_rope_cache
+from axpo_core.rollout.logprobs import PackedBatch, pack, reset_rope_cache
+from axpo_core.rollout.prefix_tree import supports_tree, tree_nll
 from axpo_core.rollout.trajectory import Trajectory
 from axpo_core.training import checkpoint
 from axpo_core.training.sft_data import SFTData, build_sft_data
@@ -84,8 +85,10 @@ class TrajectoryCollator:
         return cls(images, chat.special.pad, chat.special.image_pad)
 
 
-def _trainer_class():
-    """SFTTrainer, with the loss computed on labelled positions only where TRL would score them all."""
+def _trainer_class(shared_prefix: bool = False, image_pad_id: int | None = None):
+    """SFTTrainer, with the loss computed on labelled positions only where TRL would score them all; with
+    `shared_prefix`, from one prefix-tree forward of the batch (rollout/prefix_tree.py: the rows' common
+    system prompt once), the same token-mean NLL up to float rounding."""
     import torch.nn.functional as F
     from trl import SFTTrainer
 
@@ -94,6 +97,16 @@ def _trainer_class():
             on_cpu = next(model.parameters()).device.type == "cpu"
             if return_outputs or self.args.loss_type != "nll" or not on_cpu:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            if shared_prefix and image_pad_id is not None and supports_tree(model):
+                flat = PackedBatch(
+                    inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"],
+                    inputs.get("pixel_values"), inputs.get("image_grid_thw"), [0] * len(inputs["input_ids"]),
+                )
+                nll, hits, scored = tree_nll(model, flat, inputs["labels"], image_pad_id, IGNORE)
+                self._metrics[mode]["mean_token_accuracy"].append((hits / scored.clamp(min=1)).item())
+                count = scored if num_items_in_batch is None else num_items_in_batch
+                return nll / torch.as_tensor(count).clamp(min=1)
             labels = inputs["labels"][:, 1:]
             scored = labels != IGNORE
             keep = torch.zeros_like(inputs["labels"], dtype=torch.bool)
@@ -103,7 +116,6 @@ def _trainer_class():
             logits = logits.reshape(-1, logits.shape[-1])
             nll = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
             count = scored.sum() if num_items_in_batch is None else num_items_in_batch
-            mode = "train" if model.training else "eval"
             with torch.no_grad():
                 hits = (logits.argmax(-1) == labels[scored]).float().sum()
                 self._metrics[mode]["mean_token_accuracy"].append((hits / scored.sum().clamp(min=1)).item())
@@ -196,7 +208,7 @@ def train_sft(
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS)
     reset_rope_cache(policy.model)
     policy.model.train()
-    trainer = _trainer_class()(
+    trainer = _trainer_class(sft.shared_prefix, policy.special.image_pad)(
         model=policy.model,
         args=args,
         data_collator=TrajectoryCollator.for_trajectories(data.trajectories, chat),
