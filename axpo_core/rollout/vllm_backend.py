@@ -176,6 +176,10 @@ class VLLMEngine:
             )
         self.loaded: Policy | None = None  # whose weights vLLM holds; None: the checkpoint it read
         self.weight_loads = 0
+        # Prompt tokens sent, and those vLLM's prefix cache served instead of prefilling (AXPO's
+        # continuations and every later turn of a rollout repeat a prefix that vLLM has seen).
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         self._asleep = False
         if sleep_mode:
             self.llm.sleep(level=1)
@@ -273,6 +277,9 @@ class VLLMEngine:
             if self.loaded is not policy:
                 self._load_weights(policy)
             outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+            for output in outputs:
+                self.prompt_tokens += len(getattr(output, "prompt_token_ids", None) or [])
+                self.cached_prompt_tokens += getattr(output, "num_cached_tokens", None) or 0
             if self.sleep_mode:
                 self.llm.sleep(level=1)
                 self._asleep = True

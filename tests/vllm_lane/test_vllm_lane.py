@@ -8,6 +8,7 @@ Each scale gets one engine (module-scoped fixture); the models are untrained (pa
 from __future__ import annotations
 
 import copy
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from axpo_core.envs.tools import system_prompt
 from axpo_core.models.loader import Policy, load_policy
 from axpo_core.models.tiny import TINY_SCALES, build_tiny, tiny_config, train_tokenizer
 from axpo_core.rollout.chat import ChatFormat
+from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.generator import GenerationOutput, GenerationRequest
 from axpo_core.rollout.logprobs import pack, sequence_logprobs
+from axpo_core.rollout.oracle import ScriptedGenerator
+from axpo_core.rollout.trajectory import ContinuationRequest
 from axpo_core.rollout.transformers_backend import TransformersGenerator
 from axpo_core.rollout.vllm_backend import (
     VLLMEngine,
@@ -170,6 +174,48 @@ def test_a_weight_update_reaches_vllm(lane):
     # The original policy again: its weights are loaded back before it generates.
     _, original = generate_both(lane, lane.policy, requests[:1])
     assert original[0].token_ids == before[0].token_ids
+
+
+def test_continuations_through_a_tool_call_equal_transformers(lane, config):
+    """AXPO's continuations of oracle rollouts (a scripted image_zoom_in call): cut right after `</tool_call>`
+    (the environment runs the zoom, its image enters the context, then the model takes its turn, and the
+    turns go on) and after the tool response (two images in the context). Greedy: the same trajectories
+    as the transformers backend. Run twice on vLLM: the second run's prefixes come from its prefix cache,
+    with the same result."""
+    tools = config.tools.model_copy(update={"enabled": ["image_zoom_in"]})
+    rollout = config.rollout.model_copy(update={"max_new_tokens_per_turn": 12, "max_turns": 3})
+    questions = get_suite("zoom_detail").generate(2, 0)
+    rng = random.Random(0)
+    scripts = {(q.question_id, 0): get_suite(q.suite).oracle(q, rng) for q in questions}
+    scripted = RolloutEngine(ScriptedGenerator(lane.chat, scripts), lane.chat, config.rollout, tools)
+    sources = scripted.rollout(questions, group_size=1)
+    header = lane.chat.assistant_header()
+    requests = []
+    for source in sources:
+        call_end = source.tool_call_spans[0][1]
+        assert source.token_ids[call_end - 1] == lane.chat.special.tool_call_end
+        after_response = source.token_ids.index(lane.chat.special.tool_response_end, call_end) + 1
+        while source.token_ids[after_response - len(header) : after_response] != header:
+            after_response += 1
+        for cut in (call_end, after_response):
+            requests.append(ContinuationRequest(source, cut, 2, f"{source.question_id}/{cut}", 10))
+    by_id = {q.question_id: q for q in questions}
+
+    def continue_with(generator):
+        return RolloutEngine(generator, lane.chat, rollout, tools, GREEDY).continue_from(requests, by_id)
+
+    expected = continue_with(TransformersGenerator(lane.policy))
+    vllm = VLLMGenerator(lane.policy, engine=lane.engine)
+    got = continue_with(vllm)
+    cached = lane.engine.cached_prompt_tokens
+    again = continue_with(vllm)
+    assert lane.engine.cached_prompt_tokens > cached  # the prefixes came from the cache
+    for e, g, a in zip(expected, got, again):
+        assert g.token_ids == e.token_ids == a.token_ids
+        assert g.loss_mask == e.loss_mask and len(g.images) == len(e.images) >= 2
+        assert g.tool_calls == e.tool_calls and g.turns == e.turns
+        new = [i for i, m in enumerate(g.loss_mask) if m and i >= g.parent.prefix_tokens]
+        assert new and max(abs(g.logprobs[i] - e.logprobs[i]) for i in new) < LOGPROB_TOLERANCE
 
 
 def test_sleep_mode_is_refused_on_the_cpu(lane):
