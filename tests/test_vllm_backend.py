@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from axpo_core.config import load_config
-from axpo_core.rollout.vllm_backend import VLLMUnavailable, collapse_image_pads, require_vllm, topk_entropy
+from axpo_core.rollout.vllm_backend import (
+    VLLMUnavailable,
+    collapse_image_pads,
+    require_vllm,
+    resized_like_ours,
+    topk_entropy,
+)
 
-HAS_GPU_VLLM = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+HAS_GPU_VLLM = HAS_VLLM and torch.cuda.is_available()
 
 
 def test_image_pads_collapse_to_one_per_image():
@@ -35,8 +42,27 @@ def test_topk_entropy_is_the_renormalised_entropy():
     assert topk_entropy([]) == 0.0
 
 
-@pytest.mark.skipif(HAS_GPU_VLLM, reason="this machine has vLLM and a GPU")
-def test_missing_vllm_or_gpu_is_one_clear_error(policy):
+def test_images_are_sent_as_our_processor_resized_them(chat):
+    """vLLM's processor interpolates differently: it gets the image at its final size, where our processor
+    resizes nothing and gives the same pixels as from the original."""
+    from PIL import Image
+
+    pixels = torch.randint(
+        0, 256, (257, 321, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    image = Image.fromarray(pixels.numpy()).convert("RGBA")
+    encoded = chat.encode_image(image)
+    sent = resized_like_ours(encoded, chat.image_processor)
+    _, grid_h, grid_w = encoded.grid_thw.tolist()
+    patch = chat.image_processor.patch_size
+    assert sent.mode == "RGB" and sent.size == (grid_w * patch, grid_h * patch) != image.size
+    again = chat.encode_image(sent)
+    assert torch.equal(again.grid_thw, encoded.grid_thw)
+    assert torch.equal(again.pixel_values, encoded.pixel_values)
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="this environment has vLLM (its tests: tests/vllm_lane)")
+def test_missing_vllm_is_one_clear_error(policy):
     from axpo_core.rollout.factory import make_generator
 
     with pytest.raises(VLLMUnavailable, match="rollout.backend"):
@@ -82,14 +108,16 @@ class FakeLLM:
     def __init__(self):
         self.calls: list[str] = []
         self.loaded_weights = None
-        self.llm_engine = type("Engine", (), {"model_executor": object()})()
+        self.llm_engine = type(
+            "Engine",
+            (),
+            {"model_executor": object(), "reset_encoder_cache": lambda _: self.calls.append("encoder")},
+        )()
 
-    def apply_model(self, fn):
-        model = type(
-            "Model", (), {"load_weights": lambda _, weights: setattr(self, "loaded_weights", weights)}
-        )
+    def collective_rpc(self, method, kwargs):
+        assert method == "reload_weights"
         self.calls.append("load")
-        fn(model())
+        self.loaded_weights = list(kwargs["weights_iterator"])
 
     def reset_prefix_cache(self):
         self.calls.append("reset")
@@ -122,14 +150,24 @@ def test_engine_loads_a_policys_weights_only_when_they_change(two_checkpoints):
     a, b = VLLMGenerator(first, engine=engine), VLLMGenerator(second, engine=engine)
     engine.run(a.policy, ["p"], [None])
     engine.run(a.policy, ["p"], [None])  # vLLM holds them already
-    assert llm.calls == ["load", "reset", "generate", "generate"]
+    assert llm.calls == ["load", "reset", "encoder", "generate", "generate"]
     assert [name for name, _ in llm.loaded_weights] == [n for n, _ in first.model.named_parameters()]
     engine.run(b.policy, ["p"], [None])  # another checkpoint: its weights first
     a.sync_weights()  # a is not loaded: nothing to redo
     engine.run(b.policy, ["p"], [None])
     b.sync_weights()  # b was updated in place: loaded again before it next generates
     engine.run(b.policy, ["p"], [None])
-    assert llm.calls[4:] == ["load", "reset", "generate", "generate", "load", "reset", "generate"]
+    assert llm.calls[5:] == [
+        "load",
+        "reset",
+        "encoder",
+        "generate",
+        "generate",
+        "load",
+        "reset",
+        "encoder",
+        "generate",
+    ]
     assert engine.weight_loads == 3
 
 
@@ -145,6 +183,7 @@ def test_sleep_mode_loads_weights_only_after_waking_up(two_checkpoints):
         "wake",
         "load",
         "reset",
+        "encoder",
         "generate",
         "sleep1",
         "wake",
