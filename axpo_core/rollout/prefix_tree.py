@@ -107,9 +107,8 @@ def pack_tree(
     lengths = flat.attention_mask.sum(dim=1).tolist()
     ids = flat.input_ids.tolist()
     rows: dict[Hashable, int] = {}
-    # Per row: node keys -> node index (children by (parent, token key)), node tokens, positions, parents.
+    # Per row: children by (parent, token key) -> node index, node tokens, the (sequence, index) per node.
     children: list[dict[tuple[int, Hashable], int]] = []
-    parents: list[list[int]] = []
     tokens: list[list[int]] = []
     node_source: list[list[tuple[int, int]]] = []  # (sequence, index) whose positions the node takes
     row_images: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
@@ -118,7 +117,6 @@ def pack_tree(
         if key not in rows:
             rows[key] = len(rows)
             children.append({})
-            parents.append([])
             tokens.append([])
             node_source.append([])
             row_images.append([])
@@ -136,7 +134,6 @@ def pack_tree(
             if node is None:
                 node = len(tokens[r])
                 children[r][(parent, (token, tag))] = node
-                parents[r].append(parent)
                 tokens[r].append(token)
                 node_source[r].append((s, i))
                 if starts_image:  # a new image run: its pixels join the row, in token order
@@ -158,12 +155,12 @@ def pack_tree(
         source_seq = torch.tensor([s for s, _ in node_source[r]], device=device)
         source_idx = torch.tensor([i for _, i in node_source[r]], device=device)
         packed_positions[:, r, :count] = positions[:, source_seq, source_idx]
-        for node, parent in enumerate(parents[r]):  # ancestors of a node: its parent's, and itself
-            if parent >= 0:
-                allowed[r, node] = allowed[r, parent]
-            allowed[r, node, node] = True
-        for pad in range(count, width):  # padding attends to itself only (no empty softmax row)
-            allowed[r, pad, pad] = True
+        pads = torch.arange(count, width)
+        allowed[r, pads, pads] = True  # padding attends to itself only (no empty softmax row)
+    for s, nodes in enumerate(seq_nodes):  # along a sequence's path, each node sees the nodes before it
+        path = torch.tensor(nodes)
+        below = torch.tril_indices(len(nodes), len(nodes))
+        allowed[seq_rows[s], path[below[0]], path[below[1]]] = True
 
     seq_width = flat.input_ids.shape[1]
     context = torch.zeros((len(seq_nodes), seq_width), dtype=torch.long)

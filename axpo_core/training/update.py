@@ -243,6 +243,7 @@ def policy_update(
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
     timed = dict.fromkeys(_TIMED + ("forwarded", "flat_tokens"), 0.0)
+    encoded: dict[int, list] = {}  # id(trajectory) -> its encoded images, for every step of this update
     # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
     multiplier = algorithm.rollout_multiplier
     mini_size = scaled_count(training.mini_batch_size, multiplier, "training.mini_batch_size")
@@ -263,7 +264,7 @@ def policy_update(
             policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
             reference, temperature, backward, training.max_grad_norm, shard,
             autocast=training.autocast_bf16 and shard.world == 1, shared_prefix=training.shared_prefix,
-            clock=timed,
+            clock=timed, encoded=encoded,
         )
         if step is None:
             skipped += 1
@@ -326,12 +327,18 @@ def _teacher_forcing(
     micro: Sequence[Scored],
     chat: ChatFormat,
     shared_prefix: bool,
+    encoded: dict[int, list] | None = None,
 ) -> tuple[_Inputs, Callable[[], PackedBatch | TreeBatch], Callable]:
     """The micro-batch's inputs for the policy, a maker of the reference's (packed again only when it
-    lives on another device), and the log-prob function both go through (flat or prefix tree)."""
+    lives on another device), and the log-prob function both go through (flat or prefix tree). `encoded`
+    keeps each trajectory's encoded images across the update's steps (the image processor is not free)."""
     device, special = policy.device, policy.special
     trajectories = [s.trajectory for s in micro]
-    images = [[chat.encode_image(img) for img in t.images] for t in trajectories]
+    encoded = {} if encoded is None else encoded
+    for t in trajectories:
+        if id(t) not in encoded:
+            encoded[id(t)] = [chat.encode_image(img) for img in t.images]
+    images = [encoded[id(t)] for t in trajectories]
     ids = [t.token_ids for t in trajectories]
     packed = functools.partial(pack, ids, images, special.pad, special.image_pad, "right")
     flat = packed(device)
@@ -365,6 +372,7 @@ def _step(
     autocast: bool = False,
     shared_prefix: bool = False,
     clock: dict[str, float] | None = None,
+    encoded: dict[int, list] | None = None,
 ) -> dict[str, float] | None:
     """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
     when it was skipped (NaN/inf on any rank). `clock` accumulates this rank's seconds per part (`_TIMED`)
@@ -385,7 +393,7 @@ def _step(
     for rows in micro_batches:
         micro = [s for s, _ in rows]
         counted = any(w for _, w in rows)  # a stand-in micro-batch (weight 0) adds nothing to the stats
-        batch, ref_batch, forward = _teacher_forcing(policy, reference, micro, chat, shared_prefix)
+        batch, ref_batch, forward = _teacher_forcing(policy, reference, micro, chat, shared_prefix, encoded)
         width = batch.input_ids.shape[1]
         old = _padded([s.trajectory.logprobs for s in micro], width, device)
         advantages = _padded([s.advantages for s in micro], width, device)
