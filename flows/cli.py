@@ -200,10 +200,10 @@ ROUND_TIME = [  # (part, metric): where an RL round's wall time went, summed ove
     ("rollout", "seconds_rollout"),
     ("resample", "seconds_resample"),
     ("update: load", "seconds_update_load"),
-    ("update: pack inputs", "update/seconds_pack"),
-    ("update: reference forward", "update/seconds_reference"),
-    ("update: policy forward+backward", "update/seconds_policy"),
-    ("update: optimizer", "update/seconds_optimizer"),
+    ("update: pack inputs", "seconds_update_pack"),
+    ("update: reference forward", "seconds_update_reference"),
+    ("update: policy forward+backward", "seconds_update_policy"),
+    ("update: optimizer", "seconds_update_optimizer"),
     ("update: save", "seconds_update_save"),
 ]
 

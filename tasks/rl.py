@@ -238,7 +238,7 @@ def _update_in_process(
         uri = store.put_dir(tmp, where)
     # The task's time around the update itself (the profile's "update: load / save").
     timing = {"seconds_update_load": loaded - started, "seconds_update_save": time.monotonic() - updated}
-    return {**result.metrics(), **timing}, uri
+    return {**result.metrics(), **result.stats.cost(), **timing}, uri
 
 
 @task(name="update", task_run_name="update[{policy.scale} {arm.stage} r{round_index}]", **RESUMABLE)

@@ -93,11 +93,13 @@ def test_processes_sharing_the_model_cache_build_each_model_once(tmp_path, monke
         return out
 
     monkeypatch.setattr(loader, "build_tiny", slow_build)
-    killed = tmp_path / f"tiny-s-seed0-{loader.recipe_digest()}.partial-99999"  # a build killed half-way
+    # seed 1: the default seed 0 ships prebuilt and is copied, not built
+    killed = tmp_path / f"tiny-s-seed1-{loader.recipe_digest()}.partial-99999"  # a build killed half-way
     killed.mkdir()
     folders = []
     callers = [
-        threading.Thread(target=lambda: folders.append(ensure_model("tiny-s", None, tmp_path))) for _ in "ab"
+        threading.Thread(target=lambda: folders.append(ensure_model("tiny-s", None, tmp_path, seed=1)))
+        for _ in "ab"
     ]
     for caller in callers:
         caller.start()

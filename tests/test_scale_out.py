@@ -100,8 +100,10 @@ def one_round(tmp_path, workers: int, runner: str = "threads", extra: tuple[str,
     store, rollouts = ctx.store, ctx.layout("tiny-s", arm.slug).base + "/rollouts/round-1"
     originals = trajectories_from_bytes(store.get_bytes(rollouts + ".jsonl.pkl"))
     continuations = trajectories_from_bytes(store.get_bytes(rollouts + ".resampled.pkl"))
-    # wall times (seconds_*, update/seconds_*) differ from run to run
-    metrics = {k: v for k, v in record.metrics.items() if not k.split("/")[-1].startswith("seconds_")}
+    # the update's cost differs: wall times (seconds_*) from run to run, and the tokens it forwarded
+    # (tokens_update_*) with how its micro-batches were cut (one process: by question; a rank: its rows)
+    cost = ("seconds_", "tokens_update_")
+    metrics = {k: v for k, v in record.metrics.items() if not k.split("/")[-1].startswith(cost)}
     return originals, continuations, metrics
 
 

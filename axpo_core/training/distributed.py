@@ -211,7 +211,8 @@ def run_rank(job: Path) -> None:
     output = Path(spec["output"])
     save_sharded(trainee, optimizer, output, rank)
     if rank == 0:
-        (job / RESULT_FILE).write_text(json.dumps(result.metrics()))
+        metrics = {**result.metrics(), **result.stats.cost()}  # the cost: rank 0's
+        (job / RESULT_FILE).write_text(json.dumps(metrics))
     dist.barrier()
     # Only after a success: a rank that raised leaves torchrun to stop the others (torchtitan does the same;
     # destroying the group while other ranks are mid-collective can deadlock).

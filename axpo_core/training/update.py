@@ -80,7 +80,17 @@ class UpdateStats:
     seconds_optimizer: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        """The update's statistics: deterministic for a given batch and seed (the cost is `cost()`)."""
+        return {k: float(v) for k, v in asdict(self).items() if k not in _COST}
+
+    def cost(self) -> dict[str, float]:
+        """What the update cost, for the profile: wall seconds per part, and the tokens forwarded against
+        the flat forward's (one rank's, when sharded); neither is part of the algorithm's statistics."""
+        return {
+            **{f"seconds_update_{key.removeprefix('seconds_')}": getattr(self, key) for key in _TIMED},
+            "tokens_update_forwarded": float(self.forwarded_tokens),
+            "tokens_update_flat": float(self.flat_tokens),
+        }
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class Shard:
 
 ONE_PROCESS = Shard()
 _TIMED = ("seconds_pack", "seconds_reference", "seconds_policy", "seconds_optimizer")  # UpdateStats' clock
+_COST = (*_TIMED, "forwarded_tokens", "flat_tokens")  # UpdateStats.cost(), not its statistics
 
 
 def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
