@@ -116,9 +116,9 @@ def main() -> None:
     for mode, median in (("default", default), ("shared", shared)):
         runs = ", ".join(f"{s:.2f}" for s in times[mode])
         print(f"{mode}: {threads[mode]} threads each, repeats {runs} s")
-        print(f"{mode}_s = {median:.2f}")
+        print(f"{mode}_s = {median:.4g}")
     print(f"solo: one process alone, {solo_threads} threads")
-    print(f"solo_s = {solo:.2f}")
+    print(f"solo_s = {solo:.4g}")
     print(f"oversubscribed_vs_shared = {default / shared:.3f}")
 
 
