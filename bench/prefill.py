@@ -28,10 +28,10 @@ import torch
 
 from axpo_core.config import load_config
 from axpo_core.envs.suites import get_suite
-from axpo_core.models.loader import load_policy
 from axpo_core.models.tiny import build_tiny
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.engine import RolloutEngine
+from axpo_core.rollout.factory import load_configured_policy
 from axpo_core.rollout.trajectory import ContinuationRequest
 from axpo_core.rollout.transformers_backend import TransformersGenerator
 
@@ -52,12 +52,7 @@ def main() -> None:
 
     config = load_config(None, args.set)
     folder = build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), seed=0, pretrain_steps=0)
-    policy = load_policy(
-        folder,
-        device="auto",
-        max_image_pixels=config.model.max_image_pixels,
-        min_image_pixels=config.model.min_image_pixels,
-    )
+    policy = load_configured_policy(config, folder)
     chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
     engines = {
         share: RolloutEngine(

@@ -35,10 +35,11 @@ from axpo_core.algorithms.axpo import axpo_advantages  # noqa: E402
 from axpo_core.algorithms.grpo import Scored, grpo_advantages  # noqa: E402
 from axpo_core.config import Config, load_config  # noqa: E402
 from axpo_core.envs.suites import get_suite  # noqa: E402
-from axpo_core.models.loader import Policy, load_policy  # noqa: E402
+from axpo_core.models.loader import Policy  # noqa: E402
 from axpo_core.models.tiny import build_tiny  # noqa: E402
 from axpo_core.rollout.chat import ChatFormat  # noqa: E402
 from axpo_core.rollout.engine import RolloutEngine  # noqa: E402
+from axpo_core.rollout.factory import load_configured_policy  # noqa: E402
 from axpo_core.rollout.oracle import ScriptedGenerator  # noqa: E402
 from axpo_core.rollout.trajectory import ContinuationRequest  # noqa: E402
 from axpo_core.rollout.transformers_backend import TransformersGenerator  # noqa: E402
@@ -113,9 +114,8 @@ def main() -> None:
         os.environ["AXPO_TORCH_THREADS"] = str(args.threads)
     configure_process()
     folder = build_tiny(args.scale, tempfile.mkdtemp(prefix="axpo-bench-"), pretrain_steps=0)
-    config = load_config(None, [f"rollout.group_size={args.group}"])
-    policy = load_policy(folder, device="cpu", max_image_pixels=config.model.max_image_pixels,
-                         min_image_pixels=config.model.min_image_pixels)
+    config = load_config(None, [f"rollout.group_size={args.group}", "model.device=cpu"])
+    policy = load_configured_policy(config, folder)
     chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
     questions, originals = oracle_round(config, chat, args.questions, args.group)
     grpo = grpo_advantages(originals, config.algorithm)

@@ -17,6 +17,18 @@ from axpo_core.rollout.oracle import ScriptedGenerator
 from axpo_core.rollout.transformers_backend import TransformersGenerator
 from axpo_core.training.steps import detect_step, resample_step
 
+# The config `axpo_round_inputs` is made for: AXPO with a reference KL term, N = 4, one prefix of 2
+# continuations per triggered question; tests add their own training sizes.
+AXPO_ROUND = [
+    "tools.python_timeout_s=5",
+    "algorithm.name=axpo",
+    "algorithm.kl_beta=0.05",
+    "algorithm.continuations_per_prefix=2",
+    "algorithm.budget_ratio=0.5",
+    "rollout.group_size=4",
+    "rollout.max_new_tokens_per_turn=16",
+]
+
 
 def axpo_round_inputs(config: Config, policy: Policy, suite_name: str, num_questions: int = 2):
     """Per question two tool-using oracle rollouts (scored wrong, so the group triggers) and two no-tool

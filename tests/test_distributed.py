@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from axpo_batches import axpo_round_inputs
+from axpo_batches import AXPO_ROUND, axpo_round_inputs
 
 from axpo_core.config import load_config
 from axpo_core.models.loader import load_policy
@@ -20,14 +20,8 @@ from axpo_core.training.steps import update_step
 from axpo_core.training.update import make_optimizer
 
 OVERRIDES = [
+    *AXPO_ROUND,
     "model.device=cpu",  # gloo ranks on the CPU, like the one-process side, on any machine
-    "tools.python_timeout_s=5",
-    "algorithm.name=axpo",
-    "algorithm.kl_beta=0.05",
-    "algorithm.continuations_per_prefix=2",
-    "algorithm.budget_ratio=0.5",
-    "rollout.group_size=4",
-    "rollout.max_new_tokens_per_turn=16",
     "training.learning_rate=1e-6",  # see test_two_gloo_processes_give_the_one_process_update
     "training.ppo_epochs=2",
     "training.minibatch=rows",  # single rows, so that ...

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from axpo_batches import axpo_round_inputs
+from axpo_batches import AXPO_ROUND, axpo_round_inputs
 
 from axpo_core.algorithms.axpo import axpo_advantages
 from axpo_core.config import load_config
@@ -17,21 +17,11 @@ from axpo_core.rollout.logprobs import pack, sequence_logprobs
 from axpo_core.rollout.prefix_tree import pack_tree, tree_logprobs
 from axpo_core.training.update import policy_update
 
-OVERRIDES = [
-    "tools.python_timeout_s=5",
-    "algorithm.name=axpo",
-    "algorithm.kl_beta=0.05",
-    "algorithm.continuations_per_prefix=2",
-    "algorithm.budget_ratio=0.5",
-    "rollout.group_size=4",
-    "rollout.max_new_tokens_per_turn=16",
-]
-
 
 @pytest.fixture(scope="module")
 def axpo_scored(policy):
     """A real AXPO round on zoom_detail (prompt images, and the images the zoom tool returns), scored."""
-    config = load_config(None, OVERRIDES)
+    config = load_config(None, AXPO_ROUND)
     questions, (originals, continuations, requests, _) = axpo_round_inputs(config, policy, "zoom_detail")
     prompt_images = {q.question_id: len(q.images) for q in questions}
     assert any(len(t.images) > prompt_images[t.question_id] for t in originals), "a zoom returned an image"

@@ -97,28 +97,27 @@ def _trainer_class(shared_prefix: bool = False, image_pad_id: int | None = None)
             on_cpu = next(model.parameters()).device.type == "cpu"
             if return_outputs or self.args.loss_type != "nll" or not on_cpu:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            mode = "train" if model.training else "eval"
             if shared_prefix and image_pad_id is not None and supports_tree(model):
                 flat = PackedBatch(
                     inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"],
                     inputs.get("pixel_values"), inputs.get("image_grid_thw"), [0] * len(inputs["input_ids"]),
                 )
                 nll, hits, scored = tree_nll(model, flat, inputs["labels"], image_pad_id, IGNORE)
-                self._metrics[mode]["mean_token_accuracy"].append((hits / scored.clamp(min=1)).item())
-                count = scored if num_items_in_batch is None else num_items_in_batch
-                return nll / torch.as_tensor(count).clamp(min=1)
-            labels = inputs["labels"][:, 1:]
-            scored = labels != IGNORE
-            keep = torch.zeros_like(inputs["labels"], dtype=torch.bool)
-            keep[:, :-1] = scored  # the logits at position i predict label i + 1
-            rest = {k: v for k, v in inputs.items() if k != "labels"}
-            logits = model(**rest, use_cache=False, logits_to_keep=keep).logits
-            logits = logits.reshape(-1, logits.shape[-1])
-            nll = F.cross_entropy(logits.float(), labels[scored], reduction="sum")
-            count = scored.sum() if num_items_in_batch is None else num_items_in_batch
-            with torch.no_grad():
-                hits = (logits.argmax(-1) == labels[scored]).float().sum()
-                self._metrics[mode]["mean_token_accuracy"].append((hits / scored.sum().clamp(min=1)).item())
+            else:
+                labels = inputs["labels"][:, 1:]
+                mask = labels != IGNORE
+                keep = torch.zeros_like(inputs["labels"], dtype=torch.bool)
+                keep[:, :-1] = mask  # the logits at position i predict label i + 1
+                rest = {k: v for k, v in inputs.items() if k != "labels"}
+                logits = model(**rest, use_cache=False, logits_to_keep=keep).logits
+                logits = logits.reshape(-1, logits.shape[-1])
+                nll = F.cross_entropy(logits.float(), labels[mask], reduction="sum")
+                with torch.no_grad():
+                    hits = (logits.argmax(-1) == labels[mask]).float().sum()
+                scored = mask.sum()
+            mode = "train" if model.training else "eval"
+            self._metrics[mode]["mean_token_accuracy"].append((hits / scored.clamp(min=1)).item())
+            count = scored if num_items_in_batch is None else num_items_in_batch
             return nll / torch.as_tensor(count).clamp(min=1)
 
     return LabelledPositionsSFTTrainer

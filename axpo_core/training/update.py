@@ -197,18 +197,20 @@ def _mini_batches(
 ) -> list[list[int]]:
     """Every epoch's mini-batches, in the order they are taken (module doc: "groups" or "rows")."""
     minis = []
+    blocks = _question_blocks(items, range(len(items)))
+    if group_size is None:  # the most original rollouts any question has
+        group_size = max(sum(items[i].trajectory.parent is None for i in b) for b in blocks)
+    per_mini = max(1, mini_size // max(group_size, 1))  # both scaled by rollout_multiplier
     for _epoch in range(training.ppo_epochs):
         if training.minibatch == "rows":
             indices = list(range(len(items)))
             order.shuffle(indices)
             minis += _chunks(indices, mini_size)
             continue
-        blocks = _question_blocks(items, range(len(items)))
-        order.shuffle(blocks)
-        if group_size is None:  # the most original rollouts any question has
-            group_size = max(sum(items[i].trajectory.parent is None for i in b) for b in blocks)
-        per_mini = max(1, mini_size // max(group_size, 1))  # both scaled by rollout_multiplier
-        minis += [[i for b in blocks[k : k + per_mini] for i in b] for k in range(0, len(blocks), per_mini)]
+        shuffled = list(blocks)  # each epoch shuffles the questions' first-appearance order
+        order.shuffle(shuffled)
+        for k in range(0, len(shuffled), per_mini):
+            minis.append([i for block in shuffled[k : k + per_mini] for i in block])
     return minis
 
 
@@ -253,7 +255,7 @@ def policy_update(
     order = random.Random(f"update:{seed}")
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
-    timed = dict.fromkeys(_TIMED + ("forwarded", "flat_tokens"), 0.0)
+    timed = dict.fromkeys(_COST, 0.0)
     encoded: dict[int, list] = {}  # id(trajectory) -> its encoded images, for every step of this update
     # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
     multiplier = algorithm.rollout_multiplier
@@ -302,9 +304,9 @@ def policy_update(
         skipped=steps == 0,
         skipped_steps=skipped,
         original_token_weight=original_weight,
-        forwarded_tokens=int(timed["forwarded"]),
-        flat_tokens=int(timed["flat_tokens"]),
         **{key: timed[key] for key in _TIMED},
+        forwarded_tokens=int(timed["forwarded_tokens"]),
+        flat_tokens=int(timed["flat_tokens"]),
     )
 
 
@@ -386,9 +388,9 @@ def _step(
     encoded: dict[int, list] | None = None,
 ) -> dict[str, float] | None:
     """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
-    when it was skipped (NaN/inf on any rank). `clock` accumulates this rank's seconds per part (`_TIMED`)
-    and its forwarded / flat token counts, skipped steps included."""
-    clock = clock if clock is not None else dict.fromkeys(_TIMED + ("forwarded", "flat_tokens"), 0.0)
+    when it was skipped (NaN/inf on any rank). `clock` accumulates this rank's cost (`_COST`: seconds per
+    part, forwarded and flat tokens), skipped steps included."""
+    clock = clock if clock is not None else dict.fromkeys(_COST, 0.0)
     tick = time.perf_counter()
 
     def lap(part: str) -> None:
@@ -410,7 +412,7 @@ def _step(
         advantages = _padded([s.advantages for s in micro], width, device)
         mask = _padded([s.mask for s in micro], width, device)
         row_weights = torch.tensor([w for _, w in rows], device=device)
-        clock["forwarded"] += batch.forwarded
+        clock["forwarded_tokens"] += batch.forwarded
         clock["flat_tokens"] += batch.flat_tokens
         lap("seconds_pack")
         ref = None
