@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import tempfile
+import threading
 
 import pytest
 import torch
@@ -442,3 +443,67 @@ def test_a_tool_session_that_fails_to_close_ends_its_rollout_only(chat, config, 
     # every session was closed, the ones after the broken one too: no sandbox folder is left
     assert len(engine.sessions) == 8 and all(s._closed for s in engine.sessions)
     assert list(tmp_path.iterdir()) == []
+
+
+class MeetingSession(ToolSession):
+    """A real tool session whose calls wait until `parties` of them are in flight at once: it can only get
+    past the barrier when the engine runs a turn's calls side by side (a serial engine breaks it)."""
+
+    barrier: threading.Barrier
+
+    def execute(self, raw):
+        self.barrier.wait()
+        return super().execute(raw)
+
+
+class MeetingEngine(RolloutEngine):
+    def _tool_session(self, images):
+        session = super()._tool_session(images)
+        session.__class__ = MeetingSession
+        return session
+
+
+def _python_oracle_scripts(q, n):
+    rng = random.Random(0)
+    return {(q.question_id, k): get_suite(q.suite).oracle(q, rng) for k in range(n)}
+
+
+def test_a_turns_tool_calls_run_side_by_side_and_change_nothing(chat, config):
+    q = get_suite("python_count").generate(1, 0)[0]
+    scripts = _python_oracle_scripts(q, 4)
+    rollout, tools = config.rollout, config.tools
+    serial = RolloutEngine(ScriptedGenerator(chat, scripts), chat, rollout, tools, tool_threads=1)
+    expected = serial.rollout([q], group_size=4)
+    MeetingSession.barrier = threading.Barrier(4, timeout=60)
+    engine = MeetingEngine(ScriptedGenerator(chat, scripts), chat, rollout, tools, tool_threads=4)
+    trajectories = engine.rollout([q], group_size=4)
+    assert not MeetingSession.barrier.broken  # all four calls were in flight together
+    assert all(t.reward == 1.0 and t.error is None for t in trajectories)
+    assert [t.record() for t in trajectories] == [t.record() for t in expected]
+
+
+class RaisingSession(ToolSession):
+    def execute(self, raw):
+        raise OSError("the sandbox could not start")
+
+
+class OneRaising(RolloutEngine):
+    def __init__(self, *args, broken: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.broken, self.made = broken, 0
+
+    def _tool_session(self, images):
+        session = super()._tool_session(images)
+        if self.made == self.broken:
+            session.__class__ = RaisingSession
+        self.made += 1
+        return session
+
+
+def test_a_tool_that_raises_ends_its_rollout_only(chat, config):
+    q = get_suite("python_count").generate(1, 0)[0]
+    scripts = _python_oracle_scripts(q, 4)
+    engine = OneRaising(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools, broken=2)
+    trajectories = engine.rollout([q], group_size=4)
+    assert trajectories[2].error == "OSError: the sandbox could not start" and trajectories[2].reward == 0.0
+    assert all(t.error is None and t.reward == 1.0 for k, t in enumerate(trajectories) if k != 2)

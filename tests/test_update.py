@@ -183,3 +183,37 @@ def test_original_token_weight_is_logged_for_both_normalisations(policy, chat, c
         chat,
     )
     assert grpo.original_token_weight == pytest.approx(1.0)
+
+
+def test_the_reference_forwards_each_row_once_per_update(policy, chat, config, batch):
+    """The reference is frozen: a row's reference log-probs from the first PPO epoch serve the later ones."""
+    local = fresh_policy(policy)
+    reference = copy.deepcopy(policy.model).requires_grad_(False)
+    calls = []
+    reference.register_forward_pre_hook(lambda module, args: calls.append(1))
+    scored = grpo_advantages(batch, config.algorithm)
+    training = config.training.model_copy(
+        update={"ppo_epochs": 3, "mini_batch_size": 4, "micro_batch_size": 4, "minibatch": "rows"}
+    )
+    optimizer = torch.optim.AdamW(local.model.parameters(), lr=1e-2)
+    stats = policy_update(local, optimizer, scored, config.algorithm, training, chat, reference=reference)
+    assert stats.steps == 6 and stats.kl > 0
+    assert len(calls) == 2  # the first epoch's two micro-batches of 4; epochs 2 and 3 forward nothing
+
+
+def test_cached_reference_rows_are_assembled_in_the_micro_batchs_order():
+    from axpo_core.training.update import _reference_logprobs
+
+    rows = [_scored("grpo", tokens=n) for n in (3, 5, 2)]
+    full = torch.arange(3 * 8, dtype=torch.float32).reshape(3, 8)
+    cache: dict = {}
+    first = _reference_logprobs(rows, 8, torch.device("cpu"), cache, lambda: full)
+    assert torch.equal(first, full) and len(cache) == 3
+
+    def never_called():
+        raise AssertionError("every row is cached")
+
+    again = _reference_logprobs(rows[::-1], 9, torch.device("cpu"), cache, never_called)
+    for i, s in enumerate(rows[::-1]):
+        n = len(s.trajectory.token_ids)
+        assert torch.equal(again[i, :n], full[2 - i, :n]) and not again[i, n:].any()

@@ -25,18 +25,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from axpo_core.config import RolloutConfig, SamplingConfig, ToolsConfig
 from axpo_core.envs.suites import Question
-from axpo_core.envs.tools import ToolSession, system_prompt, valid_text
+from axpo_core.envs.tools import ToolResult, ToolSession, system_prompt, valid_text
 from axpo_core.rewards import score_question
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.generator import GenerationOutput, GenerationRequest, Generator, request_seed
 from axpo_core.rollout.trajectory import UNCLOSED, UNOPENED, ContinuationRequest, Parent, Trajectory
+from axpo_core.threads import available_cores
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 _MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A tool call a turn ended in: its token span and its text (None: a `</tool_call>` never opened)."""
+
+    span: tuple[int, int]
+    raw: str | None
 
 
 @dataclass
@@ -60,8 +72,11 @@ class RolloutEngine:
         tools: ToolsConfig,
         sampling: SamplingConfig | None = None,
         reward: Callable[[str, Question], float] = score_question,
+        tool_threads: int | None = None,
     ):
         self.generator = generator
+        # Tool calls of one turn run side by side (`_answer_calls`): they mostly wait on sandbox processes.
+        self.tool_threads = tool_threads if tool_threads is not None else 2 * available_cores()
         self.reward = reward  # (the policy's final turn, its question) -> reward
         self.chat = chat
         self.config = rollout
@@ -204,9 +219,11 @@ class RolloutEngine:
                 ready = [(r, q) for r, q in zip(active, requests) if not r.done]
                 if not ready:
                     continue
+                calls = []
                 for (r, _), output in zip(ready, self._generate(ready)):
-                    if output is not None:
-                        self._isolated(r, self._take_turn, r, output)
+                    if output is not None and (call := self._isolated(r, self._take_turn, r, output)):
+                        calls.append((r, call))
+                self._answer_calls(calls)
         finally:
             for r in live:
                 self._close_tools(r)
@@ -242,17 +259,43 @@ class RolloutEngine:
             self._fail(r, exc)
         return outputs
 
-    def _take_turn(self, r: _Live, output: GenerationOutput) -> None:
+    def _take_turn(self, r: _Live, output: GenerationOutput) -> _Call | None:
         self._append(r, output.token_ids, output.logprobs, output.entropies, policy=True)
         r.trajectory.turns += 1
-        self._after_turn(r, output.stopped)
+        return self._turn_call(r, output.stopped)
 
-    def _isolated(self, r: _Live, step: Callable, *args) -> None:
-        """`step(*args)` for one rollout; an exception ends that rollout alone (`_fail`)."""
+    def _isolated(self, r: _Live, step: Callable[..., _T], *args) -> _T | None:
+        """`step(*args)` for one rollout; an exception ends that rollout alone (`_fail`) and gives None."""
         try:
-            step(*args)
+            return step(*args)
         except Exception as exc:  # noqa: BLE001 - one rollout's failure must not end the batch
             self._fail(r, exc)
+            return None
+
+    def _answer_calls(self, calls: list[tuple[_Live, _Call]]) -> None:
+        """Run the turn's tool calls side by side, then append each answer in rollout order.
+
+        A python call waits on its sandbox process (start-up and run) most of its time, and a batch's
+        calls are independent (one ToolSession per rollout), so they overlap on a thread pool; each
+        rollout's tokens are appended after all of them in the batch's order, as before, so the
+        trajectories do not depend on which call finished first."""
+        if len(calls) > 1 and self.tool_threads > 1:
+            with ThreadPoolExecutor(min(self.tool_threads, len(calls)), "axpo-tools") as pool:
+                results = list(pool.map(lambda rc: self._run_call(*rc), calls))
+        else:
+            results = [self._run_call(r, call) for r, call in calls]
+        for (r, call), result in zip(calls, results):
+            if isinstance(result, BaseException):
+                self._fail(r, result)
+            else:
+                self._isolated(r, self._answer_call, r, call, result)
+
+    @staticmethod
+    def _run_call(r: _Live, call: _Call) -> ToolResult | BaseException:
+        try:
+            return r.tools.unopened_call() if call.raw is None else r.tools.execute(call.raw)
+        except Exception as exc:  # noqa: BLE001 - handed back, to end this rollout alone
+            return exc
 
     def _fail(self, r: _Live, exc: BaseException, context: str = "") -> None:
         trajectory = r.trajectory
@@ -265,6 +308,16 @@ class RolloutEngine:
         )
 
     def _after_turn(self, r: _Live, stopped: bool) -> None:
+        """Whatever follows a turn, for one rollout: its tool call run and answered, or its end."""
+        if call := self._turn_call(r, stopped):
+            result = self._run_call(r, call)
+            if isinstance(result, BaseException):
+                raise result
+            self._answer_call(r, call, result)
+
+    def _turn_call(self, r: _Live, stopped: bool) -> _Call | None:
+        """The tool call that ends the turn just taken; None when the turn holds no complete call, and
+        then the rollout is finished (a final answer, or out of tokens)."""
         special = self.chat.special
         trajectory = r.trajectory
         last = trajectory.token_ids[-1] if stopped else None
@@ -280,16 +333,20 @@ class RolloutEngine:
                     UNCLOSED, "format", opened=True,
                 )
             self._finish(r, truncated=not stopped)
-            return
+            return None
         end = len(trajectory.token_ids)
         if opening is None:  # a lone `</tool_call>`: the whole turn stands for the malformed call
-            result = r.tools.unopened_call()
-            self._record_call(trajectory, (r.turn_start, end), "", UNOPENED, "format", opened=False)
+            return _Call((r.turn_start, end), None)
+        start = r.turn_start + opening
+        return _Call((start, end), self.chat.decode(trajectory.token_ids[start + 1 : end - 1]))
+
+    def _answer_call(self, r: _Live, call: _Call, result: ToolResult) -> None:
+        """Record the call with its outcome and append the tool's response (or end the rollout)."""
+        trajectory = r.trajectory
+        if call.raw is None:
+            self._record_call(trajectory, call.span, "", UNOPENED, "format", opened=False)
         else:
-            start = r.turn_start + opening
-            raw = self.chat.decode(trajectory.token_ids[start + 1 : end - 1])
-            result = r.tools.execute(raw)
-            self._record_call(trajectory, (start, end), raw, result.error, result.outcome, opened=True)
+            self._record_call(trajectory, call.span, call.raw, result.error, result.outcome, opened=True)
         result_text, new_images = result.text, result.images  # capped by the tool session
         if trajectory.turns >= self.config.max_turns:
             self._finish(r, truncated=True)  # a tool call on the last allowed turn: no answer will come

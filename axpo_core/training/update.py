@@ -47,7 +47,7 @@ import torch
 from axpo_core.algorithms.grpo import CONTINUATION_STREAM, GRPO_STREAM, Scored, clipped_policy_loss
 from axpo_core.config import AlgorithmConfig, TrainingConfig, scaled_count
 from axpo_core.models.loader import Policy
-from axpo_core.rollout.chat import ChatFormat
+from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.logprobs import PackedBatch, pack, sequence_logprobs
 from axpo_core.rollout.prefix_tree import TreeBatch, pack_tree, supports_tree, tree_logprobs
 
@@ -256,7 +256,9 @@ def policy_update(
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
     timed = dict.fromkeys(_COST, 0.0)
-    encoded: dict[int, list] = {}  # id(trajectory) -> its encoded images, for every step of this update
+    encoded: dict[int, EncodedImage] = {}  # id(image) -> its encoding, for every step of this update
+    # id(trajectory) -> its reference log-probs: the reference is frozen, so one forward per row per update
+    reference_rows: dict[int, torch.Tensor] = {}
     # A bigger group (rollout_multiplier) gets bigger mini-batches, not more optimizer steps.
     multiplier = algorithm.rollout_multiplier
     mini_size = scaled_count(training.mini_batch_size, multiplier, "training.mini_batch_size")
@@ -277,7 +279,7 @@ def policy_update(
             policy, optimizer, [[(items[i], w) for i, w in rows] for rows in micro], algorithm, chat,
             reference, temperature, backward, training.max_grad_norm, shard,
             autocast=training.autocast_bf16 and shard.world == 1, shared_prefix=training.shared_prefix,
-            clock=timed, encoded=encoded,
+            clock=timed, encoded=encoded, reference_rows=reference_rows,
         )
         if step is None:
             skipped += 1
@@ -340,18 +342,19 @@ def _teacher_forcing(
     micro: Sequence[Scored],
     chat: ChatFormat,
     shared_prefix: bool,
-    encoded: dict[int, list] | None = None,
+    encoded: dict[int, EncodedImage] | None = None,
 ) -> tuple[_Inputs, Callable[[], PackedBatch | TreeBatch], Callable]:
     """The micro-batch's inputs for the policy, a maker of the reference's (packed again only when it
     lives on another device), and the log-prob function both go through (flat or prefix tree). `encoded`
-    keeps each trajectory's encoded images across the update's steps (the image processor is not free)."""
+    keeps each image's encoding (by id) across the update's steps (the image processor is not free)."""
     device, special = policy.device, policy.special
     trajectories = [s.trajectory for s in micro]
     encoded = {} if encoded is None else encoded
-    for t in trajectories:
-        if id(t) not in encoded:
-            encoded[id(t)] = [chat.encode_image(img) for img in t.images]
-    images = [encoded[id(t)] for t in trajectories]
+    for t in trajectories:  # a group's rollouts hold the same image objects (also as deserialized)
+        for img in t.images:
+            if id(img) not in encoded:
+                encoded[id(img)] = chat.encode_image(img)
+    images = [[encoded[id(img)] for img in t.images] for t in trajectories]
     ids = [t.token_ids for t in trajectories]
     packed = functools.partial(pack, ids, images, special.pad, special.image_pad, "right")
     flat = packed(device)
@@ -371,6 +374,42 @@ def _teacher_forcing(
     return inputs, ref_batch, tree_logprobs if tree is not None else sequence_logprobs
 
 
+def _first(
+    forward: Callable, model: torch.nn.Module, batch: Callable, temperature: float, never: object
+) -> torch.Tensor:
+    """The log-probs `forward` gives for `model` on `batch()` (made only when called)."""
+    return forward(model, batch(), temperature, never)[0]
+
+
+def _reference_logprobs(
+    micro: Sequence[Scored],
+    width: int,
+    device: torch.device,
+    cache: dict[int, torch.Tensor] | None,
+    forward: Callable[[], torch.Tensor],
+    shard: Shard = ONE_PROCESS,
+) -> torch.Tensor:
+    """The frozen reference's log-probs of the micro-batch's rows, [n, width]: a row forwarded in an earlier
+    step of this update (another PPO epoch) is taken from `cache`, so each row costs one reference forward
+    per update, not one per epoch. Positions past a row's end are 0 (the loss masks them). Sharded, the
+    ranks forward together or not at all (a sharded reference's forward is a collective)."""
+    trajectories = [s.trajectory for s in micro]
+    missing = cache is None or any(id(t) not in cache for t in trajectories)
+    if shard.world > 1:
+        missing = shard.sum([float(missing)])[0] > 0
+    if missing:
+        with torch.no_grad():
+            ref = forward().to(device)
+        if cache is not None:
+            for t, row in zip(trajectories, ref, strict=True):
+                cache[id(t)] = row[: len(t.token_ids)].clone()
+        return ref
+    ref = torch.zeros((len(trajectories), width), device=device)
+    for i, t in enumerate(trajectories):
+        ref[i, : len(t.token_ids)] = cache[id(t)]
+    return ref
+
+
 def _step(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -385,7 +424,8 @@ def _step(
     autocast: bool = False,
     shared_prefix: bool = False,
     clock: dict[str, float] | None = None,
-    encoded: dict[int, list] | None = None,
+    encoded: dict[int, EncodedImage] | None = None,
+    reference_rows: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, float] | None:
     """One optimizer step on a mini-batch's (scored row, loss weight) micro-batches (loss Σ weight·ℓ), or None
     when it was skipped (NaN/inf on any rank). `clock` accumulates this rank's cost (`_COST`: seconds per
@@ -417,9 +457,10 @@ def _step(
         lap("seconds_pack")
         ref = None
         if reference is not None and algorithm.kl_beta > 0:
-            with torch.no_grad():
-                ref, _ = forward(reference, ref_batch(), temperature, never)
-            ref = ref.to(device)
+            ref = _reference_logprobs(
+                micro, width, device, reference_rows,
+                functools.partial(_first, forward, reference, ref_batch, temperature, never), shard,
+            )
             lap("seconds_reference")
         # One process: autocast for bf16 compute; sharded, FSDP's mixed-precision policy does it.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
