@@ -1,4 +1,4 @@
-"""bench/round_vs_trl.py, bench/scale_out.py, bench/threads.py and bench/prefill.py end to end at their
+"""bench/round_vs_trl.py, scale_out.py, threads.py, prefill.py and vs_before.py end to end at their
 smallest settings: they run and print their figures."""
 
 from __future__ import annotations
@@ -75,3 +75,13 @@ def test_prefill_bench_prints_its_figures():
     figures, _ = run_bench("prefill.py", "--repeats=1", *(f"--set={s}" for s in small))
     assert float(figures["prefill_shared_vs_flat"]) > 0 and float(figures["continuation_shared_vs_flat"]) > 0
     assert figures["same_tokens"] == "True" and figures["same_continuations"] == "True"
+
+
+def test_vs_before_bench_prints_its_figures():
+    from axpo_core.models.loader import PREBUILT
+
+    (checkpoint,) = [p for p in PREBUILT.iterdir() if p.name.startswith("tiny-s-seed0-")]
+    args = ["--before", str(ROOT), "--checkpoint", str(checkpoint), "--repeats=1", "--rounds=1"]
+    figures, _ = run_bench("vs_before.py", *args, "--figures", "grpo_round_s")
+    assert float(figures["grpo_round_s_before"]) > 0 and float(figures["grpo_round_s_after"]) > 0
+    assert float(figures["grpo_round_s_speedup"]) > 0

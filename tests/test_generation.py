@@ -129,3 +129,43 @@ def test_rollouts_and_continuations_are_the_same_with_and_without_shared_prefill
     for a, b in zip(*runs):
         assert a.token_ids == b.token_ids and a.loss_mask == b.loss_mask and a.reward == b.reward
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) <= 1e-5
+
+
+EVAL_SAMPLING = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5)
+
+
+SAMPLINGS = [SamplingConfig(temperature=1.0), SamplingConfig(temperature=0.0), EVAL_SAMPLING]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("share_prefill", [False, True])
+def test_dropping_finished_rows_gives_generates_tokens(policy, requests, sampling, share_prefill):
+    """The own decode loop, whose finished rows leave the batch, against `model.generate` (drop_finished off)
+    on the mixed batch with each request's own token budget (4 to 16: rows finish at different steps); the
+    forwards' batch shrinks as rows finish."""
+    requests = [
+        GenerationRequest(r.token_ids, r.images, 4 + (i * 5) % 13, r.rollout_key, r.seed)
+        for i, r in enumerate(requests)
+    ]
+    special = policy.special
+    stop_ids = [special.tool_call_end, special.im_end, special.endoftext]
+    rows: list[int] = []
+    hook = policy.model.register_forward_hook(
+        lambda _m, _a, kw, _o: rows.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        outputs = {}
+        for drop in (False, True):
+            rows.clear()
+            generator = TransformersGenerator(policy, 64, share_prefill=share_prefill, drop_finished=drop)
+            outputs[drop] = generator.generate(requests, sampling, stop_ids)
+            outputs[drop, "rows"] = list(rows)
+    finally:
+        hook.remove()
+    assert outputs[False, "rows"][-1] == len(requests)  # `generate` decodes every row to the end
+    assert outputs[True, "rows"][-1] < len(requests)  # the loop had dropped finished rows by then
+    for request, a, b in zip(requests, outputs[False], outputs[True]):
+        assert a.token_ids == b.token_ids and a.stopped == b.stopped
+        assert len(b.token_ids) <= request.max_new_tokens
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) <= 1e-4
+        assert max(abs(x - y) for x, y in zip(a.entropies, b.entropies)) <= 1e-4

@@ -1,12 +1,15 @@
-"""The default `Generator`: batched `model.generate` on the training module itself (CPU or one GPU).
+"""The default `Generator`: batched decoding on the training module itself (CPU or one GPU).
 
 Each call prefills its left-padded batch once (prompt, or a prefix to continue from, with all its images)
-and decodes with the KV cache; per-token log-probs come from the raw logits `generate` returns.
+and decodes with the KV cache; per-token log-probs come from the raw logits of each step. Greedy and
+seeded requests (every request the pipeline sends) decode in `decode_dropping_finished`, `generate`'s
+loop whose finished rows leave the batch; unseeded sampling (the global RNG) goes through
+`model.generate` itself, and so does everything with `drop_finished=False`.
 
 Shared prefills (`share_prefill`, the default): a group's N rollouts send the same prompt, and AXPO's K
 continuations the same prefix. When a batch holds such duplicates (same token ids and the same image
 objects), the unique contexts are prefilled once, all but their last token, with their images; the KV
-cache's rows are then copied to every request (`DynamicCache.batch_select_indices`) and `model.generate`
+cache's rows are then copied to every request (`DynamicCache.batch_select_indices`) and decoding
 goes on from that cache: its first step forwards each row's last context token, then it decodes as usual.
 Positions are passed to `generate` as the [4, B, T] M-RoPE ids it would compute itself (text positions
 from the attention mask, vision positions from `get_rope_index`), so no image needs to be seen again and
@@ -23,12 +26,13 @@ seed alone, not on which other requests share its batch, shard or worker.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -61,6 +65,10 @@ class PerRowGumbel(LogitsProcessor):
     def __init__(self, seeds: Sequence[int], device: torch.device):
         self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
 
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """The batch lost its other rows (`decode_dropping_finished`): their generators go with them."""
+        self.generators = [self.generators[i] for i in rows]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         vocab = scores.shape[1]
         uniform = torch.stack(
@@ -86,12 +94,19 @@ class TransformersGenerator:
     before. With neither, sampling draws from the global torch RNG."""
 
     def __init__(
-        self, policy: Policy, batch_size: int = 32, seed: int | None = None, share_prefill: bool = True
+        self,
+        policy: Policy,
+        batch_size: int = 32,
+        seed: int | None = None,
+        share_prefill: bool = True,
+        drop_finished: bool = True,
     ):
         self.policy = policy
         self.batch_size = batch_size
         self.seed = seed
         self.share_prefill = share_prefill  # False: every request prefills its own context (the module doc)
+        # False: `model.generate` decodes every batch (the oracle the own loop is tested against)
+        self.drop_finished = drop_finished
         self._lock = _model_lock(policy.model)
 
     def sync_weights(self) -> None:
@@ -133,14 +148,18 @@ class TransformersGenerator:
         policy = self.policy
         special = policy.special
         inputs = self._shared_prefill(requests) if self.share_prefill else None
+        greedy = sampling.temperature <= 1e-5
+        seeds = None if greedy else self._seeds(requests)
+        own_loop = self.drop_finished and (greedy or seeds is not None)
         if inputs is None:
-            inputs = self._pack(requests).model_inputs()
+            packed = self._pack(requests)
+            inputs = packed.model_inputs()
+            if own_loop:  # the loop passes positions itself, as `generate` computes them
+                inputs["position_ids"] = _generation_positions(policy.model, packed)
         width = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
         if sampling.presence_penalty:
             processors.append(PresencePenalty(sampling.presence_penalty, width))
-        greedy = sampling.temperature <= 1e-5
-        seeds = None if greedy else self._seeds(requests)
         warpers = {
             "temperature": None if greedy else sampling.temperature,
             "top_p": sampling.top_p if (not greedy and sampling.top_p < 1.0) else None,
@@ -151,25 +170,41 @@ class TransformersGenerator:
             processors.append(PerRowGumbel(seeds, policy.device))
             warpers = {"temperature": None, "top_p": None, "top_k": None}
         reset_rope_cache(policy.model)
-        result = policy.model.generate(
-            **inputs,
-            max_new_tokens=max(r.max_new_tokens for r in requests),
-            do_sample=not greedy and seeds is None,
-            **warpers,
-            eos_token_id=list(stop_ids),
-            pad_token_id=special.pad,
-            suppress_tokens=special.never_sampled(),
-            logits_processor=processors,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        new_tokens = result.sequences[:, width:]
+        temperature = 1.0 if greedy else sampling.temperature
+        if own_loop:
+            suppress = SuppressTokensLogitsProcessor(special.never_sampled(), device=policy.device)
+            new_tokens, logprobs, entropies = decode_dropping_finished(
+                policy.model,
+                inputs,
+                LogitsProcessorList([suppress, *processors]),  # `generate`'s order: its own, then ours
+                [r.max_new_tokens for r in requests],
+                stop_ids,
+                special.pad,
+                lambda logits, chosen: token_logprobs_and_entropy(
+                    logits, chosen, temperature, special.never_sampled()
+                ),
+            )
+        else:
+            result = policy.model.generate(
+                **inputs,
+                max_new_tokens=max(r.max_new_tokens for r in requests),
+                do_sample=not greedy and seeds is None,
+                **warpers,
+                eos_token_id=list(stop_ids),
+                pad_token_id=special.pad,
+                suppress_tokens=special.never_sampled(),
+                logits_processor=processors,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+            new_tokens = result.sequences[:, width:]
+            if new_tokens.shape[1] > 0:
+                logits = torch.stack(result.logits, dim=1)  # [B, new, V]
+                logprobs, entropies = token_logprobs_and_entropy(
+                    logits, new_tokens, temperature, special.never_sampled()
+                )
         if new_tokens.shape[1] == 0:
             return [GenerationOutput([], [], [], False) for _ in requests]
-        logits = torch.stack(result.logits, dim=1)  # [B, new, V]
-        logprobs, entropies = token_logprobs_and_entropy(
-            logits, new_tokens, 1.0 if greedy else sampling.temperature, special.never_sampled()
-        )
         stops = set(stop_ids)
         outputs = []
         for row, request in enumerate(requests):
@@ -230,6 +265,88 @@ class TransformersGenerator:
 
 
 _PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
+_DROP_SHARE = 8  # the finished rows leave the batch once they are 1/8 of it (a KV-cache copy each time)
+
+
+@torch.no_grad()
+def decode_dropping_finished(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    processors: LogitsProcessorList,
+    max_new_tokens: Sequence[int],
+    stop_ids: Sequence[int],
+    pad: int,
+    score: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy or Gumbel-max decoding, as `model.generate(do_sample=False)` does it, except that rows leave
+    the batch once they have finished (a stop id, or their own `max_new_tokens`).
+
+    `generate` decodes every row until the last one stops; in a batch of multi-turn rollouts, where most
+    turns are short and a few run to the token limit, half of its decode steps' rows were rows that had
+    already finished (measured on an evaluation stage of make run). Here, once the finished rows are
+    1/_DROP_SHARE of the batch, they are dropped from the KV cache (`DynamicCache.batch_select_indices`),
+    the attention mask, the positions and the per-row state of the processors (`PerRowGumbel.keep_rows`).
+    The rows that go on see the same context, positions and noise as in `generate`, so they sample the same
+    tokens up to float noise of the smaller batch (about 1e-6 in a logit).
+
+    `inputs` are `generate`'s, with `position_ids` ([4, B, T], `_generation_positions`) and optionally a
+    `past_key_values` holding all but the last context token (`_shared_prefill`). `score(raw logits [n, V],
+    chosen [n])` gives each chosen token's log-prob and its distribution's entropy, step by step for the
+    rows still decoding. Returns the new tokens [B, L] (`pad` after a row's end), their log-probs and
+    entropies [B, L] (0 after a row's end)."""
+    ids, mask, positions = inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]
+    batch, device = ids.shape[0], ids.device
+    longest = max(max_new_tokens, default=0)
+    if longest == 0:
+        empty = torch.empty((batch, 0), device=device)
+        return empty.long(), empty, empty
+    if inputs.get("past_key_values") is None:  # the whole context at once, then one token per step
+        out = model(**inputs, use_cache=True, logits_to_keep=1)
+    else:  # the cache holds all but the last context token
+        out = model(
+            input_ids=ids[:, -1:],
+            attention_mask=mask,
+            position_ids=positions[..., -1:],
+            past_key_values=inputs["past_key_values"],
+            use_cache=True,
+        )
+    cache = out.past_key_values
+    tokens = torch.full((batch, longest), pad, dtype=torch.long, device=device)
+    logprobs = torch.zeros((batch, longest), device=device)
+    entropies = torch.zeros((batch, longest), device=device)
+    rows = torch.arange(batch, device=device)  # the batch row of each row still decoding
+    budgets = torch.tensor(list(max_new_tokens), device=device)
+    stops = torch.tensor(list(stop_ids), device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    position = positions[..., -1:]  # [4, rows, 1]
+    gumbel = next((p for p in processors if isinstance(p, PerRowGumbel)), None)
+    for step in range(longest):
+        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        chosen = processors(ids, logits.clone()).argmax(-1)
+        chosen = chosen.masked_fill(finished, pad)  # as `generate` pads a finished row
+        tokens[rows, step] = chosen
+        logprobs[rows, step], entropies[rows, step] = score(logits, chosen)
+        ids = torch.cat([ids, chosen[:, None]], dim=1)
+        finished = finished | torch.isin(chosen, stops) | (budgets[rows] <= step + 1)
+        if bool(finished.all()) or step + 1 == longest:
+            break
+        if int(finished.sum()) * _DROP_SHARE >= len(rows):
+            keep = (~finished).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            ids, mask, rows, finished = ids[keep], mask[keep], rows[keep], finished[keep]
+            position = position[:, keep]
+            if gumbel is not None:
+                gumbel.keep_rows(keep.tolist())
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=ids[:, -1:],
+            attention_mask=mask,
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+        )
+    return tokens[:, : step + 1], logprobs[:, : step + 1], entropies[:, : step + 1]
 
 
 def _generation_positions(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
