@@ -66,7 +66,9 @@ TINY_SCALES: dict[str, TinyScale] = {
         layers=2,
         heads=4,
         kv_heads=2,
-        head_dim=24,
+        # 32, not hidden/heads = 24: vLLM's CPU attention has kernels for head sizes 32, 64, 80, ... only.
+        # 24 was toy world v1 (before 2026-12-08); v2 changes nothing else.
+        head_dim=32,
         intermediate=256,
         vision_hidden=64,
         vision_depth=2,

