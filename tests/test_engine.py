@@ -507,3 +507,41 @@ def test_a_tool_that_raises_ends_its_rollout_only(chat, config):
     trajectories = engine.rollout([q], group_size=4)
     assert trajectories[2].error == "OSError: the sandbox could not start" and trajectories[2].reward == 0.0
     assert all(t.error is None and t.reward == 1.0 for k, t in enumerate(trajectories) if k != 2)
+
+
+class OrderedSession(ToolSession):
+    """A real tool session that logs when its calls run and when it closes."""
+
+    events: list
+
+    def execute(self, raw):
+        OrderedSession.events.append(("call", self.owner))
+        return super().execute(raw)
+
+    def close(self):
+        OrderedSession.events.append(("close", self.owner))
+        super().close()
+
+
+class OrderedEngine(RolloutEngine):
+    def _tool_session(self, images):
+        session = super()._tool_session(images)
+        session.__class__ = OrderedSession
+        session.owner = len([e for e in OrderedSession.events if e[0] == "made"])
+        OrderedSession.events.append(("made", session.owner))
+        return session
+
+
+def test_a_finished_rollouts_tools_close_before_the_run_ends(chat, config):
+    """Sample 0 answers at once; sample 1 calls python twice: sample 0's session is closed after the first
+    turn, before sample 1's second call, not when the whole run ends."""
+    q = get_suite("python_count").generate(1, 0)[0]
+    oracle = get_suite(q.suite).oracle(q, random.Random(0))
+    answer = oracle[-1]
+    scripts = {(q.question_id, 0): [answer], (q.question_id, 1): [oracle[0], oracle[0], answer]}
+    OrderedSession.events = []
+    engine = OrderedEngine(ScriptedGenerator(chat, scripts), chat, config.rollout, config.tools)
+    trajectories = engine.rollout([q], group_size=2)
+    assert len(trajectories[1].tool_calls) == 2
+    events = [e for e in OrderedSession.events if e[0] != "made"]
+    assert events == [("call", 1), ("close", 0), ("call", 1), ("close", 1)]

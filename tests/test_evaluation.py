@@ -53,3 +53,37 @@ def test_pooled_benchmarks_equal_one_run_per_benchmark(policy, config):
         assert own_engine.generator.batches[0] == 2 * samples
         assert pooled[name].records == own.records  # texts, tool calls, rewards, turns, ...
         assert pooled[name].metrics == own.metrics
+
+
+class RunSizes(RolloutEngine):
+    """The real engine, remembering how many rollouts each of its runs held."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sizes: list[int] = []
+
+    def rollout(self, questions, group_size, seed=None):
+        self.sizes.append(len(questions) * group_size)
+        return super().rollout(questions, group_size, seed)
+
+
+def test_a_stage_runs_in_bounded_engine_runs_with_the_same_results(policy, config):
+    """With at most 8 rollouts per engine run, the three benchmarks (4 rollouts each) run as [2, 1]: the
+    same records and metrics as one run of all of them, and no run held more than 8 rollouts."""
+    from axpo_core.evaluation.runner import _fitting_runs
+
+    small = config.evaluation.model_copy(update={"questions": 2, "samples": 2, "k": [1, 2], "max_turns": 2})
+    ev = evaluation_config(config.model_copy(update={"evaluation": small}))
+    rollout = ev.rollout.model_copy(update={"max_new_tokens_per_turn": 12})
+    chat = ChatFormat(policy.tokenizer, policy.image_processor, policy.special)
+    questions = {name: benchmark_questions(ev, name) for name in BENCHMARKS}
+    assert _fitting_runs(questions, 2, 8) == [BENCHMARKS[:2], BENCHMARKS[2:]]
+    assert _fitting_runs(questions, 2, 3) == [[name] for name in BENCHMARKS]  # one alone when too big
+    runs = []
+    for limit in (100, 8):
+        engine = RunSizes(BatchSizes(policy, batch_size=64), chat, rollout, ev.tools)
+        runs.append(evaluate_benchmarks(engine, questions, ev.seed, 2, [1, 2], max_rollouts=limit))
+        assert engine.sizes == ([12] if limit == 100 else [8, 4])
+    for name in BENCHMARKS:
+        assert runs[0][name].records == runs[1][name].records
+        assert runs[0][name].metrics == runs[1][name].metrics

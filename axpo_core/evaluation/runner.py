@@ -93,6 +93,27 @@ def benchmark_seed(seed: int, benchmark: str) -> int:
     return int(hashlib.sha256(f"{seed}:{benchmark}".encode()).hexdigest()[:8], 16)
 
 
+# An evaluation engine run's rollouts at most (8 batches of make run's 64): a stage of 9 benchmarks x 12
+# questions x 4 samples (432) is one run; at 48 questions a run held every rollout's tool images and
+# sandbox at once and ran out of 24 GB.
+MAX_ROLLOUTS_PER_RUN = 512
+
+
+def _fitting_runs(benchmarks: Mapping[str, Sequence[Question]], samples: int, limit: int) -> list[list[str]]:
+    """Consecutive benchmarks grouped so that each group's rollouts fit in `limit` (or it is one alone)."""
+    runs: list[list[str]] = []
+    size = 0
+    for name, questions in benchmarks.items():
+        rollouts = len(questions) * samples
+        if runs and size + rollouts <= limit:
+            runs[-1].append(name)
+            size += rollouts
+        else:
+            runs.append([name])
+            size = rollouts
+    return runs
+
+
 def evaluate_benchmarks(
     engine: RolloutEngine,
     benchmarks: Mapping[str, Sequence[Question]],
@@ -100,22 +121,31 @@ def evaluate_benchmarks(
     samples: int,
     ks: Sequence[int],
     judge: Judge | None = None,
+    max_rollouts: int = MAX_ROLLOUTS_PER_RUN,
 ) -> dict[str, EvalResult]:
-    """`evaluate` on each benchmark, as one engine run over all their questions (the module doc). A request's
+    """`evaluate` on each benchmark, as engine runs over all their questions (the module doc): consecutive
+    benchmarks share a run while their rollouts fit in `max_rollouts` (a benchmark bigger than that runs
+    alone), so the engine's batches stay full across benchmarks and a stage's memory (trajectories, the
+    images tools return, live sandboxes) stays bounded however many questions it evaluates. A request's
     seed comes from its benchmark's (`benchmark_seed(seed, name)`), its rollout and its context, as in a
     run of its benchmark alone with that seed; only the batches' padding differs, float noise."""
-    questions = [q for qs in benchmarks.values() for q in qs]
-    seeds = {q.question_id: benchmark_seed(seed, name) for name, qs in benchmarks.items() for q in qs}
-    if len(seeds) < len(questions):
+    ids = [q.question_id for qs in benchmarks.values() for q in qs]
+    if len(set(ids)) < len(ids):
         raise ValueError("evaluate_benchmarks needs question ids unique across the benchmarks")
-    trajectories = engine.rollout(questions, group_size=samples, seed=seeds)
-    results, start = {}, 0
-    for name, qs in benchmarks.items():  # rollout keeps the questions' order, `samples` each
-        own, start = trajectories[start : start + len(qs) * samples], start + len(qs) * samples
-        if judge is not None:
-            apply_judge(judge, qs, own)
-        results[name] = score_samples(name, own, ks)
+    results: dict[str, EvalResult] = {}
+    for chunk in _fitting_runs(benchmarks, samples, max_rollouts):
+        questions = [q for name in chunk for q in benchmarks[name]]
+        seeds = {q.question_id: benchmark_seed(seed, name) for name in chunk for q in benchmarks[name]}
+        trajectories = engine.rollout(questions, group_size=samples, seed=seeds)
+        start = 0
+        for name in chunk:  # rollout keeps the questions' order, `samples` each
+            qs = benchmarks[name]
+            own, start = trajectories[start : start + len(qs) * samples], start + len(qs) * samples
+            if judge is not None:
+                apply_judge(judge, qs, own)
+            results[name] = score_samples(name, own, ks)
     return results
+
 
 
 EVAL_SEED_OFFSET = 2000  # RL uses 1000 + seed, SFT its own: no question is shared with evaluation

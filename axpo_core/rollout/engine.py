@@ -61,6 +61,7 @@ class _Live:
     tools: ToolSession
     turn_start: int  # index of the current assistant turn's first token
     done: bool = False
+    tools_closed: bool = False
 
 
 class RolloutEngine:
@@ -224,14 +225,20 @@ class RolloutEngine:
                     if output is not None and (call := self._isolated(r, self._take_turn, r, output)):
                         calls.append((r, call))
                 self._answer_calls(calls)
+                for r in active:  # a finished rollout's sandbox ends now, not with the whole run
+                    if r.done:
+                        self._close_tools(r)
         finally:
             for r in live:
                 self._close_tools(r)
         return [r.trajectory for r in live]
 
     def _close_tools(self, r: _Live) -> None:
-        """Close one rollout's tools. What goes wrong there (a scratch folder that cannot be removed, say)
-        is that rollout's error alone; every other rollout's tools are still closed."""
+        """Close one rollout's tools, once. What goes wrong there (a scratch folder that cannot be removed,
+        say) is that rollout's error alone; every other rollout's tools are still closed."""
+        if r.tools_closed:
+            return
+        r.tools_closed = True
         try:
             r.tools.close()
         except Exception as exc:  # noqa: BLE001 - one rollout's failure must not end the batch
