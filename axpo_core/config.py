@@ -79,8 +79,10 @@ class ToolsConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    """GRPO, AXPO (DESIGN §4) and ARPO; the AXPO switches reproduce the paper's ablations, the ARPO and
-    reward-shaping fields its comparison table (tables/tab_comparison.tex)."""
+    """The RL algorithm: `name` picks the registered one (algorithms/registry.py); the clip, KL, loss and
+    advantage fields are common, the rest belong to one algorithm each. The AXPO switches reproduce the
+    paper's ablations; the ARPO, RLTF, CISPO (`loss: cispo` under `name: grpo`) and reward-shaping fields its
+    comparison table (tables/tab_comparison.tex)."""
 
     name: Literal["grpo", "axpo", "arpo", "rltf"] = "axpo"
     eps_low: float = Field(0.2, ge=0)
@@ -111,7 +113,6 @@ class AlgorithmConfig(Section):
     # the budget-matched one (N = 10 for AXPO's N = 8 plus <= 25% continuations). Mini-batches grow by the
     # same factor (verl counts them in questions), so the optimizer steps per round stay the same.
     rollout_multiplier: float = Field(1.0, ge=1)
-    resample: bool = True  # off: AXPO is GRPO bit for bit
     # ARPO (arXiv 2507.19849 §3.1; algorithms/arpo.py). Defaults: their released 7B script (k = 20 tokens,
     # beam 2 = one branch per decision, branch_probability 0.5, entropy_weight 0.2).
     arpo_entropy_tokens: int = Field(20, ge=1)  # k: tokens after a tool response whose entropy is read
@@ -162,7 +163,6 @@ class TrainingConfig(Section):
     # Forward a micro-batch's shared prompts and continuation prefixes once (rollout/prefix_tree.py): the
     # same loss and gradients up to float rounding, fewer tokens forwarded.
     shared_prefix: bool = True
-    seed: int = 0
     # Real sizes (training/distributed.py). world_size > 1: the update runs on that many local processes
     # under torchrun, FSDP2-sharded (policy, reference, optimizer state), with the one-process loss.
     world_size: int = Field(1, ge=1)
@@ -464,11 +464,9 @@ def config_problems(config: Config) -> list[Problem]:
             continue
         unknown = [k for k in overrides if k not in AlgorithmConfig.model_fields]
         for key in unknown:
+            known = f"not an algorithm field; known: {_known(AlgorithmConfig.model_fields)}"
             out.append(
-                Problem(
-                    (f"{where}.{short(str(key), 60)}",),
-                    f"not an algorithm field; known: {_known(AlgorithmConfig.model_fields)}",
-                )
+                Problem((f"{where}.{short(str(key), 60)}",), REMOVED_KEYS.get(("algorithm", key), known))
             )
         if not unknown:
             try:
@@ -618,10 +616,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(short(str(part), 60) for part in loc) or "<root>"
 
 
+# Keys that were once fields: (section, key) -> what to write instead, so an old config fails by name.
+REMOVED_KEYS = {
+    ("training", "seed"): "removed (it was never read): the experiment seed is the top-level `seed`",
+    ("algorithm", "resample"): "removed: AXPO without resampling is GRPO, set algorithm.name: grpo",
+}
+
+
 def _pydantic_message(err: Any) -> str:
     message = short(str(err["msg"]).removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
-        return "unknown key"
+        return REMOVED_KEYS.get(tuple(err["loc"][-2:]), "unknown key")
     if isinstance(err["input"], dict):  # a whole section: its fields are named elsewhere
         return message
     return f"{message} (got {short(_echo.repr(err['input']))})"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from prefect import task
 
-from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import Config
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
@@ -128,7 +127,7 @@ def detect_failures(
     points; RLTF's failed first attempts and their critiques (nothing for GRPO)."""
     config = arm.config(ctx.config)
     originals = trajectories_from_bytes(ctx.store.get_bytes(rollouts.uri))
-    special = SpecialTokens.from_tokenizer(load_checkpoint(ctx, policy.uri).tokenizer)
+    special = load_checkpoint(ctx, policy.uri).special
     triggered, requests = detect_step(config, originals, len(rollouts.question_ids), special, round_index)
     if not requests:
         return DetectRef(uri=None, triggered=triggered, requests=0)

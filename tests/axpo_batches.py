@@ -6,7 +6,6 @@ import random
 
 import torch
 
-from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import Config
 from axpo_core.envs.suites import get_suite
 from axpo_core.models.loader import Policy
@@ -54,8 +53,7 @@ def axpo_round_inputs(config: Config, policy: Policy, suite_name: str, num_quest
         with torch.no_grad():
             logprobs, _ = sequence_logprobs(policy.model, batch, 1.0, never)
         t.logprobs = [v if m else 0.0 for v, m in zip(logprobs[0].tolist(), t.loss_mask, strict=True)]
-    special = SpecialTokens.from_tokenizer(policy.tokenizer)
-    triggered, requests = detect_step(config, originals, len(questions), special, 1)
+    triggered, requests = detect_step(config, originals, len(questions), policy.special, 1)
     engine = RolloutEngine(TransformersGenerator(policy, batch_size=8), chat, config.rollout, config.tools)
     continuations = resample_step(engine, config, requests, questions, 1)
     assert triggered and continuations

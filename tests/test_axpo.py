@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -12,23 +15,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axpo_core.algorithms.axpo import (
-    SpecialTokens,
+    Candidate,
     allocate,
     axpo_advantages,
-    axpo_step,
     candidate_prefixes,
     rank,
     resample,
+    select_prefixes,
     trigger,
 )
 from axpo_core.algorithms.grpo import Scored, clipped_policy_loss, grpo_advantages
-from axpo_core.config import AlgorithmConfig
+from axpo_core.algorithms.registry import RoundData, get_algorithm
+from axpo_core.config import AlgorithmConfig, Config
+from axpo_core.models.loader import SpecialIds
 from axpo_core.rollout.trajectory import ContinuationRequest, Parent, Trajectory
 
 EPS = 1e-6
 THINK, THINK_END, TOOL_CALL, TOOL_CALL_END, ANSWER, RESPONSE, WORD = 100, 101, 102, 103, 104, 105, 10
 PROMPT = [1, 2, 3]
-SPECIAL = SpecialTokens(think_end=THINK_END, tool_call_start=TOOL_CALL)
+# AXPO cuts at `</think>` and checks `<tool_call>`; the engine's ids play no part here.
+SPECIAL = SpecialIds(
+    **{f.name: -1 for f in dataclasses.fields(SpecialIds) if f.name != "vocab_size"}
+    | {"think_end": THINK_END, "tool_call": TOOL_CALL}
+)
 
 
 def cfg_(**overrides) -> AlgorithmConfig:
@@ -138,6 +147,30 @@ class FakeEngine:
 
 def never_called(requests: list[ContinuationRequest]) -> list[Trajectory]:
     raise AssertionError("continue_fn must not be called")
+
+
+@dataclass
+class AxpoRound:
+    scored: list[Scored]
+    triggered: list[str]
+    candidates: list[Candidate]  # ranked
+    requests: list[ContinuationRequest]
+    continuations: list[Trajectory]
+
+
+def axpo_round(
+    trajectories: list[Trajectory],
+    cfg: AlgorithmConfig,
+    continue_fn: Callable[[list[ContinuationRequest]], list[Trajectory]],
+    num_questions: int,
+    group_size: int,
+    rng: random.Random,
+) -> AxpoRound:
+    """Steps 1–6 on one batch, as a round runs them (training/steps.py: the plan, resample, advantages)."""
+    triggered, ranked, requests = select_prefixes(trajectories, cfg, num_questions, group_size, rng, SPECIAL)
+    continuations = resample(requests, continue_fn)
+    scored = axpo_advantages(trajectories, continuations, requests, cfg)
+    return AxpoRound(scored, triggered, ranked, requests, continuations)
 
 
 # The crafted group of the paper's motivating case: T = {s0, s1} all wrong, a no-tool rollout correct.
@@ -438,29 +471,28 @@ def loss_of(scored: list[Scored]) -> torch.Tensor:
     )[0]
 
 
-def test_axpo_equals_grpo_bit_for_bit_when_resample_off_or_nothing_triggers() -> None:
+def test_axpo_equals_grpo_bit_for_bit_when_nothing_is_resampled() -> None:
     batch = q0() + [rollout("q1", i, float(i == 1), True) for i in range(4)]
-    off = axpo_step(batch, cfg_(resample=False), never_called, 2, 4, random.Random(0), SPECIAL)
     grpo = grpo_advantages(batch, cfg_())
-    assert off.scored == grpo and off.requests == [] and off.continuations == []
-    assert torch.equal(loss_of(off.scored), loss_of(grpo))
     assert axpo_advantages(batch, [], [], cfg_()) == grpo
-    named_grpo = axpo_step(batch, cfg_(name="grpo"), never_called, 2, 4, random.Random(0), SPECIAL)
-    assert named_grpo.scored == grpo
+    assert torch.equal(loss_of(axpo_advantages(batch, [], [], cfg_())), loss_of(grpo))
+    data = RoundData(Config(algorithm=cfg_(name="grpo")), batch, SPECIAL, 1, num_questions=2, group_size=4)
+    assert get_algorithm("grpo").plan(data) == ([], [])  # GRPO resamples nothing
+    assert get_algorithm("grpo").advantages(data) == grpo
 
     calm = [rollout("q1", i, float(i == 1), True) for i in range(4)] + [
         rollout("q2", i, 0, False) for i in range(4)
     ]
-    none = axpo_step(calm, cfg_(), never_called, 2, 4, random.Random(0), SPECIAL)
+    none = axpo_round(calm, cfg_(), never_called, 2, 4, random.Random(0))
     assert none.triggered == [] and none.scored == grpo_advantages(calm, cfg_())
     assert torch.equal(loss_of(none.scored), loss_of(grpo_advantages(calm, cfg_())))
 
 
-def test_axpo_step_composes_the_pipeline() -> None:
+def test_an_axpo_round_composes_the_pipeline() -> None:
     cfg = cfg_(continuations_per_prefix=2, budget_ratio=0.25)  # ⌊0.25·2·4⌋ = 2 → one prefix
     originals = q0() + [rollout("q1", i, float(i == 0), False) for i in range(4)]
     engine = FakeEngine({("q0", 1): [1, 0], ("q0", 0): [0, 0]})
-    result = axpo_step(originals, cfg, engine, 2, 4, random.Random(0), SPECIAL)
+    result = axpo_round(originals, cfg, engine, 2, 4, random.Random(0))
     assert engine.calls == 1
     assert result.triggered == ["q0"]
     assert [c.source.sample_id for c in result.candidates] == [1, 0]  # s1 is the least confident
@@ -495,7 +527,7 @@ def test_axpo_invariants(groups, continuation_rewards, ratio, merge, credit) -> 
     ]
     draws = iter(continuation_rewards)
     rewards = {(t.question_id, t.sample_id): [float(next(draws)) for _ in range(2)] for t in originals}
-    result = axpo_step(originals, cfg, FakeEngine(rewards), len(groups), 6, random.Random(0), SPECIAL)
+    result = axpo_round(originals, cfg, FakeEngine(rewards), len(groups), 6, random.Random(0))
     assert sum(r.num_samples for r in result.requests) <= math.floor(ratio * len(groups) * 6)
     selected = {(r.source.question_id, r.source.sample_id) for r in result.requests}
     grpo = grpo_advantages(originals, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -447,3 +448,14 @@ def test_questions_per_round_above_the_pool_is_refused() -> None:
         load_config(overrides=["evaluation.max_new_tokens_per_turn=4096"])  # above the rollout's 1024
     with pytest.raises(ConfigError, match=r"training.teacher_path: no such folder"):
         load_config(overrides=["training.teacher_path=/nonexistent/teacher"])
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [("training.seed=3", "top-level `seed`"), ("algorithm.resample=false", "algorithm.name: grpo")],
+)
+def test_a_removed_key_fails_by_name_with_what_to_write_instead(override, says):
+    from axpo_core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(None, [override])

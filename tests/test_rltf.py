@@ -61,7 +61,6 @@ def test_failed_first_attempts_get_a_critique_within_the_budget():
     ]
     assert "bbox out of range" in requests[0].feedback and "not correct" in requests[1].feedback
     assert select_revisions(attempts, cfg_(rltf_revisions=0), 8) == []
-    assert select_revisions(attempts, AlgorithmConfig(name="grpo"), 8) == []
 
 
 def test_the_critique_never_states_the_answer():

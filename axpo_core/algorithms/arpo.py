@@ -6,12 +6,13 @@ Policy Optimization", arXiv 2507.19849), in the paper's order:
   2. `select_branches`   P_t = α + β·ΔH_t; where P_t > τ, Z partial rollouts start from that point, at most
                          M − N' per question; what the branches left of the budget is filled with fresh
                          rollouts from the prompt (ARPO's termination rule)                        (§3.1 ③–④)
-  3. resample            `axpo.resample`: the engine continues each prefix (prefilled once, never decoded
-                         again) and the prefix is checked bit-identical
+  3. resample            `axpo.resample` (training/steps.py): the engine continues each prefix (prefilled
+                         once, never decoded again) and the prefix is checked bit-identical
   4. `arpo_advantages`   soft (the paper's default): GRPO over all M rollouts of the question, shared prefix
                          tokens trained once per rollout that carries them; hard: each shared prefix token
                          trained once, with the mean advantage of the rollouts that share it        (§3.2)
-The loss is GRPO's clipped loss over these Scored rollouts. With `arpo_branches = 0`, a zero budget, or a
+The loss is GRPO's clipped loss over these Scored rollouts; `Arpo` registers the name "arpo"
+(algorithms/registry.py). With `arpo_branches = 0`, a zero budget, or a
 threshold no P_t can pass (τ ≥ 1 + β·k) with `arpo_fill` off, nothing is branched and the result *is*
 `grpo_advantages`, bit for bit.
 
@@ -45,8 +46,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from axpo_core.algorithms.grpo import Scored, broadcast, grpo_advantages
+from axpo_core.algorithms.axpo import trigger
+from axpo_core.algorithms.grpo import Grpo, Scored, broadcast, grpo_advantages
+from axpo_core.algorithms.registry import RoundData, extra_budget, register
 from axpo_core.config import AlgorithmConfig
+from axpo_core.randomness import stream
 from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
 
 FILL = "fill"  # the group-id tag of fresh rollouts that fill the budget the branches left
@@ -68,15 +72,15 @@ class BranchPoint:
 
 
 def branching_on(cfg: AlgorithmConfig, group_size: int) -> bool:
-    """ARPO branches only when the algorithm is arpo, Z > 0 and the per-question budget is > 0."""
-    return cfg.name == "arpo" and cfg.arpo_branches > 0 and branch_budget(cfg, group_size) > 0
+    """ARPO branches only when Z > 0 and the per-question budget is > 0."""
+    return cfg.arpo_branches > 0 and branch_budget(cfg, group_size) > 0
 
 
 def branch_budget(cfg: AlgorithmConfig, group_size: int) -> int:
     """M − N' per question: `arpo_branch_budget`, else ⌊budget_ratio·N⌋ (AXPO's ⌊r·B·N⌋ over B questions)."""
     if cfg.arpo_branch_budget is not None:
         return cfg.arpo_branch_budget
-    return math.floor(cfg.budget_ratio * group_size + 1e-9)
+    return extra_budget(cfg.budget_ratio, group_size)
 
 
 # 1. Branch points ---------------------------------------------------------------------------------
@@ -238,3 +242,24 @@ def arpo_diagnostics(
             sum(deltas_branched) / len(deltas_branched) if deltas_branched else 0.0
         ),
     }
+
+
+@register
+class Arpo(Grpo):
+    """ARPO: its plan is the branches (and the fill), its advantages GRPO over each question's M rollouts.
+    Its triggered list is AXPO's, so the shared flip_rate says how often the extra rollouts recover those
+    groups."""
+
+    name = "arpo"
+
+    def plan(self, data: RoundData) -> tuple[list[str], list[ContinuationRequest]]:
+        rng, cfg = stream(data.config.seed, "arpo", data.round_index), data.config.algorithm
+        _, requests = select_branches(data.originals, cfg, data.group_size, rng, data.special.vocab_size)
+        return trigger(data.originals, cfg), requests
+
+    def advantages(self, data: RoundData) -> list[Scored]:
+        return arpo_advantages(data.originals, data.continuations, data.config.algorithm)
+
+    def diagnostics(self, data: RoundData) -> dict[str, float]:
+        cfg = data.config.algorithm
+        return arpo_diagnostics(data.originals, data.requests, cfg, data.special.vocab_size)

@@ -8,8 +8,9 @@
   6. `axpo_advantages`    Eq. 2 on the continuations, Eq. 3–4 prefix credit on the source, the rest GRPO
                           (§3.3); the loss is then GRPO's clipped loss over these Scored rollouts, which sums
                           to Eq. 5 per selected prefix.
-`axpo_step` composes them. With `resample=False` or `name="grpo"` (or nothing triggered) the result *is*
-`grpo_advantages`, bit for bit.
+`Axpo` registers the name "axpo" (algorithms/registry.py): its plan is steps 1–4, its advantages step 6;
+training/steps.py runs step 5 for every algorithm. With nothing triggered the result *is* `grpo_advantages`,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -18,34 +19,26 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from axpo_core.algorithms.grpo import (
     CONTINUATION_STREAM,
+    Grpo,
     Scored,
     broadcast,
     group_advantages,
     grpo_advantages,
 )
+from axpo_core.algorithms.registry import RoundData, extra_budget, register
 from axpo_core.config import AlgorithmConfig
+from axpo_core.randomness import stream
 from axpo_core.rollout.trajectory import UNCLOSED, ContinuationRequest, Parent, Trajectory
 
+if TYPE_CHECKING:
+    from axpo_core.models.loader import SpecialIds
+
 ContinueFn = Callable[[list[ContinuationRequest]], list[Trajectory]]
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """The token ids AXPO cuts at; passed in so this module never loads a tokenizer."""
-
-    think_end: int  # `</think>`: the cut for `resample_target="no_tool"`
-    tool_call_start: int  # `<tool_call>`: checked at the first opened call's span start
-    vocab_size: int = 0  # V: ARPO normalizes its entropies by log V (0: not normalized)
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> SpecialTokens:
-        ids = tokenizer.convert_tokens_to_ids(["</think>", "<tool_call>"])
-        return cls(think_end=ids[0], tool_call_start=ids[1], vocab_size=len(tokenizer))
 
 
 @dataclass(frozen=True)
@@ -66,22 +59,6 @@ class Candidate:
     @property
     def group(self) -> str:
         return self.source.group
-
-
-@dataclass
-class AxpoStepResult:
-    """What one AXPO step produced: the Scored rollouts for the update plus the records diagnostics read."""
-
-    scored: list[Scored]
-    triggered: list[str] = field(default_factory=list)
-    candidates: list[Candidate] = field(default_factory=list)  # ranked
-    requests: list[ContinuationRequest] = field(default_factory=list)
-    continuations: list[Trajectory] = field(default_factory=list)
-
-
-def resampling_on(cfg: AlgorithmConfig) -> bool:
-    """AXPO resamples only when the algorithm is axpo and `resample` is on; otherwise it is GRPO exactly."""
-    return cfg.name == "axpo" and cfg.resample
 
 
 def _in_target(trajectory: Trajectory, cfg: AlgorithmConfig) -> bool:
@@ -129,7 +106,7 @@ def candidate_prefixes(
     trajectories: Sequence[Trajectory],
     triggered: Sequence[str],
     cfg: AlgorithmConfig,
-    special_tokens: SpecialTokens | None = None,
+    special_tokens: SpecialIds | None = None,
 ) -> list[Candidate]:
     """§3.1 Each failed target rollout of a triggered group gives a prefix t₁ˢʳᶜ to continue from.
 
@@ -161,7 +138,7 @@ def candidate_prefixes(
         if cfg.resample_target == "tool":
             first = t.tool_call_opened.index(True)  # in T: it opened a call (a lone `</tool_call>` did not)
             start, end = t.tool_call_spans[first]
-            if special_tokens is not None and t.token_ids[start] != special_tokens.tool_call_start:
+            if special_tokens is not None and t.token_ids[start] != special_tokens.tool_call:
                 raise ValueError(
                     f"{t.question_id}/{t.sample_id}: tool call {first} is marked opened but its span does "
                     "not start at <tool_call>"
@@ -228,8 +205,7 @@ def allocate(
     `f"{group}/axpo-{first_sample_id}"` and sample ids from the question's first free id upward.
     """
     k = cfg.continuations_per_prefix
-    budget = math.floor(cfg.budget_ratio * num_questions * group_size + 1e-9)  # 0.29·100 is 28.999…
-    max_prefixes = budget // k
+    max_prefixes = extra_budget(cfg.budget_ratio, num_questions, group_size) // k
     depth_seen: dict[str, int] = defaultdict(int)
     keyed = []
     for position, c in enumerate(ranked):
@@ -313,7 +289,7 @@ def axpo_advantages(
     Eq. 5 is then the clipped loss summed over these Scored rollouts.
     """
     scored = grpo_advantages(originals, cfg)
-    if not resampling_on(cfg) or not requests:
+    if not requests:
         return scored
 
     index = {(t.group, t.sample_id): i for i, t in enumerate(originals)}
@@ -365,7 +341,7 @@ def axpo_advantages(
     return scored
 
 
-# The step -----------------------------------------------------------------------------------------
+# The registered algorithm -------------------------------------------------------------------------
 
 
 def select_prefixes(
@@ -374,7 +350,7 @@ def select_prefixes(
     num_questions: int,
     group_size: int,
     rng: random.Random,
-    special_tokens: SpecialTokens | None = None,
+    special_tokens: SpecialIds | None = None,
 ) -> tuple[list[str], list[Candidate], list[ContinuationRequest]]:
     """Steps 1–4 (the failure-subgroup detection): trigger → candidates → rank → allocate."""
     triggered = trigger(trajectories, cfg)
@@ -382,21 +358,23 @@ def select_prefixes(
     return triggered, ranked, allocate(ranked, num_questions, group_size, cfg)
 
 
-def axpo_step(
-    trajectories: Sequence[Trajectory],
-    cfg: AlgorithmConfig,
-    continue_fn: ContinueFn,
-    num_questions: int,
-    group_size: int,
-    rng: random.Random,
-    special_tokens: SpecialTokens | None = None,
-) -> AxpoStepResult:
-    """One AXPO step: trigger → candidates → rank → allocate → resample → advantages (GRPO if off)."""
-    if not resampling_on(cfg):
-        return AxpoStepResult(scored=grpo_advantages(trajectories, cfg))
-    triggered, ranked, requests = select_prefixes(
-        trajectories, cfg, num_questions, group_size, rng, special_tokens
-    )
-    continuations = resample(requests, continue_fn)
-    scored = axpo_advantages(trajectories, continuations, requests, cfg)
-    return AxpoStepResult(scored, triggered, ranked, requests, continuations)
+@register
+class Axpo(Grpo):
+    """AXPO: steps 1–4 plan the round's continuations, step 6 scores them; the rest is GRPO's."""
+
+    name = "axpo"
+
+    def plan(self, data: RoundData) -> tuple[list[str], list[ContinuationRequest]]:
+        rng = stream(data.config.seed, "rank", data.round_index)  # only the random ranking draws from it
+        triggered, _, requests = select_prefixes(
+            data.originals, data.config.algorithm, data.num_questions, data.group_size, rng, data.special
+        )
+        return triggered, requests
+
+    def advantages(self, data: RoundData) -> list[Scored]:
+        algorithm = data.config.algorithm
+        if algorithm.tool_bonus or algorithm.tool_penalty:
+            raise ValueError(
+                "algorithm.tool_bonus / tool_penalty are GRPO baselines; AXPO reads the raw reward"
+            )
+        return axpo_advantages(data.originals, data.continuations, data.requests, algorithm)

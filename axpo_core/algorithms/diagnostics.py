@@ -55,7 +55,7 @@ def step_diagnostics(
                                tool bonus/penalty; = reward_mean without shaping)
       tokens_original          policy tokens (Σ loss_mask)
     Over AXPO's records (`triggered` defaults to AXPO's tool-target `trigger(originals)`; pass the step's own
-    list, `AxpoStepResult.triggered`, for the no_tool ablation):
+    list, what the algorithm's plan returned, for the no_tool ablation):
       triggered_groups, resampled_prefixes (= len(requests)), resampled_groups (triggered groups with ≥ 1
       request), continuations
       all_wrong_rate_after_resample  the all-wrong rate of the tool-using subgroups on the post-resampling

@@ -8,7 +8,8 @@ Read top to bottom:
   3. `clipped_policy_loss` the PPO-clip surrogate of App. A Eq. (clip-app) over padded [B, T] tensors, with
                           DAPO's asymmetric clip range and the k3 KL estimator toward the frozen reference.
 
-AXPO (axpo.py) reuses all three; it only changes which tokens get which advantage.
+AXPO (axpo.py) reuses all three; it only changes which tokens get which advantage. `Grpo` registers the
+name "grpo" (algorithms/registry.py), CISPO and the tool bonus/penalty included: they are its variants.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from axpo_core.algorithms.registry import Algorithm, RoundData, register
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import Trajectory
 
@@ -109,6 +111,16 @@ def grpo_advantages(trajectories: Sequence[Trajectory], cfg: AlgorithmConfig) ->
         for i, a in zip(members, group_advantages(rewards, cfg.adv_eps), strict=True):
             advantage[i] = a
     return [broadcast(t, a) for t, a in zip(trajectories, advantage, strict=True)]
+
+
+@register
+class Grpo(Algorithm):
+    """GRPO: no extra rollouts, group-normalized (shaped) rewards; the objective is `algorithm.loss`."""
+
+    name = "grpo"
+
+    def advantages(self, data: RoundData) -> list[Scored]:
+        return grpo_advantages(data.originals, data.config.algorithm)
 
 
 def clipped_policy_loss(

@@ -21,18 +21,24 @@ What differs from RLTF-SD (and why):
     optimizer step's gradient is exactly A⁽⁰⁾·∇log π(y₁|x₀) (AWR), later PPO epochs are clipped around it.
     RLTF's second-turn RL term on (x₁, y₁), and RLTF-FM (predicting the critique), are not implemented.
 With no failed first attempt (or `rltf_revisions: 0`) the result is `grpo_advantages`, bit for bit.
+`Rltf` registers the name "rltf" (algorithms/registry.py); its pre-update hook is the log-prob recompute.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from axpo_core.algorithms.grpo import Scored, broadcast, grpo_advantages
+from axpo_core.algorithms.axpo import trigger
+from axpo_core.algorithms.grpo import Grpo, Scored, broadcast, grpo_advantages
+from axpo_core.algorithms.registry import RoundData, extra_budget, register
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
+
+if TYPE_CHECKING:
+    from axpo_core.models.loader import Policy
 
 DISTILL_STREAM = "rltf_distill:"  # + "<question>/<sample id>": one re-rooted second attempt
 
@@ -41,7 +47,7 @@ def revision_budget(cfg: AlgorithmConfig, group_size: int) -> int:
     """Second attempts per question: `rltf_revisions`, else ⌊budget_ratio · N⌋ (AXPO's extra budget)."""
     if cfg.rltf_revisions is not None:
         return cfg.rltf_revisions
-    return math.floor(cfg.budget_ratio * group_size + 1e-9)
+    return extra_budget(cfg.budget_ratio, group_size)
 
 
 def critique(trajectory: Trajectory) -> str:
@@ -58,8 +64,6 @@ def select_revisions(
 ) -> list[ContinuationRequest]:
     """One second attempt per failed first attempt, in rollout order, up to the question's budget; each is
     its own group `<question>/rltf-<id>` with a sample id after the question's originals."""
-    if cfg.name != "rltf":
-        return []
     budget = revision_budget(cfg, group_size)
     by_question: dict[str, list[Trajectory]] = defaultdict(list)
     for t in trajectories:
@@ -138,3 +142,54 @@ def rltf_diagnostics(revisions: Sequence[Trajectory]) -> dict[str, float]:
         "rltf_revisions": float(n),
         "rltf_revision_success_rate": sum(r.correct for r in revisions) / n if n else 0.0,
     }
+
+
+def logprobs_under_policy(
+    policy: Policy, chat: Any, rows: Sequence[Scored], temperature: float, batch_size: int
+) -> None:
+    """Replace the rows' old log-probs by the current policy's, teacher-forced on their own tokens (RLTF's
+    re-rooted second attempts: the sampler's were under the feedback context, not this one)."""
+    import torch  # here, not at the top: the rest of this module is plain Python over trajectories
+
+    from axpo_core.rollout.logprobs import pack, sequence_logprobs
+
+    never = policy.special.never_sampled()
+    policy.model.eval()
+    for start in range(0, len(rows), batch_size):
+        chunk = [s.trajectory for s in rows[start : start + batch_size]]
+        images = [[chat.encode_image(img) for img in t.images] for t in chunk]
+        batch = pack(
+            [t.token_ids for t in chunk], images, policy.special.pad, policy.special.image_pad, "right",
+            policy.device,
+        )
+        with torch.no_grad():
+            logprobs, _ = sequence_logprobs(policy.model, batch, temperature, never)
+        for row, t in enumerate(chunk):
+            values = logprobs[row, : len(t.token_ids)].tolist()
+            t.logprobs = [v if m else 0.0 for v, m in zip(values, t.loss_mask, strict=True)]
+
+
+@register
+class Rltf(Grpo):
+    """RLTF-SD: its plan is one second attempt per failed first attempt, its advantages GRPO plus the
+    distillation rows, whose old log-probs it recomputes under the bare prompt before the update. Its
+    triggered list is AXPO's, so the shared flip_rate says how often the second attempts recover them."""
+
+    name = "rltf"
+
+    def plan(self, data: RoundData) -> tuple[list[str], list[ContinuationRequest]]:
+        requests = select_revisions(data.originals, data.config.algorithm, data.group_size)
+        return trigger(data.originals, data.config.algorithm), requests
+
+    def advantages(self, data: RoundData) -> list[Scored]:
+        cfg = data.config.algorithm
+        return rltf_advantages(data.originals, data.continuations, cfg, data.special.vision_start)
+
+    def before_update(self, data: RoundData, policy: Policy, chat: Any, scored: Sequence[Scored]) -> None:
+        distilled = [s for s in scored if s.stream.startswith(DISTILL_STREAM)]
+        config = data.config
+        temperature = config.rollout.sampling.temperature
+        logprobs_under_policy(policy, chat, distilled, temperature, config.training.micro_batch_size)
+
+    def diagnostics(self, data: RoundData) -> dict[str, float]:
+        return rltf_diagnostics(data.continuations)

@@ -16,6 +16,7 @@ from axpo_core.config import Config
 from axpo_core.envs.suites import Question, get_suite
 from axpo_core.evaluation.judge import Judge, apply_judge
 from axpo_core.evaluation.passk import expected_max_at_k, mean_and_ci
+from axpo_core.randomness import EVAL_SEED_OFFSET
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.trajectory import Trajectory
 
@@ -147,8 +148,6 @@ def evaluate_benchmarks(
     return results
 
 
-
-EVAL_SEED_OFFSET = 2000  # RL uses 1000 + seed, SFT its own: no question is shared with evaluation
 
 
 def benchmark_questions(config: Config, benchmark: str) -> list[Question]:

@@ -25,7 +25,9 @@ REAL_SCALES = {
 
 @dataclass(frozen=True)
 class SpecialIds:
-    """Token ids the rollout engine needs, read from the tokenizer (tiny and real agree on the names)."""
+    """The token ids the rollout engine and the algorithms need, read from the tokenizer (tiny and real agree
+    on the names): the engine's turn and image markers, AXPO's cuts (`tool_call`, `think_end`), and the
+    vocabulary size ARPO normalizes its entropies by (0: not normalized)."""
 
     pad: int
     im_start: int
@@ -41,6 +43,7 @@ class SpecialIds:
     tool_response_end: int
     think: int
     think_end: int
+    vocab_size: int = 0
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> SpecialIds:
@@ -68,7 +71,7 @@ class SpecialIds:
                 )
             ids[field_name] = int(token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ids["endoftext"]
-        return cls(pad=int(pad), **ids)
+        return cls(pad=int(pad), vocab_size=len(tokenizer), **ids)
 
     def never_sampled(self) -> list[int]:
         """Ids the policy must never emit: the engine inserts these itself (images, tool responses, turns)."""

@@ -1,20 +1,19 @@
 """RL training questions: a seeded pool over the training suites, the paper's data filter, per-round draws.
 
-Seeds: the RL pool uses seed `1000 + config.seed`; evaluation uses its own (see evaluation), SFT its own,
-so no question is shared between SFT, RL and evaluation.
+Seeds: the RL pool uses seed `RL_SEED_OFFSET + config.seed`; evaluation and SFT use their own offsets
+(axpo_core/randomness.py), so no question is shared between SFT, RL and evaluation.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from axpo_core.config import Config
 from axpo_core.envs.suites import Question, get_suite, question_by_id
+from axpo_core.randomness import RL_SEED_OFFSET, stream
 from axpo_core.rollout.engine import RolloutEngine
 
-RL_SEED_OFFSET = 1000
 T = TypeVar("T")
 
 
@@ -135,7 +134,7 @@ def check_pool(pool_ids: Sequence[str], config: Config, where: str = "") -> None
 def round_question_ids(pool_ids: Sequence[str], config: Config, round_index: int) -> list[str]:
     """B questions for a round, drawn without replacement from the pool; seeded by (seed, round)."""
     check_pool(pool_ids, config)
-    rng = random.Random(f"{config.seed}:round:{round_index}")
+    rng = stream(config.seed, "round", round_index)
     return sorted(rng.sample(list(pool_ids), config.training.questions_per_round))
 
 

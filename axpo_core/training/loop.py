@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from axpo_core.algorithms.axpo import SpecialTokens
 from axpo_core.config import Config
 from axpo_core.envs.suites import Question
 from axpo_core.models.loader import Policy
@@ -54,7 +53,7 @@ class RLTrainer:
         self.reference = None
         if config.algorithm.kl_beta > 0:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
-        self.special = SpecialTokens.from_tokenizer(policy.tokenizer)
+        self.special = policy.special
 
     def run_round(self, round_index: int, questions: list[Question] | None = None) -> RoundResult:
         """One round on `questions` (default: this round's draw from the pool)."""

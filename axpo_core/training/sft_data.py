@@ -41,12 +41,12 @@ from axpo_core.envs.suites import (
     get_suite,
     tool_call_turn,
 )
+from axpo_core.randomness import SFT_SEED_OFFSET
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.engine import RolloutEngine
 from axpo_core.rollout.oracle import ScriptedGenerator
 from axpo_core.rollout.trajectory import Trajectory
 
-SFT_SEED_OFFSET = 1_000_000_000
 MAX_DRAWS_PER_EXAMPLE = 60  # a guess suite that never guesses right must not loop forever
 MAX_ATTEMPTS = 3  # engine passes per quota (an oracle the engine scores 0 is replaced by a fresh question)
 

@@ -47,6 +47,7 @@ import torch
 from axpo_core.algorithms.grpo import CONTINUATION_STREAM, GRPO_STREAM, Scored, clipped_policy_loss
 from axpo_core.config import AlgorithmConfig, TrainingConfig, scaled_count
 from axpo_core.models.loader import Policy
+from axpo_core.randomness import stream
 from axpo_core.rollout.chat import ChatFormat, EncodedImage
 from axpo_core.rollout.logprobs import PackedBatch, pack, sequence_logprobs
 from axpo_core.rollout.prefix_tree import TreeBatch, pack_tree, supports_tree, tree_logprobs
@@ -239,8 +240,10 @@ def policy_update(
     seed: int = 0,
     shard: Shard = ONE_PROCESS,
     group_size: int | None = None,
+    round_index: int = 0,
 ) -> UpdateStats:
-    """`training.ppo_epochs` passes over `scored` (shuffled per epoch by `seed`), one optimizer step per
+    """`training.ppo_epochs` passes over `scored` (shuffled per epoch by the experiment `seed`'s update
+    stream of round `round_index`, axpo_core/randomness.py), one optimizer step per
     mini-batch (module doc), each accumulated over micro-batches of `training.micro_batch_size` (of this
     rank's rows when sharded). `group_size`: the round's rollouts per question (None: the most original
     rollouts any question has), which sizes "groups" mini-batches."""
@@ -252,7 +255,7 @@ def policy_update(
     total_tokens = sum(sum(s.mask) for s in items)
     original_weight = _original_token_weight(items, weights)
 
-    order = random.Random(f"update:{seed}")
+    order = stream(seed, "update", round_index)
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     ratio_max, steps, skipped, seen_tokens = 0.0, 0, 0, 0.0
     timed = dict.fromkeys(_COST, 0.0)
