@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from axpo_core.envs.suites import BENCHMARK_SUITES
+from axpo_core.runs import Stage
 
 
 class Section(BaseModel):
@@ -211,7 +212,7 @@ class EvaluationConfig(Section):
 class PipelineConfig(Section):
     """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
 
-    stages: list[Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "SFT+RLTF", "GRPO"]] = [
+    stages: list[Stage] = [  # axpo_core/runs.py
         "Base",
         "SFT",
         "SFT+GRPO",

@@ -1,14 +1,7 @@
 """Object storage: a local folder (`file://`, the default) or S3 (`s3://bucket/prefix`) behind one interface.
 
-Tasks exchange URIs, never tensors, so every artifact of a run lives here. Layout under the store root:
-
-    <experiment>/<run>/
-        checkpoints/round-N/      a model folder (put_dir); `_COMPLETE` marks it finished
-        rollouts/round-N.jsonl    trajectories of one round
-        eval/<benchmark>.jsonl    per-sample evaluation records
-        report/                   tables, plots, the rollout viewer
-
-`RunLayout` builds these URIs so that every task agrees on them.
+Tasks exchange URIs, never tensors, so every artifact of a run lives here, under
+`<experiment>/<run>/` in the layout axpo_core/runs.py describes (its `RunLayout` builds the URIs).
 
 Guarantees:
 - A single object is written atomically: locally to a temporary sibling then `os.replace`, on S3 by one
@@ -998,29 +991,3 @@ def open_configured_store(storage: Any) -> ObjectStore:
         connect_timeout_s=storage.connect_timeout_s,
         read_timeout_s=storage.read_timeout_s,
     )
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """The URIs of one run's artifacts, so every task agrees on the layout in the module docstring."""
-
-    store: ObjectStore
-    experiment: str
-    run: str
-
-    @property
-    def base(self) -> str:
-        return self.store.uri(self.experiment, self.run)
-
-    def checkpoint(self, name: int | str) -> str:
-        """`checkpoints/round-N` for an int, `checkpoints/<name>` otherwise (e.g. "sft", "base")."""
-        return _join(self.base, ["checkpoints", f"round-{name}" if isinstance(name, int) else name])
-
-    def rollouts(self, round_: int) -> str:
-        return _join(self.base, ["rollouts", f"round-{round_}.jsonl"])
-
-    def eval(self, benchmark: str) -> str:
-        return _join(self.base, ["eval", f"{benchmark}.jsonl"])
-
-    def report(self, *parts: str) -> str:
-        return _join(self.base, ["report", *parts])

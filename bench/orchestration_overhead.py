@@ -21,11 +21,12 @@ configure_prefect()
 
 from axpo_core.config import load_config  # noqa: E402
 from axpo_core.rollout.factory import build_engine  # noqa: E402
+from axpo_core.runs import Arm  # noqa: E402
 from axpo_core.training.data import question_pool  # noqa: E402
 from axpo_core.training.loop import RLTrainer  # noqa: E402
 from flows.runtime import in_process_run, make_context  # noqa: E402
 from flows.training import axpo_round  # noqa: E402
-from tasks.context import Arm, load_trainable  # noqa: E402
+from tasks.context import load_trainable  # noqa: E402
 from tasks.stages import build_model  # noqa: E402
 
 

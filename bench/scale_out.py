@@ -23,10 +23,11 @@ from prefect import flow  # noqa: E402
 
 from axpo_core.config import load_config  # noqa: E402
 from axpo_core.rollout.serialization import trajectories_from_bytes  # noqa: E402
+from axpo_core.runs import Arm  # noqa: E402
 from axpo_core.training.data import question_pool_ids  # noqa: E402
 from flows.runtime import in_process_run, make_context  # noqa: E402
 from flows.training import on_shard_runner, sharded_rollout  # noqa: E402
-from tasks.context import Arm, CheckpointRef, RolloutRef, RunContext  # noqa: E402
+from tasks.context import CheckpointRef, RolloutRef, RunContext  # noqa: E402
 from tasks.stages import build_model  # noqa: E402
 
 BELOW_ONE = (

@@ -11,13 +11,14 @@ from prefect import flow
 from pydantic import BaseModel
 
 from axpo_core.config import Config
+from axpo_core.runs import arms
 from axpo_core.storage import open_configured_store
 from axpo_core.threads import RUNS_ENV, concurrent_runs, configure_process
 from flows.evaluation import run_evaluation
 from flows.runtime import locked_context, ray_session
 from flows.training import sft_flow, train
 from tasks.artifacts import artifact_key, publish_table
-from tasks.context import Arm, CheckpointRef, RunContext
+from tasks.context import CheckpointRef, RunContext
 from tasks.evaluation import EvalRef, report, sweep_report, tool_check
 from tasks.progress import Steps, progress
 from tasks.stages import build_model, filter_rl_data
@@ -34,14 +35,6 @@ from tasks.tracking import (
     ui_link,
 )
 
-RL_ARMS = {
-    "SFT+GRPO": ("grpo", "SFT"),
-    "SFT+AXPO": ("axpo", "SFT"),
-    "SFT+ARPO": ("arpo", "SFT"),
-    "SFT+RLTF": ("rltf", "SFT"),
-    "GRPO": ("grpo", "Base"),
-}
-
 
 class PipelineResult(BaseModel):
     run_name: str
@@ -57,17 +50,6 @@ class PipelineResult(BaseModel):
     round_metrics: dict[str, list[dict[str, float]]] = {}  # stage -> every round's diagnostics, in order
     tools_markdown: str = ""  # are tools necessary (oracles vs the SFT agent)
     outcomes_markdown: str = ""  # the SFT agent's tool-call outcomes per benchmark
-
-
-def arms(config: Config) -> list[Arm]:
-    """The RL arms the config's stages ask for, plus one arm per configured ablation, from the SFT
-    checkpoint: AXPO with the ablation's switches, or the algorithm its `name` sets (e.g. `x2:
-    {name: grpo, rollout_multiplier: 2}` is the arm `SFT+GRPO[x2]`)."""
-    chosen = [Arm(stage=s, algo=RL_ARMS[s][0]) for s in config.pipeline.stages if s in RL_ARMS]
-    for name, overrides in config.pipeline.ablations.items():
-        algo = overrides.get("name", "axpo")
-        chosen.append(Arm(stage=f"SFT+{algo.upper()}[{name}]", algo=algo, overrides=overrides))
-    return chosen
 
 
 @flow(name="pipeline", flow_run_name="pipeline[{config.model.scale} seed{config.seed}]")
@@ -95,7 +77,7 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
 
     rl_arms = arms(config)
     needs_sft = any(s.startswith("SFT") for s in config.pipeline.stages) or any(
-        a.stage.startswith("SFT") for a in rl_arms
+        a.starts_from == "SFT" for a in rl_arms
     )
     steps = Steps(f"pipeline {scale}", total=4 + needs_sft + bool(rl_arms) + len(rl_arms))
 
@@ -119,7 +101,7 @@ def _pipeline(ctx: RunContext, parent_run_id: str | None) -> PipelineResult:
     final_metrics: dict[str, dict[str, float]] = {}
     round_metrics: dict[str, list[dict[str, float]]] = {}
     for arm in rl_arms:
-        start = checkpoints["SFT"] if arm.stage.startswith("SFT") else base
+        start = checkpoints[arm.starts_from]
         run_tags, params, note = stage_run_fields(ctx, arm.stage, arm.algo, arm.config(config), arm)
         stage_runs[arm.stage] = open_tracking_run(
             ctx, f"{prefix}/{arm.stage}", parent, tags=run_tags, params=params, description=note

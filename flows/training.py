@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from prefect import Flow, flow, unmapped
 
 from axpo_core.config import Config
+from axpo_core.runs import Arm
 from flows.evaluation import task_runner
 from tasks.artifacts import artifact_key, publish_table
-from tasks.context import Arm, CheckpointRef, DetectRef, ResampleRef, RolloutRef, RoundRecord, RunContext
+from tasks.context import CheckpointRef, DetectRef, ResampleRef, RolloutRef, RoundRecord, RunContext
 from tasks.progress import progress
 from tasks.rl import detect_failures, gather_resampled, gather_rollouts, resample, rollout, update
 from tasks.stages import sft

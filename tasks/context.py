@@ -13,9 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from axpo_core.config import AlgorithmConfig, Config
+from axpo_core.config import Config
 from axpo_core.models.loader import Policy, load_policy
-from axpo_core.storage import ObjectStore, RunLayout, local_path, open_configured_store
+from axpo_core.runs import RunLayout
+from axpo_core.storage import ObjectStore, local_path, open_configured_store
 
 
 class RunContext(BaseModel):
@@ -40,34 +41,10 @@ class RunContext(BaseModel):
         return RunLayout(self.store, self.config.experiment, "/".join([self.run_name, *parts]))
 
 
-def stage_slug(stage: str) -> str:
-    """A stage's storage folder: `SFT+AXPO` -> `sft_axpo`, `SFT+AXPO[no_credit]` -> `sft_axpo_no_credit`."""
-    return stage.lower().replace("+", "_").replace(" ", "_").replace("[", "_").replace("]", "")
-
-
-class Arm(BaseModel):
-    """One RL arm: its label in the results table, its algorithm and any ablation switches."""
-
-    model_config = ConfigDict(frozen=True)
-
-    stage: str  # SFT+GRPO, SFT+AXPO, GRPO (from Base), or an ablation label
-    algo: str  # grpo | axpo
-    overrides: dict = {}  # AlgorithmConfig fields (the paper's ablation switches)
-
-    @property
-    def slug(self) -> str:
-        return stage_slug(self.stage)
-
-    def config(self, config: Config) -> Config:
-        """The run's config with this arm's algorithm (overrides validated like a config file's)."""
-        fields = {**config.algorithm.model_dump(), "name": self.algo, **self.overrides}
-        return config.model_copy(update={"algorithm": AlgorithmConfig.model_validate(fields)})
-
-
 class CheckpointRef(BaseModel):
     uri: str
     version: str = ""  # store.folder_version: a rewritten checkpoint is a new input downstream
-    stage: str  # base | sft | grpo | axpo | ...
+    stage: str  # the stage that wrote it: Base, SFT or an arm's label (axpo_core/runs.py)
     scale: str
     round: int = 0
 

@@ -14,10 +14,11 @@ from axpo_core.evaluation.toolcheck import tools_necessary, tools_necessary_tabl
 from axpo_core.models.loader import SpecialIds, load_processors
 from axpo_core.rollout.chat import ChatFormat
 from axpo_core.rollout.factory import build_engine
+from axpo_core.runs import stage_slug
 from axpo_core.storage import content_version, local_path
 from axpo_core.threads import evaluation_workers, task_threads
 from tasks.artifacts import artifact_key
-from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint, stage_slug
+from tasks.context import CheckpointRef, RunContext, checkpoint_folder, load_checkpoint
 from tasks.persistence import RESUMABLE
 
 

@@ -23,6 +23,7 @@ from axpo_core.rollout.serialization import (
     trajectories_from_bytes,
     trajectories_to_bytes,
 )
+from axpo_core.runs import Arm
 from axpo_core.storage import content_version
 from axpo_core.threads import task_threads
 from axpo_core.training.checkpoint import load_optimizer_state, save_checkpoint
@@ -31,7 +32,6 @@ from axpo_core.training.distributed import launch, write_job
 from axpo_core.training.steps import detect_step, resample_step, rollout_step, update_step
 from axpo_core.training.update import make_optimizer
 from tasks.context import (
-    Arm,
     CheckpointRef,
     DetectRef,
     ResampleRef,
@@ -131,7 +131,7 @@ def detect_failures(
     triggered, requests = detect_step(config, originals, len(rollouts.question_ids), special, round_index)
     if not requests:
         return DetectRef(uri=None, triggered=triggered, requests=0)
-    uri = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.requests.json"
+    uri = ctx.layout(policy.scale, arm.slug).requests(round_index)
     records = requests_to_records(requests)
     ctx.store.put_json(uri, records)
     version = content_version(json.dumps(records, sort_keys=True).encode())
@@ -168,7 +168,7 @@ def resample(
         continuations = resample_step(
             engine, config, requests, questions_by_ids(rollouts.question_ids), round_index
         )
-    where = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.resampled"
+    where = ctx.layout(policy.scale, arm.slug).resampled(round_index)
     seconds = time.monotonic() - started
     return _put_resampled(ctx, where + _shard_suffix(shard, num_shards), continuations, seconds)
 
@@ -186,7 +186,7 @@ def gather_resampled(
         return ResampleRef(uri=None, continuations=0)
     store = ctx.store
     continuations = [t for ref in shards for t in trajectories_from_bytes(store.get_bytes(ref.uri))]
-    where = ctx.layout(policy.scale, arm.slug).base + f"/rollouts/round-{round_index}.resampled"
+    where = ctx.layout(policy.scale, arm.slug).resampled(round_index)
     return _put_resampled(ctx, where, continuations, max(ref.seconds for ref in shards))
 
 
@@ -283,7 +283,7 @@ def update(
     if start_accuracy:
         metrics["reward_start_policy"] = start_reward(start_accuracy, rollouts.question_ids)
         metrics["reward_gain_vs_start"] = metrics["reward_mean"] - metrics["reward_start_policy"]
-    store.put_json(layout.base + f"/metrics/round-{round_index}.json", metrics)
+    store.put_json(layout.metrics(round_index), metrics)
     if tracking_run_id is not None:
         log_round_metrics(ctx, tracking_run_id, metrics, round_index)
     return RoundRecord(

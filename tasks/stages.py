@@ -52,5 +52,5 @@ def filter_rl_data(ctx: RunContext, policy: CheckpointRef) -> tuple[list[str], d
         config,
         teacher if teacher_path else None,
     )
-    ctx.store.put_json(ctx.layout(policy.scale).base + "/data/rl_questions.json", {"kept": kept, **summary})
+    ctx.store.put_json(ctx.layout(policy.scale).rl_questions(), {"kept": kept, **summary})
     return kept, summary

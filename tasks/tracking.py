@@ -22,6 +22,7 @@ from prefect import task
 
 from axpo_core.config import Config
 from axpo_core.evaluation.tables import EvalRow, results_table, to_csv
+from axpo_core.runs import Arm, ablation_name, stage_slug
 from axpo_core.storage import local_path
 from axpo_core.tracking import (
     GIT_COMMIT_TAG,
@@ -31,7 +32,7 @@ from axpo_core.tracking import (
     round_metrics,
     source_commit,
 )
-from tasks.context import Arm, RoundRecord, RunContext, stage_slug
+from tasks.context import RoundRecord, RunContext
 
 #: A rollout sample on a child run: at most this many records and bytes per round (the full JSONL stays in
 #: object storage, at the run's `rollouts_uri`).
@@ -69,11 +70,6 @@ def ui_link(ctx: RunContext, run_id: str | None = None, port: int = 5000) -> str
 
 
 # --- what a run says about itself ----------------------------------------------------------------------
-def ablation_name(stage: str) -> str:
-    """`SFT+AXPO[no_credit]` -> `no_credit`; a stage without an ablation -> `none`."""
-    return stage[stage.index("[") + 1 : -1] if stage.endswith("]") and "[" in stage else "none"
-
-
 def provenance_tags(config: Config) -> dict[str, str]:
     commit = source_commit()
     return {"config_hash": config_hash(config), "git_commit": commit, GIT_COMMIT_TAG: commit}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from axpo_core.config import Config, ConfigError, config_problems, load_config
+from axpo_core.runs import arms
 from axpo_core.training.steps import group_size
-from flows.pipeline import arms
 
 
 def _config(**algorithm) -> Config:

@@ -50,9 +50,9 @@ def small_config(tmp_path, *extra: str):
 def test_pipeline_end_to_end(prefect_server, tmp_path, monkeypatch, capfd):
     from prefect.client.orchestration import get_client
 
+    from axpo_core.runs import stage_slug
     from axpo_core.tracking import Tracker
     from flows.pipeline import pipeline
-    from tasks.context import stage_slug
 
     config = small_config(tmp_path)
     started = datetime.now(UTC).isoformat()
@@ -361,9 +361,9 @@ def test_deleted_run_folder_starts_over_instead_of_reusing_stale_cache(prefect_s
     """Prefect still holds the first run's cached results; the run folder they point into is gone."""
     import shutil
 
+    from axpo_core.runs import Arm
     from flows.runtime import make_context
     from flows.training import train
-    from tasks.context import Arm
     from tasks.stages import build_model
 
     config = small_config(tmp_path, "training.rounds=1")
@@ -384,9 +384,9 @@ def test_deleted_run_folder_starts_over_instead_of_reusing_stale_cache(prefect_s
 
 
 def test_train_flow_on_s3(prefect_server, tmp_path, moto_endpoint, s3_bucket):  # noqa: F811
+    from axpo_core.runs import Arm
     from flows.runtime import make_context
     from flows.training import train
-    from tasks.context import Arm
     from tasks.stages import build_model
 
     config = small_config(

@@ -62,9 +62,10 @@ def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A sweep logged through tasks.tracking: parent + (seed × arm) children, report and tables."""
     from axpo_core.config import load_config
     from axpo_core.evaluation.report import build_report
+    from axpo_core.runs import Arm
     from axpo_core.storage import local_path
     from axpo_core.tracking import default_tracking_uri
-    from tasks.context import Arm, CheckpointRef, RoundRecord, RunContext
+    from tasks.context import CheckpointRef, RoundRecord, RunContext
     from tasks.evaluation import EvalRef
     from tasks.tracking import (
         close_tracking_run,

@@ -403,3 +403,27 @@ def test_rollout_viewer_in_browser(run_dir: Path, browser):
     assert not browser.find_elements(By.CSS_SELECTOR, "img[src='x']")
     errored = grpo_group.find_element(By.CSS_SELECTOR, "article.rollout[data-sample='2']")
     assert "tool error: bbox out of range" in errored.text and "1 tool error" in errored.text
+
+
+def test_the_viewer_labels_each_arm_by_its_algorithm(tmp_path: Path):
+    """SFT+ARPO and SFT+RLTF (once labelled GRPO), an ablation that names GRPO, and AXPO's own."""
+    import re
+
+    from axpo_core.evaluation.run_dir import read_run
+    from axpo_core.evaluation.viewer import render_viewer
+
+    scale = tmp_path / "exp" / "run1" / "tiny-s"
+    arms = {"sft_arpo": "ARPO", "sft_rltf": "RLTF", "sft_grpo_x2": "GRPO", "sft_axpo": "AXPO", "grpo": "GRPO"}
+    for slug in arms:
+        write_round(scale / slug, 1, grpo_group("zoom_detail-1000-0"))
+    run = read_run(scale.parent)
+    (read,) = run.scales
+    assert {stage: arm.algo for stage, arm in read.arms.items()} == {
+        "SFT+ARPO": "arpo", "SFT+RLTF": "rltf", "SFT+GRPO[x2]": "grpo", "SFT+AXPO": "axpo", "GRPO": "grpo",
+    }
+    html = render_viewer(run)
+    headings = re.findall(r'<h2>tiny-s · ([^<]+?) <span class="algo">([A-Z]+)</span></h2>', html)
+    assert sorted(headings) == sorted(
+        [("SFT+ARPO", "ARPO"), ("SFT+RLTF", "RLTF"), ("SFT+GRPO[x2]", "GRPO"), ("SFT+AXPO", "AXPO"),
+         ("GRPO", "GRPO")]
+    )

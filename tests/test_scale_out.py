@@ -84,10 +84,10 @@ def one_round(tmp_path, workers: int, runner: str = "threads", extra: tuple[str,
     rollouts and continuations, and the update's metrics."""
     from axpo_core.config import load_config
     from axpo_core.rollout.serialization import trajectories_from_bytes
+    from axpo_core.runs import Arm
     from axpo_core.training.data import question_pool_ids
     from flows.runtime import make_context
     from flows.training import axpo_round, on_shard_runner
-    from tasks.context import Arm
     from tasks.stages import build_model
 
     overrides = [f"rollout.num_workers={workers}", f"pipeline.task_runner={runner}", *extra]

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from moto_fixtures import FAKE_AWS_ENV, moto_endpoint, s3_bucket, s3_client  # noqa: F401
 
+from axpo_core.runs import RunLayout
 from axpo_core.storage import (
     MARKER,
     LocalStore,
     ObjectNotFound,
     ObjectStore,
-    RunLayout,
     S3Store,
     StorageError,
     local_path,

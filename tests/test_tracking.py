@@ -348,7 +348,7 @@ def _evals(stage_pass: dict[str, tuple[float, float]], scale: str = "tiny-s") ->
 
 
 def test_stage_runs_describe_themselves(tmp_path: Path) -> None:
-    from tasks.context import Arm
+    from axpo_core.runs import Arm
     from tasks.tracking import ablation_name, stage_run_fields
 
     ctx = _ctx(tmp_path, "fields")
@@ -373,7 +373,8 @@ def test_stage_runs_describe_themselves(tmp_path: Path) -> None:
 
 
 def test_arm_artifacts_sample_the_first_and_last_round(tmp_path: Path) -> None:
-    from tasks.context import Arm, CheckpointRef, RoundRecord
+    from axpo_core.runs import Arm
+    from tasks.context import CheckpointRef, RoundRecord
     from tasks.tracking import ROLLOUT_SAMPLE_RECORDS, log_arm_artifacts, tracker
 
     ctx = _ctx(tmp_path, "arm-artifacts")

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from axpo_core.evaluation.passk import mean_and_ci, pass_at_k
-from axpo_core.evaluation.run_dir import RunData, is_ablation, read_run, report_ks, run_folder, stage_key
+from axpo_core.evaluation.run_dir import RunData, read_run, report_ks, run_folder
 from axpo_core.evaluation.runner import tool_metrics
 from axpo_core.evaluation.tables import EvalRow, Table, results_table, to_csv
 from axpo_core.evaluation.toolcheck import tools_necessary_table
 from axpo_core.evaluation.viewer import write_viewer
+from axpo_core.runs import is_ablation, stage_key
 
 if TYPE_CHECKING:
     from axpo_core.evaluation.plots import Plot

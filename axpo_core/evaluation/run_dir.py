@@ -1,13 +1,7 @@
 """Read a finished (or partial) run folder back: evaluation records, per-round diagnostics and rollouts.
 
 The report works from what the pipeline left in storage, so it can be rebuilt at any time, for any run,
-without Prefect or MLflow. Layout read (see flows/ and tasks/):
-
-    <run>/<scale>/<stage slug>/eval/<benchmark>.jsonl        one record per evaluation sample
-    <run>/<scale>/<arm slug>/metrics/round-N.json            the round's diagnostics + update/* stats
-    <run>/<scale>/<arm slug>/rollouts/round-N.jsonl          one record per rollout (Trajectory.record())
-    <run>/<scale>/<arm slug>/rollouts/round-N.jsonl.pkl      the same with tokens and images
-    <run>/<scale>/<arm slug>/rollouts/round-N.resampled.{jsonl,pkl}, round-N.requests.json  (AXPO)
+without Prefect or MLflow. The layout read is axpo_core/runs.py's (its stage slugs and round-file names).
 
 A scale folder is any folder (up to three levels down, so a sweep's `<run>/<scale>-seedS/<scale>` is found
 too) with a sub-folder holding `eval/`, `metrics/` or `rollouts/`; its label is its path under the run.
@@ -25,42 +19,8 @@ from typing import Any
 
 from axpo_core.rollout.serialization import trajectories_from_bytes
 from axpo_core.rollout.trajectory import Trajectory
+from axpo_core.runs import ROUND_METRICS, ROUND_ROLLOUTS, algorithm_of, stage_from_slug
 from axpo_core.storage import local_path
-
-_KNOWN_STAGES = {
-    "base": "Base",
-    "sft": "SFT",
-    "grpo": "GRPO",
-    "sft_grpo": "SFT+GRPO",
-    "sft_axpo": "SFT+AXPO",
-    "sft_arpo": "SFT+ARPO",
-    "sft_rltf": "SFT+RLTF",
-}
-#: The paper's stage order (its results table's rows); other stages (ablations) sort after, by name.
-STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+RLTF", "SFT+ARPO", "SFT+AXPO"]
-
-
-def stage_key(stage: str) -> tuple[int, str]:
-    """Sort key putting stages in :data:`STAGE_ORDER`, unknown ones after it in name order."""
-    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
-
-
-_ROUND = re.compile(r"^round-(\d+)\.json$")
-_ROLLOUTS = re.compile(r"^round-(\d+)\.jsonl$")
-
-
-def stage_from_slug(slug: str) -> str:
-    """Invert `tasks.context.stage_slug` for the pipeline's stages (`sft_axpo_x` -> `SFT+AXPO[x]`)."""
-    if slug in _KNOWN_STAGES:
-        return _KNOWN_STAGES[slug]
-    for prefix in ("sft_axpo_", "sft_grpo_", "sft_arpo_", "sft_rltf_"):
-        if slug.startswith(prefix):
-            return f"{_KNOWN_STAGES[prefix[:-1]]}[{slug[len(prefix) :]}]"
-    return slug
-
-
-def is_ablation(stage: str) -> bool:
-    return "[" in stage
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -87,8 +47,9 @@ class RoundRollouts:
 
 
 @dataclass
-class Arm:
-    """One RL arm of one scale (SFT+GRPO, SFT+AXPO, GRPO, an ablation): its folder and its rounds."""
+class ArmFolder:
+    """What one RL arm of one scale (SFT+GRPO, SFT+AXPO, GRPO, an ablation) left in its folder: its rounds'
+    metrics and rollouts. (The arm to train is `axpo_core.runs.Arm`.)"""
 
     stage: str
     path: Path
@@ -96,13 +57,14 @@ class Arm:
 
     @property
     def algo(self) -> str:
-        return "axpo" if "AXPO" in self.stage else "grpo"
+        """The algorithm the arm trained, from its label (runs.RL_ARMS); "" for a label no pipeline makes."""
+        return algorithm_of(self.stage) or ""
 
     def rollout_rounds(self) -> list[int]:
         folder = self.path / "rollouts"
         if not folder.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _ROLLOUTS.match(p.name)))
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := ROUND_ROLLOUTS.match(p.name)))
 
     def rollouts(self, round_index: int, with_trajectories: bool = True) -> RoundRollouts:
         """Read one round (the pickles only when asked: they hold every token and image)."""
@@ -133,7 +95,7 @@ class Scale:
     name: str
     path: Path
     evals: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # stage -> bench -> rows
-    arms: dict[str, Arm] = field(default_factory=dict)  # stage -> arm
+    arms: dict[str, ArmFolder] = field(default_factory=dict)  # stage -> arm
 
 
 @dataclass
@@ -164,7 +126,7 @@ def _read_metrics(folder: Path) -> dict[int, dict[str, float]]:
     metrics = {}
     if folder.is_dir():
         for path in folder.iterdir():
-            if m := _ROUND.match(path.name):
+            if m := ROUND_METRICS.match(path.name):
                 try:
                     values = json.loads(path.read_text())
                 except json.JSONDecodeError:
@@ -202,7 +164,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunData:
                 if benches:
                     scale.evals[stage] = benches
             if (stage_dir / "metrics").is_dir() or (stage_dir / "rollouts").is_dir():
-                scale.arms[stage] = Arm(stage, stage_dir, _read_metrics(stage_dir / "metrics"))
+                scale.arms[stage] = ArmFolder(stage, stage_dir, _read_metrics(stage_dir / "metrics"))
         scales.append(scale)
     return RunData(run_dir, scales)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import TYPE_CHECKING
 
-from axpo_core.evaluation.run_dir import RunData, stage_key
+from axpo_core.evaluation.run_dir import RunData
 from axpo_core.evaluation.stats import (
     Interval,
     bootstrap_interval,
@@ -24,6 +24,7 @@ from axpo_core.evaluation.stats import (
     seed_interval,
     t_interval,
 )
+from axpo_core.runs import stage_key
 
 if TYPE_CHECKING:
     from axpo_core.evaluation.power import Components

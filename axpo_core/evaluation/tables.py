@@ -9,7 +9,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from axpo_core.evaluation.run_dir import stage_key
+from axpo_core.runs import stage_key
 
 
 @dataclass(frozen=True)

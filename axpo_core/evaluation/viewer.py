@@ -25,8 +25,9 @@ from typing import Any
 
 from PIL import Image
 
-from axpo_core.evaluation.run_dir import Arm, RoundRollouts, RunData, stage_key
+from axpo_core.evaluation.run_dir import ArmFolder, RoundRollouts, RunData
 from axpo_core.rollout.trajectory import Trajectory
+from axpo_core.runs import stage_key
 
 QUESTION_PX = 360  # longest side of the question image thumbnails
 TOOL_PX = 240  # ... and of tool-response images
@@ -174,6 +175,11 @@ class _Assets:
 
 
 # ------------------------------------------------------------------------------------------ rendering
+
+
+def _algo_badge(arm: ArmFolder) -> str:
+    """The arm's algorithm beside its label (none for a folder whose label names no algorithm)."""
+    return f' <span class="algo">{_esc(arm.algo.upper())}</span>' if arm.algo else ""
 
 
 def _esc(text: Any) -> str:
@@ -440,7 +446,7 @@ def _group_summary(records: Sequence[dict[str, Any]], branches: int, flips: int)
 
 
 def _render_round(
-    scale: str, arm: Arm, rollouts: RoundRollouts, max_questions: int, assets: _Assets
+    scale: str, arm: ArmFolder, rollouts: RoundRollouts, max_questions: int, assets: _Assets
 ) -> tuple[str, str]:
     """One round's `<details>` and its link in the index."""
     by_question: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -547,8 +553,8 @@ def render_viewer(run: RunData, max_rounds: int = 6, max_questions: int = 8, eva
                 f'<td class="rounds">{" ".join(links)}</td></tr>'
             )
             sections.append(
-                f'<section class="arm" id="{anchor}"><h2>{_esc(scale.name)} · {_esc(stage)} '
-                f'<span class="algo">{_esc(arm.algo.upper())}</span></h2>{"".join(bodies)}</section>'
+                f'<section class="arm" id="{anchor}"><h2>{_esc(scale.name)} · {_esc(stage)}'
+                f'{_algo_badge(arm)}</h2>{"".join(bodies)}</section>'
             )
     eval_sections = []
     for scale in run.scales:
