@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loss_weights import batch_weights
 
 from axpo_core.algorithms.axpo import (
     Candidate,
@@ -467,7 +468,8 @@ def padded(scored: list[Scored]) -> tuple[torch.Tensor, ...]:
 def loss_of(scored: list[Scored]) -> torch.Tensor:
     new, old, adv, mask = padded(scored)
     return clipped_policy_loss(
-        new, old, adv, mask, eps_low=0.2, eps_high=0.4, ref_logprobs=old, kl_beta=1e-3
+        new, old, adv, mask, token_weights=batch_weights(mask), eps_low=0.2, eps_high=0.4, ref_logprobs=old,
+        kl_beta=1e-3,
     )[0]
 
 

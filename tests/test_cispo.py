@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from loss_weights import batch_weights
 
 from axpo_core.algorithms.grpo import clipped_policy_loss
 
@@ -14,6 +15,7 @@ def _grad(objective: str, logp: list[float], old: list[float], adv: float, **kw)
         torch.tensor([old]),
         torch.tensor([adv]),
         torch.ones(1, len(logp)),
+        token_weights=batch_weights(torch.ones(1, len(logp))),
         eps_low=0.2,
         eps_high=0.4,
         objective=objective,
@@ -50,6 +52,7 @@ def test_cispo_clip_fraction_counts_clipped_weights():
         torch.tensor([[-2.0, -1.0]]),
         torch.tensor([-1.0]),
         torch.ones(1, 2),
+        token_weights=batch_weights(torch.ones(1, 2)),
         eps_low=0.2,
         eps_high=0.4,
         objective="cispo",

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loss_weights import batch_weights
 
 from axpo_core.algorithms.grpo import clipped_policy_loss, group_advantages, grpo_advantages
 from axpo_core.config import AlgorithmConfig
@@ -98,7 +99,8 @@ def test_clipped_loss_hand_values() -> None:
     new = torch.tensor([[0.0, 0.5, 9.0], [-0.5, 0.1, 0.0]])
     adv = torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
-    loss, stats = clipped_policy_loss(new, old, adv, mask, eps_low=0.2, eps_high=0.4)
+    loss, stats = clipped_policy_loss(new, old, adv, mask, token_weights=batch_weights(mask), eps_low=0.2,
+                                      eps_high=0.4)
     per_token = [-1.0, -1.4, 1.6, 2 * math.exp(0.1)]
     assert loss.item() == pytest.approx(sum(per_token) / 4, rel=1e-6)
     assert stats["clip_fraction_high"].item() == pytest.approx(0.25)
@@ -111,7 +113,8 @@ def test_clipped_loss_hand_values() -> None:
     assert stats["num_tokens"].item() == 4
 
     seq, _ = clipped_policy_loss(
-        new, old, adv, mask, eps_low=0.2, eps_high=0.4, aggregation="seq-mean-token-mean"
+        new, old, adv, mask, token_weights=batch_weights(mask, "seq-mean-token-mean"), eps_low=0.2,
+        eps_high=0.4,
     )
     assert seq.item() == pytest.approx(((-1.0 - 1.4) / 2 + (1.6 + 2 * math.exp(0.1)) / 2) / 2, rel=1e-6)
 
@@ -122,7 +125,8 @@ def test_clipped_loss_k3_kl_and_sequence_advantages() -> None:
     mask = torch.ones(1, 2)
     adv = torch.tensor([0.0])  # [B] advantages broadcast over tokens
     loss, stats = clipped_policy_loss(
-        new, new, adv, mask, eps_low=0.2, eps_high=0.4, ref_logprobs=ref, kl_beta=0.1
+        new, new, adv, mask, token_weights=batch_weights(mask), eps_low=0.2, eps_high=0.4, ref_logprobs=ref,
+        kl_beta=0.1,
     )
     k3 = [math.exp(d) - d - 1 for d in (-0.5, 1.0)]
     assert stats["kl"].item() == pytest.approx(sum(k3) / 2, rel=1e-6)
@@ -135,15 +139,11 @@ def test_clipped_loss_ignores_padding_garbage_and_gradients_flow() -> None:
     old = torch.tensor([[-0.3, -500.0], [-0.1, 0.0]])
     mask = torch.tensor([[1, 0], [1, 0]])
     loss, _ = clipped_policy_loss(
-        new, old, torch.ones(2, 2), mask, eps_low=0.2, eps_high=0.4, ref_logprobs=old, kl_beta=1e-3
+        new, old, torch.ones(2, 2), mask, token_weights=batch_weights(mask), eps_low=0.2, eps_high=0.4,
+        ref_logprobs=old, kl_beta=1e-3,
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(new.grad).all()
     assert new.grad[:, 1].abs().sum() == 0
     assert new.grad[0, 0] < 0  # positive advantage: raising the log-prob lowers the loss
 
-
-def test_clipped_loss_rejects_unknown_aggregation() -> None:
-    z = torch.zeros(1, 1)
-    with pytest.raises(ValueError, match="aggregation"):
-        clipped_policy_loss(z, z, z, z, eps_low=0.2, eps_high=0.2, aggregation="sum")

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from loss_weights import batch_weights
 
 from axpo_core.algorithms.grpo import clipped_policy_loss
 
@@ -121,7 +122,7 @@ def ours(batch: dict[str, torch.Tensor], aggregation: str, beta: float):
         eps_high=EPS_HIGH,
         ref_logprobs=batch["ref"],
         kl_beta=beta,
-        aggregation=aggregation,
+        token_weights=batch_weights(batch["mask"], aggregation),
     )
     loss.backward()
     return loss.detach(), new.grad, stats

@@ -129,27 +129,24 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     *,
+    token_weights: torch.Tensor,
     eps_low: float,
     eps_high: float,
     ref_logprobs: torch.Tensor | None = None,
     kl_beta: float = 0.0,
-    aggregation: str = "token-mean",
-    token_weights: torch.Tensor | None = None,
     objective: str = "ppo_clip",
     cispo_eps_low: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss to *minimize*: −L_clip of App. A (Eq. clip-app), per token, then aggregated over the batch.
+    """The loss to *minimize*: −L_clip of App. A (Eq. clip-app), per token, then Σ ℓ·w over the batch.
 
     All inputs are padded [B, T] tensors of the same shape (`advantages` may also be [B]: one per sequence).
     Per token, with ρ = exp(logπθ − logπold):
         ℓ = −min(ρ·Â, clip(ρ, 1 − ε_low, 1 + ε_high)·Â) + β·k3,   k3 = exp(ref − logπθ) − (ref − logπθ) − 1
     (k3 is the unbiased, non-negative KL(πθ‖πref) estimator TRL's GRPOTrainer and verl use).
-    Aggregation over masked tokens:
-      * "token-mean": Σ ℓ·mask / Σ mask over the whole batch (TRL `loss_type="bnpo"`, = "dapo" on one batch);
-      * "seq-mean-token-mean": mean over the B rows of each row's token mean (TRL `loss_type="grpo"`; a row
-        with an empty mask counts as 0, as in TRL).
-    `token_weights` [B, T] (zero off the mask) replaces the aggregation: the loss is Σ ℓ·w (the update
-    computes w from `algorithm.loss_normalization`, training/update.py `token_weights`).
+    `token_weights` [B, T] (zero off the mask) aggregate: the loss is Σ ℓ·w. The update computes w from
+    `algorithm.aggregation` and `algorithm.loss_normalization` (training/update.py `token_weights`):
+    "token-mean" is w = 1/Σ mask over the batch (TRL `loss_type="bnpo"`, = "dapo" on one batch),
+    "seq-mean-token-mean" w = 1/(B·T_row), the mean of the rows' token means (TRL `loss_type="grpo"`).
     `objective="cispo"` (CISPO, MiniMax-M1, arXiv 2506.13585, Eq. 4-5) clips the importance weight instead
     of the update: ℓ = −sg(r̂)·Â·logπθ with r̂ = clip(ρ, 1 − ε_low^IS, 1 + ε_high^IS), so a token past the
     bound still gets the gradient −r̂·Â·∇logπθ (PPO-clip gives it none). ε_high^IS is `eps_high`;
@@ -159,8 +156,6 @@ def clipped_policy_loss(
     Stats (detached): token-means over masked tokens of kl, ratio, the clip fractions (TRL's definitions:
     low = ρ < 1 − ε_low with Â < 0, high = ρ > 1 + ε_high with Â > 0), and the loss without the KL term.
     """
-    if aggregation not in ("token-mean", "seq-mean-token-mean"):
-        raise ValueError(f"unknown aggregation {aggregation!r}; expected token-mean or seq-mean-token-mean")
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     on = mask.bool()
@@ -185,11 +180,7 @@ def clipped_policy_loss(
         per_token = per_token + kl_beta * kl
 
     def aggregate(x: torch.Tensor) -> torch.Tensor:
-        if token_weights is not None:
-            return (x * token_weights).sum()
-        if aggregation == "token-mean":
-            return (x * mask_f).sum() / mask_f.sum().clamp(min=1.0)
-        return ((x * mask_f).sum(-1) / mask_f.sum(-1).clamp(min=1.0)).mean()
+        return (x * token_weights).sum()
 
     loss = aggregate(per_token)
 

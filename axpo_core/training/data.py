@@ -98,26 +98,6 @@ def start_reward(start_accuracy: Mapping[str, float], question_ids: Sequence[str
     return sum(start_accuracy[i] for i in question_ids) / max(len(question_ids), 1)
 
 
-def filter_solved(
-    engine: RolloutEngine, questions: Sequence[Question], samples: int
-) -> tuple[list[str], dict]:
-    """The paper's RL data filter: drop questions the (SFT) policy solves `samples` out of `samples` times.
-
-    Returns the kept question ids and a summary (how many solved, per suite)."""
-    trajectories = engine.rollout(questions, group_size=samples)
-    correct: dict[str, int] = {}
-    for t in trajectories:
-        correct[t.question_id] = correct.get(t.question_id, 0) + int(t.correct)
-    kept = [q.question_id for q in questions if correct.get(q.question_id, 0) < samples]
-    summary = {
-        "questions": len(questions),
-        "kept": len(kept),
-        "dropped_all_solved": len(questions) - len(kept),
-        "mean_accuracy": sum(correct.values()) / max(len(trajectories), 1),
-    }
-    return kept, summary
-
-
 def check_pool(pool_ids: Sequence[str], config: Config, where: str = "") -> None:
     """A round draws `training.questions_per_round` distinct questions: a smaller pool is an error, not a
     silently smaller (or repeated) batch."""
