@@ -2,7 +2,8 @@
 
 Convention: a rate whose denominator is empty is 0.0, and every rate comes with the count of its denominator
 (`groups_with_tool`, `triggered_groups`, …) so a 0.0 can be told apart from "nothing to measure".
-"Originals" are the step's ordinary rollouts; "continuations" are AXPO's resamples (none under GRPO).
+"Originals" are the step's ordinary rollouts; "continuations" the extra ones its algorithm planned (AXPO's
+resamples, ARPO's branches, RLTF's second attempts; none under GRPO).
 """
 
 from __future__ import annotations
