@@ -17,7 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from axpo_core.envs.suites import BENCHMARK_SUITES
-from axpo_core.runs import Stage
+
+# The stages a pipeline can run; what each is (its algorithm, its start, its folder) is axpo_core/runs.py's.
+Stage = Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "SFT+RLTF", "GRPO"]
 
 
 class Section(BaseModel):
@@ -212,7 +214,7 @@ class EvaluationConfig(Section):
 class PipelineConfig(Section):
     """The main job's shape: which stages to train/evaluate, and what a sweep varies."""
 
-    stages: list[Stage] = [  # axpo_core/runs.py
+    stages: list[Stage] = [
         "Base",
         "SFT",
         "SFT+GRPO",

@@ -1,5 +1,6 @@
 """Runs: the pipeline's stages and RL arms, their labels and folder slugs, and the run folder's layout.
 
+The config's `Stage` lists the stage names a config may ask for (the schema); this module says what each is.
 Everything that names a stage, builds an arm, or writes or reads a path inside a run folder asks this
 module: the config's stage list, the flows, the tasks, MLflow tracking, the report, the rollout viewer and
 the sweep tables. A label is what people read (`SFT+AXPO`, `SFT+GRPO[x2]`: an arm with an ablation), a
@@ -25,17 +26,13 @@ names back for the readers (evaluation/run_dir.py).
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from axpo_core.config import AlgorithmConfig, Config, Stage
 from axpo_core.storage import ObjectStore, join_uri
-
-if TYPE_CHECKING:
-    from axpo_core.config import Config
-
-Stage = Literal["Base", "SFT", "SFT+GRPO", "SFT+AXPO", "SFT+ARPO", "SFT+RLTF", "GRPO"]
 
 # The RL stages: label -> (the algorithm it trains, the stage whose checkpoint it starts from).
 RL_ARMS: dict[str, tuple[str, str]] = {
@@ -46,6 +43,8 @@ RL_ARMS: dict[str, tuple[str, str]] = {
     "GRPO": ("grpo", "Base"),
 }
 _NOT_RL = ("Base", "SFT")
+if set(typing.get_args(Stage)) != {*_NOT_RL, *RL_ARMS}:  # the config accepts exactly the stages named here
+    raise ImportError(f"config.Stage {typing.get_args(Stage)} and runs.RL_ARMS disagree")
 #: The paper's stage order (its results table's rows); other stages (ablations) sort after, by name.
 STAGE_ORDER = ["Base", "GRPO", "SFT", "SFT+GRPO", "SFT+RLTF", "SFT+ARPO", "SFT+AXPO"]
 ABLATION_DEFAULT_ALGORITHM = "axpo"  # an ablation without its own `name` switches AXPO's knobs
@@ -125,8 +124,6 @@ class Arm(BaseModel):
 
     def config(self, config: Config) -> Config:
         """The run's config with this arm's algorithm (overrides validated like a config file's)."""
-        from axpo_core.config import AlgorithmConfig  # config.py imports this module's Stage
-
         fields = {**config.algorithm.model_dump(), "name": self.algo, **self.overrides}
         return config.model_copy(update={"algorithm": AlgorithmConfig.model_validate(fields)})
 

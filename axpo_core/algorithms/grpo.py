@@ -17,31 +17,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from axpo_core.algorithms.registry import Algorithm, RoundData, register
+from axpo_core.algorithms.registry import GRPO_STREAM, Algorithm, RoundData, Scored, register
 from axpo_core.config import AlgorithmConfig
 from axpo_core.rollout.trajectory import Trajectory
 
-GRPO_STREAM = "grpo"  # the ordinary GRPO term of the loss; AXPO adds one stream per prefix and continuation
 CONTINUATION_STREAM = "continuation:"  # + "<advantage group>/<sample id>": one resampled continuation
-
-
-@dataclass
-class Scored:
-    """A trajectory with what the update needs: one advantage per token and the tokens that enter the loss.
-
-    `advantages` and `mask` have the length of `trajectory.token_ids`; `mask` ⊆ `trajectory.loss_mask`
-    (AXPO masks a source's continuation and a resample's prefix), and `advantages` is 0.0 off the mask.
-    `stream` names the loss term the tokens belong to (Eq. 5), for `algorithm.loss_normalization`.
-    """
-
-    trajectory: Trajectory
-    advantages: list[float]
-    mask: list[int]
-    stream: str = GRPO_STREAM
 
 
 def group_advantages(rewards: Sequence[float], eps: float) -> list[float]:

@@ -3,9 +3,9 @@
 An `Algorithm` answers, for one round (training/steps.py calls these and nothing else by name):
   * `plan`          which groups it counts as triggered and which prefixes to continue (resample, branch,
                     revise); GRPO continues nothing
-  * `advantages`    the Scored rows the update trains on: per-token advantages, masks, and the loss stream
-                    each row belongs to (the stream decides its token weight, training/update.py
-                    `token_weights`, from the common `algorithm.loss_normalization`)
+  * `advantages`    the `Scored` rows (defined here) the update trains on: per-token advantages, masks,
+                    and the loss stream each row belongs to (the stream decides its token weight,
+                    training/update.py `token_weights`, from the common `algorithm.loss_normalization`)
   * `before_update` what it must do to the rows before the update (RLTF recomputes old log-probs)
   * `diagnostics`   its own per-round figures, beside the shared `step_diagnostics`
 
@@ -26,17 +26,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
+
 if TYPE_CHECKING:
-    from axpo_core.algorithms.grpo import Scored
     from axpo_core.config import Config
     from axpo_core.models.loader import Policy, SpecialIds
-    from axpo_core.rollout.trajectory import ContinuationRequest, Trajectory
 
 # The modules whose import registers the built-in algorithms.
 BUILTIN = ("grpo", "axpo", "arpo", "rltf")
 
 _REGISTRY: dict[str, Algorithm] = {}
+GRPO_STREAM = "grpo"  # the ordinary GRPO term of the loss; AXPO adds one stream per prefix and continuation
 A = TypeVar("A", bound="type[Algorithm]")
+
+
+@dataclass
+class Scored:
+    """A trajectory with what the update needs: one advantage per token and the tokens that enter the loss.
+
+    `advantages` and `mask` have the length of `trajectory.token_ids`; `mask` ⊆ `trajectory.loss_mask`
+    (AXPO masks a source's continuation and a resample's prefix), and `advantages` is 0.0 off the mask.
+    `stream` names the loss term the tokens belong to (Eq. 5), for `algorithm.loss_normalization`: the
+    stream, not the algorithm, decides a row's token weight.
+    """
+
+    trajectory: Trajectory
+    advantages: list[float]
+    mask: list[int]
+    stream: str = GRPO_STREAM
 
 
 @dataclass(frozen=True)
