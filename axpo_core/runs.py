@@ -110,7 +110,7 @@ class Arm(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     stage: str  # an RL_ARMS label, or an ablation label (`ablation_stage`)
-    algo: str  # the registered algorithm it trains (config.py AlgorithmConfig.name)
+    algo: str  # the registered algorithm it trains (config/schema.py AlgorithmConfig.name)
     overrides: dict = {}  # AlgorithmConfig fields (the paper's ablation switches)
 
     @property

@@ -15,7 +15,7 @@ algorithms/grpo.py `clipped_policy_loss`), the tool bonus and penalty are `name:
 `tool_penalty` (the reward, grpo.py `shaped_reward`).
 
 A new algorithm is one module with a subclass of `Algorithm` decorated with `@register`, plus its module
-name in `BUILTIN` (so the registry imports it) and its name in config.py's `AlgorithmConfig.name`.
+name in `BUILTIN` (so the registry imports it) and its name in config/schema.py's `AlgorithmConfig.name`.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def register(cls: A) -> A:
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """The registered algorithm called `name` (config.py's `algorithm.name`)."""
+    """The registered algorithm called `name` (config/schema.py's `algorithm.name`)."""
     for module in BUILTIN:
         importlib.import_module(f"axpo_core.algorithms.{module}")
     try:
