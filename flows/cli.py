@@ -1,5 +1,8 @@
 """The `axpo` command line. Every command accepts `--config` (YAML) and `--set a.b=value` overrides and
 prints where its outputs went. Heavy imports (torch, transformers, prefect) happen inside the commands.
+
+Over 600 lines: one argparse parser and one thin function per command; each command's work lives in the
+flows and axpo_core, what is here is its arguments and its printed summary.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ value. A design's expected 95% t half-width is t_{0.975, S−1} · c4(S) · sqrt
 The functions take and return fractions (scores 0–1; variances in their squares) except the targets of
 the text helpers, which are in percentage points (pp) as printed. t and noncentral t come from scipy, as
 in `stats`.
+
+Over 600 lines: the model, its estimators and the design tables are one derivation, read top to bottom.
 """
 
 from __future__ import annotations

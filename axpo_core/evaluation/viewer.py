@@ -8,6 +8,9 @@ stage and benchmark follow. Images are inlined as downscaled base64 thumbnails (
 
 Model text is untrusted: every string from a record is HTML-escaped before it reaches the page, and the
 page's only script is the static one below (it opens the folds an anchor link points into).
+
+Over 600 lines: one page, and the escaping rule above holds only if everything that writes its HTML is read
+together; its CSS and script are part of the page.
 """
 
 from __future__ import annotations
