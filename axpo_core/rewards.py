@@ -1,4 +1,4 @@
-r"""Answer extraction and verification: the binary correctness reward r ∈ {0, 1} (DESIGN §3, §6).
+r"""Answer extraction and verification: the binary correctness reward r ∈ {0, 1} (docs/design.md §3, §6).
 
 A response ends with ``<answer>\boxed{...}</answer>``. The rules below decide what counts as the
 response's answer, and how it is compared to the gold answer. They are deliberately strict where

@@ -1,7 +1,7 @@
 """Tracking tasks: MLflow runs opened, described, tagged and closed with explicit run ids (tasks run in worker
 threads, where MLflow's active-run context does not follow). The only mlflow use is inside axpo_core.tracking.
 
-What each run carries (DESIGN §7), so the MLflow UI alone compares the arms:
+What each run carries (docs/design.md §7), so the MLflow UI alone compares the arms:
 - parent (pipeline or sweep): the config, tags (`kind`, `config_hash`, commit, `outputs_uri`), the report
   folder (HTML, Markdown, plots, rollout viewer) under `report/`, the results table (CSV and an MLflow table)
   under `results/`, and the headline numbers `summary/avg_pass_at_<k>/<stage slug>`;

@@ -1,4 +1,5 @@
-"""Synthetic suites: determinism, oracle correctness and format, and the resolution argument of DESIGN §3.
+"""Synthetic suites: determinism, oracle correctness and format, and the resolution argument of
+docs/design.md §3.
 
 "The model's view" below mimics the Qwen2-VL processor (smart_resize to multiples of 32 with at most
 128×128 pixels, bicubic), and the tool's crop maps 0–1000 coordinates to pixels by rounding.

@@ -1,4 +1,4 @@
-"""AXPO = GRPO + targeted exploration at the tool call (paper §3, DESIGN §4), in the paper's order.
+"""AXPO = GRPO + targeted exploration at the tool call (paper §3, docs/design.md §4), in the paper's order.
 
   1. `trigger`            groups whose tool-using subgroup is non-empty and all wrong          (§3.2)
   2. `candidate_prefixes` each failed tool rollout gives t₁ˢʳᶜ = prompt + thinking + `<tool_call>` (§3.1)

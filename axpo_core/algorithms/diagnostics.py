@@ -1,4 +1,5 @@
-"""Per-step diagnostics of the tool-use gap (paper §2.2, Fig. 3; DESIGN §4), as finite floats for MLflow.
+"""Per-step diagnostics of the tool-use gap (paper §2.2, Fig. 3; docs/design.md §4), as finite floats for
+MLflow.
 
 Convention: a rate whose denominator is empty is 0.0, and every rate comes with the count of its denominator
 (`groups_with_tool`, `triggered_groups`, …) so a 0.0 can be told apart from "nothing to measure".

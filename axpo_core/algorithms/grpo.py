@@ -1,4 +1,5 @@
-"""GRPO: group-relative advantages and the token-level clipped policy loss (DESIGN §4, paper §2.1, App. A).
+"""GRPO: group-relative advantages and the token-level clipped policy loss (docs/design.md §4, paper §2.1,
+App. A).
 
 Read top to bottom:
   1. `group_advantages`   Â_i = (r_i − mean(r)) / (std(r) + ε) within one group of rollouts.

@@ -91,7 +91,7 @@ class AlgorithmConfig(Section):
     eps_high: float = Field(0.4, ge=0)
     kl_beta: float = Field(1e-3, ge=0)  # 0 skips loading the reference model
     aggregation: Literal["token-mean", "seq-mean-token-mean"] = "token-mean"
-    # How AXPO's extra streams enter the loss (DESIGN §4, training/update.py `token_weights`):
+    # How AXPO's extra streams enter the loss (docs/design.md §4, training/update.py `token_weights`):
     # batch_token_mean: one token mean over every rollout of the step, originals and continuations alike
     #   (verl's token-mean over the appended batch, which the paper's implementation builds on);
     # per_stream: Eq. 5 read literally: the GRPO term, each prefix term and each continuation term are

@@ -1,4 +1,4 @@
-"""A sandboxed, persistent Python interpreter for the agent's ``python`` tool (DESIGN.md §3).
+"""A sandboxed, persistent Python interpreter for the agent's ``python`` tool (docs/design.md §3).
 
 Why a subprocess: the model's code must not be able to hang, crash or exhaust the trainer, so it runs in
 a separate interpreter (one per rollout) that we can kill at any time. The worker,

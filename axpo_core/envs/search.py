@@ -1,4 +1,5 @@
-"""BM25 search over a local document index: the offline stand-in for the paper's web search (DESIGN §3).
+"""BM25 search over a local document index: the offline stand-in for the paper's web search
+(docs/design.md §3).
 
 The scoring is ``bm25s`` (Lucene's BM25 variant, k1 = 1.5, b = 0.75) over our own tokens: lowercased
 words and numbers, without English stop words. Single characters and digits are kept (years, "7"),

@@ -1,4 +1,4 @@
-"""Pluggable answer judges for evaluation (DESIGN §6): rule-based by default, a local LLM by config.
+"""Pluggable answer judges for evaluation (docs/design.md §6): rule-based by default, a local LLM by config.
 
 A judge maps ``(question, response_text)`` to a reward in [0, 1], on the same scale as the rollout
 engine's :func:`axpo_core.rewards.score_question`, so :func:`apply_judge` can overwrite trajectory rewards and

@@ -1,4 +1,4 @@
-"""Are tools necessary in the toy world? Three accuracies per tool suite (DESIGN §6b).
+"""Are tools necessary in the toy world? Three accuracies per tool suite (docs/design.md §6b).
 
 * oracle with its tool: the suite's oracle trajectory played through the rollout engine with real tool
   execution; it counts as correct when the engine's reward is 1, every tool call succeeded, and, for tools

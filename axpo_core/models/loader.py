@@ -14,7 +14,7 @@ import torch
 
 from axpo_core.models.tiny import TINY_SCALES, build_tiny
 
-# Real scales (DESIGN §5): the Thinking checkpoints the paper trains, plus the 32B comparison row.
+# Real scales (docs/design.md §5): the Thinking checkpoints the paper trains, plus the 32B comparison row.
 REAL_SCALES = {
     "qwen3vl-2b": "Qwen/Qwen3-VL-2B-Thinking",
     "qwen3vl-4b": "Qwen/Qwen3-VL-4B-Thinking",

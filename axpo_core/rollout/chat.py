@@ -1,4 +1,4 @@
-"""Token-level rendering of the rollout format (DESIGN §3), shared by the rollout engine and SFT.
+"""Token-level rendering of the rollout format (docs/design.md §3), shared by the rollout engine and SFT.
 
 Pieces are encoded separately and concatenated as ids, never through a chat template, so the engine, the
 SFT data and the update see the same tokens for the same conversation.

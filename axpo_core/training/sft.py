@@ -1,4 +1,4 @@
-"""SFT through TRL's `SFTTrainer` on engine-format trajectories (DESIGN §2: base → SFT → RL).
+"""SFT through TRL's `SFTTrainer` on engine-format trajectories (docs/design.md §2: base → SFT → RL).
 
 The trajectories are already tokens (prompt, assistant turns, tool responses with their images), so TRL's
 own tokenisation is skipped (`dataset_kwargs={"skip_prepare_dataset": True}`) and a collator builds the

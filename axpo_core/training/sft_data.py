@@ -1,4 +1,5 @@
-r"""The SFT set, built as the paper builds it (DESIGN §6): correct trajectories only, ~25 % with a tool call.
+r"""The SFT set, built as the paper builds it (docs/design.md §6): correct trajectories only, ~25 % with a
+tool call.
 
 The suites' oracles play the teacher. Every trajectory is played through the `RolloutEngine` by a
 `ScriptedGenerator`, so its tokens, tool executions, tool-response images and loss mask are exactly what an

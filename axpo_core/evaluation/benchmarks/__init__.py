@@ -1,4 +1,5 @@
-"""Adapters for the paper's nine benchmarks (DESIGN §6): each reads its published format from a local folder.
+"""Adapters for the paper's nine benchmarks (docs/design.md §6): each reads its published format from a local
+folder, one module per benchmark (its adapter and its scorer), registered here.
 
 Every adapter turns benchmark items into :class:`~axpo_core.envs.suites.Question` objects, so the rollout
 engine and :func:`axpo_core.evaluation.runner.evaluate` run them unchanged. Question ids are stable:
