@@ -317,10 +317,7 @@ class RolloutEngine:
     def _after_turn(self, r: _Live, stopped: bool) -> None:
         """Whatever follows a turn, for one rollout: its tool call run and answered, or its end."""
         if call := self._turn_call(r, stopped):
-            result = self._run_call(r, call)
-            if isinstance(result, BaseException):
-                raise result
-            self._answer_call(r, call, result)
+            self._answer_calls([(r, call)])
 
     def _turn_call(self, r: _Live, stopped: bool) -> _Call | None:
         """The tool call that ends the turn just taken; None when the turn holds no complete call, and

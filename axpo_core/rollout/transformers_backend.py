@@ -321,7 +321,7 @@ def decode_dropping_finished(
     position = positions[..., -1:]  # [4, rows, 1]
     gumbel = next((p for p in processors if isinstance(p, PerRowGumbel)), None)
     for step in range(longest):
-        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        logits = out.logits[:, -1].float()  # the raw logits, scored below: processors get a copy
         chosen = processors(ids, logits.clone()).argmax(-1)
         chosen = chosen.masked_fill(finished, pad)  # as `generate` pads a finished row
         tokens[rows, step] = chosen
